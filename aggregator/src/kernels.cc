@@ -1,0 +1,269 @@
+#include "tributary/aggregator/kernels.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <utility>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+
+namespace tributary::agg {
+namespace {
+
+// Elements per cache block: 8 KiB of accumulator stays in L1 while k updates
+// stream through it.
+constexpr uint64_t kBlock = 2048;
+// Below this many elements a parallel region costs more than it saves.
+constexpr uint64_t kParallelMin = 1 << 16;
+
+// ---- element loops: one body, compiled for AVX2 and for the x86-64 baseline.
+
+#define TRIBUTARY_KERNELS(ATTR, SUFFIX)                                                              \
+  ATTR void AxpyF32##SUFFIX(float* __restrict acc, const float* __restrict x, float w, uint64_t n) { \
+    for (uint64_t i = 0; i < n; ++i) acc[i] += w * x[i];                                             \
+  }                                                                                                  \
+  ATTR void AxpyBF16##SUFFIX(float* __restrict acc, const uint16_t* __restrict x, float w,          \
+                             uint64_t n) {                                                           \
+    for (uint64_t i = 0; i < n; ++i) {                                                               \
+      uint32_t bits = uint32_t{x[i]} << 16;                                                          \
+      float v;                                                                                       \
+      std::memcpy(&v, &bits, 4);                                                                     \
+      acc[i] += w * v;                                                                               \
+    }                                                                                                \
+  }                                                                                                  \
+  ATTR void AxpyF16##SUFFIX(float* __restrict acc, const _Float16* __restrict x, float w,           \
+                            uint64_t n) {                                                            \
+    for (uint64_t i = 0; i < n; ++i) acc[i] += w * static_cast<float>(x[i]);                         \
+  }                                                                                                  \
+  ATTR bool FiniteU32##SUFFIX(const uint32_t* __restrict x, uint64_t n, uint32_t exp_mask) {         \
+    uint32_t bad = 0;                                                                                \
+    for (uint64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((x[i] & exp_mask) == exp_mask);    \
+    return bad == 0;                                                                                 \
+  }                                                                                                  \
+  ATTR bool FiniteU16##SUFFIX(const uint16_t* __restrict x, uint64_t n, uint16_t exp_mask) {         \
+    uint32_t bad = 0;                                                                                \
+    for (uint64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((x[i] & exp_mask) == exp_mask);    \
+    return bad == 0;                                                                                 \
+  }
+
+TRIBUTARY_KERNELS(__attribute__((target("avx2,f16c"))), Avx2)
+TRIBUTARY_KERNELS(, Base)
+#undef TRIBUTARY_KERNELS
+
+// K f32 updates folded in one sweep: acc is read and written once, the K
+// inputs stream side by side (long sequential streams keep the prefetchers
+// busy, where short per-block bursts would stall on each new stream).
+constexpr int kMaxStreams = 16;
+
+#define TRIBUTARY_MULTI_KERNEL(ATTR, SUFFIX)                                                         \
+  template <int K>                                                                                   \
+  ATTR void FoldF32Streams##SUFFIX(float* __restrict acc, const float* const* xs, const float* ws,   \
+                                   uint64_t n) {                                                     \
+    const float* x[K];                                                                               \
+    float w[K];                                                                                      \
+    for (int j = 0; j < K; ++j) {                                                                    \
+      x[j] = xs[j];                                                                                  \
+      w[j] = ws[j];                                                                                  \
+    }                                                                                                \
+    _Pragma("GCC ivdep") for (uint64_t i = 0; i < n; ++i) {                                          \
+      float s = acc[i];                                                                              \
+      for (int j = 0; j < K; ++j) s += w[j] * x[j][i];                                               \
+      acc[i] = s;                                                                                    \
+    }                                                                                                \
+  }
+
+TRIBUTARY_MULTI_KERNEL(__attribute__((target("avx2,f16c"))), Avx2)
+TRIBUTARY_MULTI_KERNEL(, Base)
+#undef TRIBUTARY_MULTI_KERNEL
+
+using StreamsFn = void (*)(float*, const float* const*, const float*, uint64_t);
+
+template <int... K>
+constexpr std::array<StreamsFn, sizeof...(K)> StreamsTable(bool avx2, std::integer_sequence<int, K...>) {
+  return {(avx2 ? &FoldF32StreamsAvx2<K + 1> : &FoldF32StreamsBase<K + 1>)...};
+}
+
+struct KernelTable {
+  void (*axpy_f32)(float*, const float*, float, uint64_t);
+  void (*axpy_bf16)(float*, const uint16_t*, float, uint64_t);
+  void (*axpy_f16)(float*, const _Float16*, float, uint64_t);
+  bool (*finite_u32)(const uint32_t*, uint64_t, uint32_t);
+  bool (*finite_u16)(const uint16_t*, uint64_t, uint16_t);
+  std::array<StreamsFn, kMaxStreams> fold_streams;  // [k-1]: k f32 updates at once
+  const char* isa;
+};
+
+const KernelTable& Kernels() {
+  static const KernelTable table = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+      return KernelTable{AxpyF32Avx2,   AxpyBF16Avx2,
+                         AxpyF16Avx2,   FiniteU32Avx2,
+                         FiniteU16Avx2, StreamsTable(true, std::make_integer_sequence<int, kMaxStreams>{}),
+                         "avx2"};
+    }
+    return KernelTable{AxpyF32Base,   AxpyBF16Base,
+                       AxpyF16Base,   FiniteU32Base,
+                       FiniteU16Base, StreamsTable(false, std::make_integer_sequence<int, kMaxStreams>{}),
+                       "sse2"};
+  }();
+  return table;
+}
+
+void AxpyRun(const KernelTable& k, DType dtype, float* acc, const std::byte* src, float w, uint64_t n) {
+  switch (dtype) {
+    case DType::kF32: k.axpy_f32(acc, reinterpret_cast<const float*>(src), w, n); break;
+    case DType::kBF16: k.axpy_bf16(acc, reinterpret_cast<const uint16_t*>(src), w, n); break;
+    case DType::kF16: k.axpy_f16(acc, reinterpret_cast<const _Float16*>(src), w, n); break;
+  }
+}
+
+bool FiniteRun(const KernelTable& k, DType dtype, const std::byte* src, uint64_t n) {
+  switch (dtype) {
+    case DType::kF32: return k.finite_u32(reinterpret_cast<const uint32_t*>(src), n, 0x7f800000u);
+    case DType::kBF16: return k.finite_u16(reinterpret_cast<const uint16_t*>(src), n, 0x7f80u);
+    case DType::kF16: return k.finite_u16(reinterpret_cast<const uint16_t*>(src), n, 0x7c00u);
+  }
+  return false;
+}
+
+// Calls body(lo, hi) on contiguous, block-aligned slices of [0, n), one per
+// thread. The slicing never changes what is computed per element.
+template <class Body>
+void ParallelSlices(uint64_t n, Parallelism parallelism, Body&& body) {
+  const int threads = n < kParallelMin ? 1 : ThreadCount(parallelism);
+  if (threads == 1) {
+    body(uint64_t{0}, n);
+    return;
+  }
+  const uint64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel num_threads(threads)
+  {
+    const uint64_t t = static_cast<uint64_t>(omp_get_thread_num());
+    const uint64_t nt = static_cast<uint64_t>(omp_get_num_threads());
+    const uint64_t lo = std::min(n, blocks * t / nt * kBlock);
+    const uint64_t hi = std::min(n, blocks * (t + 1) / nt * kBlock);
+    if (lo < hi) body(lo, hi);
+  }
+}
+
+// Calls fn(dtype, source bytes, first element, count) for the parts of
+// [lo, hi) covered by each dtype run of the layout.
+template <class Fn>
+void ForEachRunSlice(const ModelSpec& layout, const std::byte* payload, uint64_t lo, uint64_t hi, Fn&& fn) {
+  for (const DTypeRun& run : layout.runs()) {
+    const uint64_t a = std::max(lo, run.first_element);
+    const uint64_t b = std::min(hi, run.first_element + run.elements);
+    if (a >= b) continue;
+    const uint64_t offset = run.byte_offset + (a - run.first_element) * DTypeSize(run.dtype);
+    fn(run.dtype, payload + offset, a, b - a);
+  }
+}
+
+}  // namespace
+
+int ThreadCount(Parallelism parallelism) {
+  if (parallelism.threads > 0) return parallelism.threads;
+  static const int cores = std::max(1u, std::thread::hardware_concurrency());
+  return cores;
+}
+
+const char* KernelIsa() { return Kernels().isa; }
+
+bool AllFinite(const ModelSpec& layout, std::span<const std::byte> payload, Parallelism parallelism) {
+  const KernelTable& k = Kernels();
+  int bad = 0;
+  ParallelSlices(layout.elements(), parallelism, [&](uint64_t lo, uint64_t hi) {
+    bool ok = true;
+    ForEachRunSlice(layout, payload.data(), lo, hi, [&](DType dt, const std::byte* src, uint64_t, uint64_t n) {
+      ok = ok && FiniteRun(k, dt, src, n);
+    });
+    if (!ok) {
+#pragma omp atomic write
+      bad = 1;
+    }
+  });
+  return bad == 0;
+}
+
+Result<FiniteUpdate> FiniteUpdate::Check(const ModelSpec& layout, std::span<const std::byte> payload, double weight,
+                                         Parallelism parallelism) {
+  if (payload.size() != layout.payload_bytes()) {
+    return MakeError(ErrorCode::kShapeMismatch, "payload has " + std::to_string(payload.size()) +
+                                                    " bytes, the model spec needs " +
+                                                    std::to_string(layout.payload_bytes()));
+  }
+  if (!(weight > 0.0) || weight > 1e15) {
+    return MakeError(ErrorCode::kInvalidArgument, "update weight must be positive and finite");
+  }
+  if (!AllFinite(layout, payload, parallelism)) {
+    return MakeError(ErrorCode::kNonFinite, "update contains NaN or Inf");
+  }
+  return FiniteUpdate(&layout, payload, weight);
+}
+
+namespace {
+
+bool SingleF32Run(const FiniteUpdate& u) {
+  return u.layout().runs().size() == 1 && u.layout().runs()[0].dtype == DType::kF32;
+}
+
+// Updates of any dtype mix: per cache block, each update's runs in turn.
+void FoldBlocked(const KernelTable& k, float* acc, std::span<const FiniteUpdate> updates, uint64_t lo, uint64_t hi) {
+  for (uint64_t b = lo; b < hi; b += kBlock) {
+    const uint64_t e = std::min(hi, b + kBlock);
+    for (const FiniteUpdate& u : updates) {
+      const float w = static_cast<float>(u.weight());
+      ForEachRunSlice(u.layout(), u.payload().data(), b, e,
+                      [&](DType dt, const std::byte* src, uint64_t first, uint64_t n) {
+                        AxpyRun(k, dt, acc + first, src, w, n);
+                      });
+    }
+  }
+}
+
+}  // namespace
+
+void FoldUpdates(std::span<float> acc, std::span<const FiniteUpdate> updates, Parallelism parallelism) {
+  if (updates.empty()) return;
+  const KernelTable& k = Kernels();
+  const bool all_f32 = std::all_of(updates.begin(), updates.end(), SingleF32Run);
+  ParallelSlices(acc.size(), parallelism, [&](uint64_t lo, uint64_t hi) {
+    if (!all_f32) {
+      FoldBlocked(k, acc.data(), updates, lo, hi);
+      return;
+    }
+    for (size_t g = 0; g < updates.size(); g += kMaxStreams) {
+      const size_t count = std::min<size_t>(kMaxStreams, updates.size() - g);
+      const float* xs[kMaxStreams];
+      float ws[kMaxStreams];
+      for (size_t j = 0; j < count; ++j) {
+        xs[j] = reinterpret_cast<const float*>(updates[g + j].payload().data()) + lo;
+        ws[j] = static_cast<float>(updates[g + j].weight());
+      }
+      k.fold_streams[count - 1](acc.data() + lo, xs, ws, hi - lo);
+    }
+  });
+}
+
+void FoldPartials(std::span<float> acc, std::span<const std::span<const float>> partials, Parallelism parallelism) {
+  if (partials.empty()) return;
+  const KernelTable& k = Kernels();
+  ParallelSlices(acc.size(), parallelism, [&](uint64_t lo, uint64_t hi) {
+    for (uint64_t b = lo; b < hi; b += kBlock) {
+      const uint64_t e = std::min(hi, b + kBlock);
+      for (std::span<const float> p : partials) k.axpy_f32(acc.data() + b, p.data() + b, 1.0f, e - b);
+    }
+  });
+}
+
+void Axpy(std::span<float> acc, std::span<const float> x, float w, Parallelism parallelism) {
+  const KernelTable& k = Kernels();
+  ParallelSlices(acc.size(), parallelism,
+                 [&](uint64_t lo, uint64_t hi) { k.axpy_f32(acc.data() + lo, x.data() + lo, w, hi - lo); });
+}
+
+}  // namespace tributary::agg

@@ -1,0 +1,28 @@
+# Build options shared by every target.
+option(TRIBUTARY_WERROR "Treat warnings as errors" OFF)
+set(TRIBUTARY_SANITIZE "" CACHE STRING "Sanitizers: '', 'address' (ASan+UBSan) or 'thread' (TSan)")
+set_property(CACHE TRIBUTARY_SANITIZE PROPERTY STRINGS "" address thread)
+
+find_program(CCACHE_PROGRAM ccache)
+if(CCACHE_PROGRAM)
+  set(CMAKE_CXX_COMPILER_LAUNCHER ${CCACHE_PROGRAM})
+  set(CMAKE_C_COMPILER_LAUNCHER ${CCACHE_PROGRAM})
+endif()
+
+add_library(tributary_options INTERFACE)
+target_compile_options(tributary_options INTERFACE -Wall -Wextra -Wpedantic -Wshadow)
+if(TRIBUTARY_WERROR)
+  target_compile_options(tributary_options INTERFACE -Werror)
+endif()
+
+if(TRIBUTARY_SANITIZE STREQUAL "address")
+  set(_san -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+elseif(TRIBUTARY_SANITIZE STREQUAL "thread")
+  set(_san -fsanitize=thread -fno-omit-frame-pointer)
+elseif(NOT TRIBUTARY_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "TRIBUTARY_SANITIZE must be '', 'address' or 'thread'")
+endif()
+if(_san)
+  target_compile_options(tributary_options INTERFACE ${_san})
+  target_link_options(tributary_options INTERFACE ${_san})
+endif()

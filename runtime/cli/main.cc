@@ -1,0 +1,63 @@
+// The `tributary` command: one binary, one subcommand per role.
+#include <CLI/CLI.hpp>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "aggregate_bench.h"
+#include "tributary/config/config.h"
+
+namespace {
+
+int Report(const tributary::Result<void>& r) {
+  if (r) return 0;
+  std::cerr << "tributary: " << r.error().ToString() << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Tributary: serverless federated-learning aggregation over shared memory."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tributary 0.1.0");
+
+  CLI::App* bench = app.add_subcommand("bench", "Run a benchmark and print its figures beside a same-run baseline");
+  bench->require_subcommand(1);
+  tributary::bench::AggregateBenchOptions agg;
+  CLI::App* bench_agg = bench->add_subcommand(
+      "aggregate",
+      "Fold N updates of M parameters: throughput vs. memory bandwidth, round time vs. a Flower-style server, "
+      "peak memory while streaming updates through the shared-memory store");
+  bench_agg->add_option("--params", agg.params, "Parameters per update (default: ResNet-18, 11.7 M)")
+      ->check(CLI::PositiveNumber);
+  bench_agg->add_option("--updates", agg.updates, "Updates per round for throughput and time")
+      ->check(CLI::PositiveNumber);
+  bench_agg->add_option("--memory-updates", agg.memory_updates, "Updates streamed for the memory figure")
+      ->check(CLI::PositiveNumber);
+  bench_agg->add_option("--batch", agg.batch, "Most arrived updates folded in one pass over the accumulator")
+      ->check(CLI::Range(1, 1024));
+  bench_agg->add_option("--threads", agg.threads, "Kernel threads (0: one per core)")->check(CLI::Range(0, 1024));
+  bench_agg->add_option("--repetitions", agg.repetitions, "Repetitions; the best is reported")
+      ->check(CLI::Range(1, 100));
+  bench_agg->add_flag("!--no-baseline", agg.flower_baseline, "Skip the Flower-style baseline (saves memory)");
+  bench_agg->add_flag("--json", agg.json, "Also print the figures as JSON");
+
+  CLI::App* config = app.add_subcommand("config", "Check configuration files");
+  config->require_subcommand(1);
+  std::string node_file;
+  CLI::App* config_node = config->add_subcommand("node", "Validate a node agent configuration (node.yaml)");
+  config_node->add_option("file", node_file, "The YAML file")->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (bench_agg->parsed()) return Report(tributary::bench::RunAggregateBench(agg, std::cout));
+  if (config_node->parsed()) {
+    auto c = tributary::config::LoadNodeConfig(node_file);
+    if (!c) return Report(std::move(c).error());
+    std::cout << node_file << ": ok (node " << c.value().node_id << ", segment " << c.value().store.name << ", "
+              << c.value().store.bytes << " bytes)\n";
+    return 0;
+  }
+  return EXIT_FAILURE;
+}

@@ -1,0 +1,38 @@
+// YAML configuration of Tributary's components.
+//
+// Every error names the file, the line and column, and the dotted key path:
+//   node.yaml:7:3: key 'store.segment_bytes': expected a size like 512MiB
+// Unknown keys are errors (a typo must not silently fall back to a default).
+// Sizes accept plain byte counts or KiB/MiB/GiB suffixes.
+//
+// Thread safety: plain functions and value types.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "tributary/aggregator/strategy.h"
+#include "tributary/core/error.h"
+#include "tributary/shm/segment.h"
+
+namespace tributary::config {
+
+struct NodeConfig {
+  std::string node_id = "node-0";
+  shm::SegmentOptions store;  // name defaults to "tributary.<node_id>"
+};
+
+// Parses a node configuration file:
+//   node_id: node-a
+//   store: {segment_name: tributary.node-a, segment_bytes: 1GiB, max_blocks: 65536}
+Result<NodeConfig> LoadNodeConfig(const std::string& path);
+Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source_name);
+
+// Parses a strategy section:
+//   strategy: {name: fedadam, server_lr: 0.01, beta1: 0.9, beta2: 0.99, tau: 0.001, threads: 0}
+Result<agg::StrategyOptions> ParseStrategyConfig(const std::string& yaml_text, const std::string& source_name);
+
+// "512MiB" -> 536870912.
+Result<uint64_t> ParseByteSize(const std::string& text);
+
+}  // namespace tributary::config

@@ -1,0 +1,209 @@
+#include "tributary/config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cctype>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+namespace tributary::config {
+namespace {
+
+// Reads one mapping, remembering where it is, so every error can say so.
+class Section {
+ public:
+  Section(YAML::Node node, std::string source, std::string path)
+      : node_(std::move(node)), source_(std::move(source)), path_(std::move(path)) {}
+
+  Result<void> ExpectMap() const {
+    if (node_.IsMap()) return Ok();
+    return Fail(node_, "", "expected a mapping");
+  }
+
+  // Rejects keys not in `known`.
+  Result<void> OnlyKeys(const std::set<std::string>& known) const {
+    for (const auto& kv : node_) {
+      const std::string key = kv.first.as<std::string>();
+      if (known.count(key) == 0) {
+        std::string list;
+        for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+        return Fail(kv.first, key, "unknown key (expected one of: " + list + ")");
+      }
+    }
+    return Ok();
+  }
+
+  bool Has(const std::string& key) const { return node_[key].IsDefined() && !node_[key].IsNull(); }
+
+  Section Child(const std::string& key) const { return Section(node_[key], source_, Join(key)); }
+
+  Result<std::string> String(const std::string& key) const {
+    YAML::Node v = node_[key];
+    if (!v.IsScalar()) return Fail(v.IsDefined() ? v : node_, key, "expected a string");
+    return v.Scalar();
+  }
+
+  Result<double> Number(const std::string& key) const {
+    YAML::Node v = node_[key];
+    double d = 0;
+    if (!v.IsScalar() || !YAML::convert<double>::decode(v, d) || !std::isfinite(d)) {
+      return Fail(v.IsDefined() ? v : node_, key, "expected a finite number");
+    }
+    return d;
+  }
+
+  Result<uint64_t> Integer(const std::string& key, uint64_t lo, uint64_t hi) const {
+    YAML::Node v = node_[key];
+    uint64_t n = 0;
+    if (!v.IsScalar() || v.Scalar().find_first_not_of("0123456789") != std::string::npos ||
+        !YAML::convert<uint64_t>::decode(v, n) || n < lo || n > hi) {
+      return Fail(v.IsDefined() ? v : node_, key,
+                  "expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    return n;
+  }
+
+  Result<uint64_t> Bytes(const std::string& key) const {
+    YAML::Node v = node_[key];
+    if (!v.IsScalar()) return Fail(v.IsDefined() ? v : node_, key, "expected a size like 512MiB");
+    auto n = ParseByteSize(v.Scalar());
+    if (!n) return Fail(v, key, n.error().reason);
+    return n.value();
+  }
+
+  Error Fail(const YAML::Node& at, const std::string& key, const std::string& what) const {
+    const YAML::Mark m = at.Mark();
+    std::ostringstream s;
+    s << source_;
+    if (!m.is_null()) s << ':' << (m.line + 1) << ':' << (m.column + 1);
+    s << ": key '" << Join(key) << "': " << what;
+    return MakeError(ErrorCode::kConfig, s.str());
+  }
+
+  const YAML::Node& node() const { return node_; }
+
+ private:
+  std::string Join(const std::string& key) const {
+    if (key.empty()) return path_.empty() ? "<root>" : path_;
+    return path_.empty() ? key : path_ + "." + key;
+  }
+
+  YAML::Node node_;
+  std::string source_;
+  std::string path_;
+};
+
+Result<YAML::Node> ParseYaml(const std::string& text, const std::string& source) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    std::ostringstream s;
+    s << source << ':' << (e.mark.line + 1) << ':' << (e.mark.column + 1) << ": " << e.msg;
+    return MakeError(ErrorCode::kConfig, s.str());
+  }
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return MakeError(ErrorCode::kConfig, path + ": cannot open");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Result<agg::StrategyOptions> ReadStrategy(const Section& s) {
+  TRIBUTARY_TRY(s.ExpectMap());
+  TRIBUTARY_TRY(s.OnlyKeys({"name", "server_lr", "momentum", "beta1", "beta2", "tau", "threads"}));
+  agg::StrategyOptions o;
+  if (s.Has("name")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(o.name, s.String("name"));
+  }
+  for (auto [key, field] : {std::pair{"server_lr", &o.server_lr}, std::pair{"momentum", &o.momentum},
+                            std::pair{"beta1", &o.beta1}, std::pair{"beta2", &o.beta2}, std::pair{"tau", &o.tau}}) {
+    if (s.Has(key)) {
+      TRIBUTARY_ASSIGN_OR_RETURN(double v, s.Number(key));
+      *field = v;
+    }
+  }
+  if (s.Has("threads")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(uint64_t t, s.Integer("threads", 0, 1024));
+    o.parallelism.threads = static_cast<int>(t);
+  }
+  // The strategy validates names and ranges; point its complaint at the section.
+  auto created = agg::Strategy::Create(o);
+  if (!created) return s.Fail(s.node(), "", created.error().reason);
+  return o;
+}
+
+}  // namespace
+
+Result<uint64_t> ParseByteSize(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == 0 || i > 19) return MakeError(ErrorCode::kConfig, "expected a size like 512MiB, got '" + text + "'");
+  const uint64_t n = std::stoull(text.substr(0, i));
+  std::string unit = text.substr(i);
+  while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
+  uint64_t mult = 1;
+  if (unit.empty() || unit == "B") {
+    mult = 1;
+  } else if (unit == "KiB") {
+    mult = 1ull << 10;
+  } else if (unit == "MiB") {
+    mult = 1ull << 20;
+  } else if (unit == "GiB") {
+    mult = 1ull << 30;
+  } else if (unit == "TiB") {
+    mult = 1ull << 40;
+  } else {
+    return MakeError(ErrorCode::kConfig, "unknown size unit '" + unit + "' (B, KiB, MiB, GiB, TiB)");
+  }
+  if (n > std::numeric_limits<uint64_t>::max() / mult) return MakeError(ErrorCode::kConfig, "size overflows");
+  return n * mult;
+}
+
+Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source_name) {
+  TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
+  Section top(root, source_name, "");
+  TRIBUTARY_TRY(top.ExpectMap());
+  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store"}));
+  NodeConfig c;
+  if (top.Has("node_id")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(c.node_id, top.String("node_id"));
+  }
+  c.store.name = "tributary." + c.node_id;
+  if (top.Has("store")) {
+    Section store = top.Child("store");
+    TRIBUTARY_TRY(store.ExpectMap());
+    TRIBUTARY_TRY(store.OnlyKeys({"segment_name", "segment_bytes", "max_blocks"}));
+    if (store.Has("segment_name")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(c.store.name, store.String("segment_name"));
+    }
+    if (store.Has("segment_bytes")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(c.store.bytes, store.Bytes("segment_bytes"));
+    }
+    if (store.Has("max_blocks")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(uint64_t m, store.Integer("max_blocks", 1, 1u << 24));
+      c.store.max_blocks = static_cast<uint32_t>(m);
+    }
+  }
+  return c;
+}
+
+Result<NodeConfig> LoadNodeConfig(const std::string& path) {
+  TRIBUTARY_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseNodeConfig(text, path);
+}
+
+Result<agg::StrategyOptions> ParseStrategyConfig(const std::string& yaml_text, const std::string& source_name) {
+  TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
+  Section top(root, source_name, "");
+  TRIBUTARY_TRY(top.ExpectMap());
+  TRIBUTARY_TRY(top.OnlyKeys({"strategy"}));
+  if (!top.Has("strategy")) return top.Fail(root, "strategy", "missing");
+  return ReadStrategy(top.Child("strategy"));
+}
+
+}  // namespace tributary::config

@@ -1,0 +1,158 @@
+// The node's shared-memory update store.
+//
+// One Boost.Interprocess managed segment per node holds client updates,
+// partial aggregates and global models as blocks. Every process that maps the
+// segment holds a *lease* (a slot in the segment's lease table, tied to its
+// pid and start time). A reference to a block is a BlockRef: move-only, it
+// counts as one hold of its lease; the block is freed when the last hold of
+// every lease is gone. References cross processes by hand-off: the holder
+// moves one hold into another lease's inbox (BlockRef::HandOff) and sends the
+// returned BlockToken (offset + generation) in a descriptor; the receiver
+// claims it with Segment::Adopt. Blocks are named by offsets, never pointers.
+//
+// Crashes: hold counts are kept per lease, under a robust mutex with an undo
+// journal, so when a process dies (even inside an update of the counts) the
+// segment owner's SweepDeadLeases() drops exactly the holds and inbox entries
+// of that lease, and frees the blocks nobody else holds. Two narrow windows
+// remain outside the journal: a process killed between the allocator's return
+// and the block's registration, or between the last release and the
+// allocator's free, leaks that one block until the segment is recreated; a
+// process killed inside Boost's own allocator lock stalls allocation.
+//
+// Errors are values (Result); a full segment or lease table is
+// kResourceExhausted, a token that no longer names a live block is
+// kStaleReference.
+//
+// Thread safety: Segment methods may be called from any thread. A BlockRef is
+// used by one thread at a time; its payload is shared memory and the callers
+// decide who writes it (by convention only the allocating process writes,
+// before it hands the block on). A Segment must outlive its BlockRefs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "tributary/core/error.h"
+
+namespace tributary::shm {
+
+inline constexpr uint32_t kMaxLeases = 128;
+
+enum class BlockKind : uint8_t { kUpdate = 1, kPartial = 2, kModel = 3 };
+
+// What a descriptor carries to name a block.
+struct BlockToken {
+  uint64_t offset = 0;
+  uint64_t generation = 0;
+};
+
+// Caller-owned metadata kept in the block header.
+struct BlockMeta {
+  BlockKind kind = BlockKind::kUpdate;
+  uint64_t job = 0;
+  uint64_t round = 0;
+  double weight = 0;     // sample count, or total weight of a partial
+  uint64_t updates = 0;  // updates folded into a partial
+};
+
+class Segment;
+struct BlockHeader;
+
+class BlockRef {
+ public:
+  BlockRef() = default;
+  BlockRef(BlockRef&& other) noexcept;
+  BlockRef& operator=(BlockRef&& other) noexcept;
+  BlockRef(const BlockRef&) = delete;
+  BlockRef& operator=(const BlockRef&) = delete;
+  ~BlockRef() { Release(); }
+
+  explicit operator bool() const { return header_ != nullptr; }
+
+  std::span<std::byte> bytes() const;
+  BlockMeta& meta() const;
+  BlockToken token() const;
+
+  // Another hold on the same block, in this process's lease.
+  Result<BlockRef> Clone() const;
+  // Moves this hold into lease `to`'s inbox; this ref becomes empty. On error
+  // the ref is unchanged.
+  Result<BlockToken> HandOff(uint32_t to);
+  // Drops the hold now (the destructor does it otherwise).
+  void Release();
+
+ private:
+  friend class Segment;
+  BlockRef(Segment* segment, BlockHeader* header) : segment_(segment), header_(header) {}
+
+  Segment* segment_ = nullptr;
+  BlockHeader* header_ = nullptr;
+};
+
+struct SegmentOptions {
+  std::string name;              // unique per node, e.g. "tributary.node-a"
+  uint64_t bytes = 256ull << 20; // total size of the segment
+  uint32_t max_blocks = 65536;   // blocks alive at once
+};
+
+struct SegmentStats {
+  uint64_t capacity_bytes = 0;
+  uint64_t allocator_bytes_in_use = 0;  // everything allocated, headers included
+  uint64_t payload_bytes_in_use = 0;    // bytes of live blocks' payloads
+  uint64_t live_blocks = 0;
+  uint32_t live_leases = 0;
+  uint64_t lock_recoveries = 0;  // locks taken over from a dead process (journal undone)
+  bool poisoned = false;         // a process died inside the allocator: recreate the segment
+};
+
+struct SweepReport {
+  uint32_t dead_leases = 0;
+  uint64_t holds_dropped = 0;
+  uint64_t blocks_freed = 0;
+};
+
+class Segment {
+ public:
+  // Creates the segment (removing a stale one of the same name) and takes the
+  // owner's lease. The owner removes the segment's name when destroyed.
+  static Result<std::unique_ptr<Segment>> Create(const SegmentOptions& options);
+  // Maps an existing segment and takes a lease.
+  static Result<std::unique_ptr<Segment>> Open(std::string_view name);
+
+  ~Segment();
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
+  const std::string& name() const { return name_; }
+  uint32_t lease() const { return lease_; }
+
+  // A new block of `bytes` payload bytes (64-byte aligned, uninitialised),
+  // held once by this lease.
+  Result<BlockRef> Allocate(uint64_t bytes, const BlockMeta& meta);
+  // Claims a hold that another lease handed off to this one.
+  Result<BlockRef> Adopt(BlockToken token);
+
+  // Drops the holds and inbox entries of leases whose process has exited.
+  SweepReport SweepDeadLeases();
+  SegmentStats Stats() const;
+
+ private:
+  friend class BlockRef;
+  struct Impl;
+  explicit Segment(std::unique_ptr<Impl> impl, std::string name, uint32_t lease, bool owner);
+
+  Result<void> AddHold(BlockHeader* header);
+  void DropHold(BlockHeader* header);
+  Result<BlockToken> MoveHold(BlockHeader* header, uint32_t to);
+
+  std::unique_ptr<Impl> impl_;
+  std::string name_;
+  uint32_t lease_;
+  bool owner_;
+};
+
+}  // namespace tributary::shm

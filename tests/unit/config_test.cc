@@ -1,0 +1,78 @@
+#include "tributary/config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+namespace tributary::config {
+namespace {
+
+TEST(Config, ParsesNodeConfigWithSizes) {
+  auto c = ParseNodeConfig("node_id: edge-a\nstore:\n  segment_bytes: 512MiB\n  max_blocks: 1024\n", "node.yaml");
+  ASSERT_TRUE(c) << c.error().ToString();
+  EXPECT_EQ(c.value().node_id, "edge-a");
+  EXPECT_EQ(c.value().store.name, "tributary.edge-a");
+  EXPECT_EQ(c.value().store.bytes, 512ull << 20);
+  EXPECT_EQ(c.value().store.max_blocks, 1024u);
+}
+
+TEST(Config, ErrorsNameFileLineAndKey) {
+  auto c = ParseNodeConfig("node_id: a\nstore:\n  segment_bytes: lots\n", "node.yaml");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, ErrorCode::kConfig);
+  EXPECT_NE(c.error().reason.find("node.yaml:3:"), std::string::npos) << c.error().reason;
+  EXPECT_NE(c.error().reason.find("store.segment_bytes"), std::string::npos) << c.error().reason;
+}
+
+TEST(Config, UnknownKeysAreErrors) {
+  auto c = ParseNodeConfig("store:\n  segmnt_bytes: 1GiB\n", "n.yaml");
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().reason.find("n.yaml:2:3: key 'store.segmnt_bytes': unknown key"), std::string::npos)
+      << c.error().reason;
+}
+
+TEST(Config, SyntaxErrorsHaveAPosition) {
+  auto c = ParseNodeConfig("store: [1, 2\n", "bad.yaml");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().reason.rfind("bad.yaml:", 0), 0u) << c.error().reason;
+}
+
+TEST(Config, MissingFileIsAConfigError) {
+  auto c = LoadNodeConfig("/nonexistent/node.yaml");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, ErrorCode::kConfig);
+}
+
+TEST(Config, LoadsFromFile) {
+  const std::string path = ::testing::TempDir() + "/node-config-test.yaml";
+  std::ofstream(path) << "node_id: b\n";
+  auto c = LoadNodeConfig(path);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c.value().node_id, "b");
+}
+
+TEST(Config, StrategySectionIsValidated) {
+  auto ok = ParseStrategyConfig("strategy:\n  name: fedadam\n  server_lr: 0.02\n  tau: 1e-4\n", "job.yaml");
+  ASSERT_TRUE(ok) << ok.error().ToString();
+  EXPECT_EQ(ok.value().name, "fedadam");
+  EXPECT_DOUBLE_EQ(*ok.value().server_lr, 0.02);
+  auto bad = ParseStrategyConfig("strategy:\n  name: fedadam\n  beta1: 1.5\n", "job.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().reason.find("job.yaml:2:"), std::string::npos) << bad.error().reason;
+  EXPECT_NE(bad.error().reason.find("beta1"), std::string::npos) << bad.error().reason;
+  auto typo = ParseStrategyConfig("strategy:\n  name: fedavg\n  lr: 1\n", "job.yaml");
+  ASSERT_FALSE(typo);
+  EXPECT_NE(typo.error().reason.find("job.yaml:3:3: key 'strategy.lr'"), std::string::npos)
+      << typo.error().reason;
+}
+
+TEST(Config, ByteSizes) {
+  EXPECT_EQ(ParseByteSize("4096").value(), 4096u);
+  EXPECT_EQ(ParseByteSize("2GiB").value(), 2ull << 30);
+  EXPECT_FALSE(ParseByteSize("2GB"));
+  EXPECT_FALSE(ParseByteSize("99999999999TiB"));
+  EXPECT_FALSE(ParseByteSize("-1"));
+}
+
+}  // namespace
+}  // namespace tributary::config

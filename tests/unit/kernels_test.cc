@@ -1,0 +1,166 @@
+#include "tributary/aggregator/kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+namespace tributary::agg {
+namespace {
+
+uint16_t ToBF16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// Payload bytes of `values` laid out per `spec` (each tensor in its dtype).
+std::vector<std::byte> Encode(const ModelSpec& spec, const std::vector<float>& values) {
+  std::vector<std::byte> out(spec.payload_bytes());
+  for (const DTypeRun& run : spec.runs()) {
+    for (uint64_t i = 0; i < run.elements; ++i) {
+      const float v = values[run.first_element + i];
+      std::byte* dst = out.data() + run.byte_offset + i * DTypeSize(run.dtype);
+      if (run.dtype == DType::kF32) {
+        std::memcpy(dst, &v, 4);
+      } else if (run.dtype == DType::kF16) {
+        const _Float16 h = static_cast<_Float16>(v);
+        std::memcpy(dst, &h, 2);
+      } else {
+        const uint16_t b = ToBF16(v);
+        std::memcpy(dst, &b, 2);
+      }
+    }
+  }
+  return out;
+}
+
+// What each element decodes to in its dtype.
+std::vector<float> Decode(const ModelSpec& spec, const std::vector<std::byte>& payload) {
+  std::vector<float> out(spec.elements());
+  for (const DTypeRun& run : spec.runs()) {
+    for (uint64_t i = 0; i < run.elements; ++i) {
+      const std::byte* src = payload.data() + run.byte_offset + i * DTypeSize(run.dtype);
+      float v;
+      if (run.dtype == DType::kF32) {
+        std::memcpy(&v, src, 4);
+      } else if (run.dtype == DType::kF16) {
+        _Float16 h;
+        std::memcpy(&h, src, 2);
+        v = static_cast<float>(h);
+      } else {
+        uint16_t b;
+        std::memcpy(&b, src, 2);
+        const uint32_t bits = uint32_t{b} << 16;
+        std::memcpy(&v, &bits, 4);
+      }
+      out[run.first_element + i] = v;
+    }
+  }
+  return out;
+}
+
+std::vector<float> Random(uint64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+ModelSpec Mixed(uint64_t n) {
+  return ModelSpec::Create({{"w32", DType::kF32, {static_cast<int64_t>(n)}},
+                            {"w16", DType::kF16, {static_cast<int64_t>(n / 2)}},
+                            {"wbf", DType::kBF16, {static_cast<int64_t>(n / 3)}},
+                            {"tail", DType::kF32, {7}}})
+      .value();
+}
+
+TEST(Kernels, FoldMatchesScalarReferenceForEveryDType) {
+  const ModelSpec spec = Mixed(100'003);
+  std::vector<std::vector<std::byte>> payloads;
+  std::vector<FiniteUpdate> updates;
+  for (uint32_t j = 0; j < 5; ++j) payloads.push_back(Encode(spec, Random(spec.elements(), j)));
+  for (uint32_t j = 0; j < 5; ++j) updates.push_back(FiniteUpdate::Check(spec, payloads[j], 10.0 + j).value());
+
+  std::vector<float> acc(spec.elements(), 0.0f);
+  FoldUpdates(acc, updates);
+
+  std::vector<float> want(spec.elements(), 0.0f);
+  for (uint32_t j = 0; j < 5; ++j) {
+    const std::vector<float> x = Decode(spec, payloads[j]);
+    const float w = static_cast<float>(10.0 + j);
+    for (uint64_t i = 0; i < want.size(); ++i) {
+      const float p = w * x[i];
+      want[i] = want[i] + p;
+    }
+  }
+  ASSERT_EQ(std::memcmp(acc.data(), want.data(), acc.size() * 4), 0) << "fold differs from per-element sums";
+}
+
+TEST(Kernels, BatchedFoldIsBitIdenticalToOneAtATimeAtAnyThreadCount) {
+  const uint64_t n = 300'001;  // large enough for the parallel path
+  const ModelSpec spec = ModelSpec::Create({{"w", DType::kF32, {static_cast<int64_t>(n)}}}).value();
+  std::vector<std::vector<std::byte>> payloads;
+  std::vector<FiniteUpdate> updates;
+  for (uint32_t j = 0; j < 21; ++j) payloads.push_back(Encode(spec, Random(n, 100 + j)));
+  for (uint32_t j = 0; j < 21; ++j) updates.push_back(FiniteUpdate::Check(spec, payloads[j], 1.0 + j).value());
+
+  std::vector<float> one(n, 0.0f);
+  for (const FiniteUpdate& u : updates) FoldUpdates(one, std::span(&u, 1), {1});
+  for (int threads : {1, 2, 3}) {
+    std::vector<float> batched(n, 0.0f);
+    FoldUpdates(batched, updates, {threads});  // 21 = a group of 16, then 5
+    EXPECT_EQ(std::memcmp(one.data(), batched.data(), n * 4), 0) << threads << " threads";
+  }
+}
+
+TEST(Kernels, RejectsNaNAndInfInEveryDType) {
+  const ModelSpec spec = Mixed(1000);
+  const std::vector<float> good = Random(spec.elements(), 7);
+  ASSERT_TRUE(FiniteUpdate::Check(spec, Encode(spec, good), 1.0));
+  for (const DTypeRun& run : spec.runs()) {
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                      -std::numeric_limits<float>::infinity()}) {
+      std::vector<float> v = good;
+      v[run.first_element + run.elements - 1] = bad;
+      auto r = FiniteUpdate::Check(spec, Encode(spec, v), 1.0);
+      ASSERT_FALSE(r) << DTypeName(run.dtype) << " " << bad;
+      EXPECT_EQ(r.error().code, ErrorCode::kNonFinite);
+    }
+  }
+}
+
+TEST(Kernels, F16OverflowIsCaughtAsInf) {
+  const ModelSpec spec = ModelSpec::Create({{"h", DType::kF16, {4}}}).value();
+  // 1e6 does not fit in f16: the client's conversion produced Inf.
+  auto r = FiniteUpdate::Check(spec, Encode(spec, {1.0f, 2.0f, 1e6f, 0.0f}), 1.0);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kNonFinite);
+}
+
+TEST(Kernels, RejectsWrongSizeAndBadWeight) {
+  const ModelSpec spec = ModelSpec::Create({{"w", DType::kF32, {10}}}).value();
+  std::vector<std::byte> short_payload(36);
+  EXPECT_EQ(FiniteUpdate::Check(spec, short_payload, 1.0).error().code, ErrorCode::kShapeMismatch);
+  std::vector<std::byte> payload(40);
+  EXPECT_EQ(FiniteUpdate::Check(spec, payload, 0.0).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(FiniteUpdate::Check(spec, payload, std::nan("")).error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(Kernels, AxpyAndFoldPartials) {
+  std::vector<float> acc(70'000, 1.0f);
+  const std::vector<float> x = Random(acc.size(), 3);
+  Axpy(acc, x, 2.0f);
+  EXPECT_EQ(acc[12345], 1.0f + 2.0f * x[12345]);
+  std::vector<float> acc2(acc.size(), 0.0f);
+  const std::vector<std::span<const float>> parts = {acc, x};
+  FoldPartials(acc2, parts);
+  EXPECT_EQ(acc2[999], acc[999] + x[999]);
+}
+
+}  // namespace
+}  // namespace tributary::agg
