@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <array>
 #include <utility>
 #include <cstdint>
 #include <cstring>
@@ -19,13 +18,21 @@ constexpr uint64_t kBlock = 2048;
 // Below this many elements a parallel region costs more than it saves.
 constexpr uint64_t kParallelMin = 1 << 16;
 
+// Payload element types with alignment 1: a tensor may start at any byte of
+// the payload (an odd-length f16 tensor shifts every tensor after it), and
+// x86-64 loads unaligned data at full speed.
+typedef float F32In __attribute__((aligned(1), may_alias));
+typedef uint32_t U32In __attribute__((aligned(1), may_alias));
+typedef uint16_t U16In __attribute__((aligned(1), may_alias));
+typedef _Float16 F16In __attribute__((aligned(1), may_alias));
+
 // ---- element loops: one body, compiled for AVX2 and for the x86-64 baseline.
 
 #define TRIBUTARY_KERNELS(ATTR, SUFFIX)                                                              \
-  ATTR void AxpyF32##SUFFIX(float* __restrict acc, const float* __restrict x, float w, uint64_t n) { \
+  ATTR void AxpyF32##SUFFIX(float* __restrict acc, const F32In* __restrict x, float w, uint64_t n) { \
     for (uint64_t i = 0; i < n; ++i) acc[i] += w * x[i];                                             \
   }                                                                                                  \
-  ATTR void AxpyBF16##SUFFIX(float* __restrict acc, const uint16_t* __restrict x, float w,          \
+  ATTR void AxpyBF16##SUFFIX(float* __restrict acc, const U16In* __restrict x, float w,          \
                              uint64_t n) {                                                           \
     for (uint64_t i = 0; i < n; ++i) {                                                               \
       uint32_t bits = uint32_t{x[i]} << 16;                                                          \
@@ -34,16 +41,16 @@ constexpr uint64_t kParallelMin = 1 << 16;
       acc[i] += w * v;                                                                               \
     }                                                                                                \
   }                                                                                                  \
-  ATTR void AxpyF16##SUFFIX(float* __restrict acc, const _Float16* __restrict x, float w,           \
+  ATTR void AxpyF16##SUFFIX(float* __restrict acc, const F16In* __restrict x, float w,           \
                             uint64_t n) {                                                            \
     for (uint64_t i = 0; i < n; ++i) acc[i] += w * static_cast<float>(x[i]);                         \
   }                                                                                                  \
-  ATTR bool FiniteU32##SUFFIX(const uint32_t* __restrict x, uint64_t n, uint32_t exp_mask) {         \
+  ATTR bool FiniteU32##SUFFIX(const U32In* __restrict x, uint64_t n, uint32_t exp_mask) {         \
     uint32_t bad = 0;                                                                                \
     for (uint64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((x[i] & exp_mask) == exp_mask);    \
     return bad == 0;                                                                                 \
   }                                                                                                  \
-  ATTR bool FiniteU16##SUFFIX(const uint16_t* __restrict x, uint64_t n, uint16_t exp_mask) {         \
+  ATTR bool FiniteU16##SUFFIX(const U16In* __restrict x, uint64_t n, uint16_t exp_mask) {         \
     uint32_t bad = 0;                                                                                \
     for (uint64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((x[i] & exp_mask) == exp_mask);    \
     return bad == 0;                                                                                 \
@@ -60,9 +67,9 @@ constexpr int kMaxStreams = 16;
 
 #define TRIBUTARY_MULTI_KERNEL(ATTR, SUFFIX)                                                         \
   template <int K>                                                                                   \
-  ATTR void FoldF32Streams##SUFFIX(float* __restrict acc, const float* const* xs, const float* ws,   \
+  ATTR void FoldF32Streams##SUFFIX(float* __restrict acc, const F32In* const* xs, const float* ws,   \
                                    uint64_t n) {                                                     \
-    const float* x[K];                                                                               \
+    const F32In* x[K];                                                                               \
     float w[K];                                                                                      \
     for (int j = 0; j < K; ++j) {                                                                    \
       x[j] = xs[j];                                                                                  \
@@ -79,53 +86,48 @@ TRIBUTARY_MULTI_KERNEL(__attribute__((target("avx2,f16c"))), Avx2)
 TRIBUTARY_MULTI_KERNEL(, Base)
 #undef TRIBUTARY_MULTI_KERNEL
 
-using StreamsFn = void (*)(float*, const float* const*, const float*, uint64_t);
+using StreamsFn = void (*)(float*, const F32In* const*, const float*, uint64_t);
 
 template <int... K>
-constexpr std::array<StreamsFn, sizeof...(K)> StreamsTable(bool avx2, std::integer_sequence<int, K...>) {
-  return {(avx2 ? &FoldF32StreamsAvx2<K + 1> : &FoldF32StreamsBase<K + 1>)...};
+void FillStreams(bool avx2, StreamsFn* out, std::integer_sequence<int, K...>) {
+  ((out[K] = avx2 ? &FoldF32StreamsAvx2<K + 1> : &FoldF32StreamsBase<K + 1>), ...);
 }
 
 struct KernelTable {
-  void (*axpy_f32)(float*, const float*, float, uint64_t);
-  void (*axpy_bf16)(float*, const uint16_t*, float, uint64_t);
-  void (*axpy_f16)(float*, const _Float16*, float, uint64_t);
-  bool (*finite_u32)(const uint32_t*, uint64_t, uint32_t);
-  bool (*finite_u16)(const uint16_t*, uint64_t, uint16_t);
-  std::array<StreamsFn, kMaxStreams> fold_streams;  // [k-1]: k f32 updates at once
+  void (*axpy_f32)(float*, const F32In*, float, uint64_t);
+  void (*axpy_bf16)(float*, const U16In*, float, uint64_t);
+  void (*axpy_f16)(float*, const F16In*, float, uint64_t);
+  bool (*finite_u32)(const U32In*, uint64_t, uint32_t);
+  bool (*finite_u16)(const U16In*, uint64_t, uint16_t);
+  StreamsFn fold_streams[kMaxStreams];  // [k-1]: k f32 updates at once
   const char* isa;
 };
 
 const KernelTable& Kernels() {
   static const KernelTable table = [] {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
-      return KernelTable{AxpyF32Avx2,   AxpyBF16Avx2,
-                         AxpyF16Avx2,   FiniteU32Avx2,
-                         FiniteU16Avx2, StreamsTable(true, std::make_integer_sequence<int, kMaxStreams>{}),
-                         "avx2"};
-    }
-    return KernelTable{AxpyF32Base,   AxpyBF16Base,
-                       AxpyF16Base,   FiniteU32Base,
-                       FiniteU16Base, StreamsTable(false, std::make_integer_sequence<int, kMaxStreams>{}),
-                       "sse2"};
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    KernelTable t = avx2 ? KernelTable{AxpyF32Avx2, AxpyBF16Avx2, AxpyF16Avx2, FiniteU32Avx2, FiniteU16Avx2, {}, "avx2"}
+                         : KernelTable{AxpyF32Base, AxpyBF16Base, AxpyF16Base, FiniteU32Base, FiniteU16Base, {}, "sse2"};
+    FillStreams(avx2, t.fold_streams, std::make_integer_sequence<int, kMaxStreams>{});
+    return t;
   }();
   return table;
 }
 
 void AxpyRun(const KernelTable& k, DType dtype, float* acc, const std::byte* src, float w, uint64_t n) {
   switch (dtype) {
-    case DType::kF32: k.axpy_f32(acc, reinterpret_cast<const float*>(src), w, n); break;
-    case DType::kBF16: k.axpy_bf16(acc, reinterpret_cast<const uint16_t*>(src), w, n); break;
-    case DType::kF16: k.axpy_f16(acc, reinterpret_cast<const _Float16*>(src), w, n); break;
+    case DType::kF32: k.axpy_f32(acc, reinterpret_cast<const F32In*>(src), w, n); break;
+    case DType::kBF16: k.axpy_bf16(acc, reinterpret_cast<const U16In*>(src), w, n); break;
+    case DType::kF16: k.axpy_f16(acc, reinterpret_cast<const F16In*>(src), w, n); break;
   }
 }
 
 bool FiniteRun(const KernelTable& k, DType dtype, const std::byte* src, uint64_t n) {
   switch (dtype) {
-    case DType::kF32: return k.finite_u32(reinterpret_cast<const uint32_t*>(src), n, 0x7f800000u);
-    case DType::kBF16: return k.finite_u16(reinterpret_cast<const uint16_t*>(src), n, 0x7f80u);
-    case DType::kF16: return k.finite_u16(reinterpret_cast<const uint16_t*>(src), n, 0x7c00u);
+    case DType::kF32: return k.finite_u32(reinterpret_cast<const U32In*>(src), n, 0x7f800000u);
+    case DType::kBF16: return k.finite_u16(reinterpret_cast<const U16In*>(src), n, 0x7f80u);
+    case DType::kF16: return k.finite_u16(reinterpret_cast<const U16In*>(src), n, 0x7c00u);
   }
   return false;
 }
@@ -238,10 +240,10 @@ void FoldUpdates(std::span<float> acc, std::span<const FiniteUpdate> updates, Pa
     }
     for (size_t g = 0; g < updates.size(); g += kMaxStreams) {
       const size_t count = std::min<size_t>(kMaxStreams, updates.size() - g);
-      const float* xs[kMaxStreams];
+      const F32In* xs[kMaxStreams];
       float ws[kMaxStreams];
       for (size_t j = 0; j < count; ++j) {
-        xs[j] = reinterpret_cast<const float*>(updates[g + j].payload().data()) + lo;
+        xs[j] = reinterpret_cast<const F32In*>(updates[g + j].payload().data()) + lo;
         ws[j] = static_cast<float>(updates[g + j].weight());
       }
       k.fold_streams[count - 1](acc.data() + lo, xs, ws, hi - lo);
