@@ -293,7 +293,7 @@ Result<void> RunAggregateBench(const AggregateBenchOptions& o, std::ostream& out
   const double fold1_tp = update_bytes / fold1_s;
 
   out << "tributary bench aggregate: " << o.updates << " updates x " << o.params << " f32 params ("
-      << Gb(spec.payload_bytes()) << " GB each), " << threads << " threads, " << agg::KernelIsa() << " kernels\n\n";
+      << std::fixed << std::setprecision(1) << spec.payload_bytes() / 1e6 << " MB each), " << threads << " threads, " << agg::KernelIsa() << " kernels\n\n";
   out << "1. fold throughput (GB/s of update data)\n";
   out << "   memory bandwidth, STREAM-style acc += w*x      " << Gb(stream_bw) << " GB/s\n";
   out << "   fold, one update per pass                     " << Gb(fold1_tp) << " GB/s  ratio "
