@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
       "aggregate",
       "Fold N updates of M parameters: throughput vs. memory bandwidth, round time vs. a Flower-style server, "
       "peak memory while streaming updates through the shared-memory store");
+  bench_agg->option_defaults()->always_capture_default();
   bench_agg->add_option("--params", agg.params, "Parameters per update (default: ResNet-18, 11.7 M)")
       ->check(CLI::PositiveNumber);
   bench_agg->add_option("--updates", agg.updates, "Updates per round for throughput and time")
