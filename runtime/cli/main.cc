@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "aggregate_bench.h"
+#include "dataplane_bench.h"
 #include "tributary/config/config.h"
 
 namespace {
@@ -44,6 +45,19 @@ int main(int argc, char** argv) {
   bench_agg->add_flag("!--no-baseline", agg.flower_baseline, "Skip the Flower-style baseline (saves memory)");
   bench_agg->add_flag("--json", agg.json, "Also print the figures as JSON");
 
+  tributary::bench::DataplaneBenchOptions dp;
+  CLI::App* bench_dp = bench->add_subcommand(
+      "dataplane",
+      "One descriptor hop (p50, p99, msgs/s) through the eBPF redirect and the userspace relay, against sending "
+      "the whole update over TCP loopback, for 1 MB, 46.8 MB and 240 MB updates");
+  bench_dp->option_defaults()->always_capture_default();
+  bench_dp->add_option("--sizes", dp.sizes, "Update sizes in bytes");
+  bench_dp->add_option("--round-trips", dp.round_trips, "Round trips per path and size")->check(CLI::PositiveNumber);
+  bench_dp->add_option("--stream", dp.stream_messages, "Pipelined descriptors per path and size")
+      ->check(CLI::PositiveNumber);
+  bench_dp->add_option("--dataplane", dp.dataplane, "Descriptor paths: auto (both where eBPF loads), ebpf, userspace")
+      ->check(CLI::IsMember({"auto", "ebpf", "userspace"}));
+
   CLI::App* config = app.add_subcommand("config", "Check configuration files");
   config->require_subcommand(1);
   std::string node_file;
@@ -53,6 +67,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (bench_agg->parsed()) return Report(tributary::bench::RunAggregateBench(agg, std::cout));
+  if (bench_dp->parsed()) return Report(tributary::bench::RunDataplaneBench(dp, std::cout));
   if (config_node->parsed()) {
     auto c = tributary::config::LoadNodeConfig(node_file);
     if (!c) return Report(std::move(c).error());
