@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "support/switch_reports.h"
 #include "tributary/dataplane/descriptor_switch.h"
 
 namespace tributary::dataplane {
@@ -20,17 +21,7 @@ namespace {
 constexpr uint32_t kGateway = 1;
 constexpr uint64_t kEnd = ~uint64_t{0};  // round number of the end marker
 
-struct Reports {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Descriptor> undeliverable;
-  std::vector<uint32_t> exits;
-  template <class Pred>
-  bool WaitFor(Pred p) {
-    std::unique_lock lock(mu);
-    return cv.wait_for(lock, std::chrono::seconds(10), p);
-  }
-};
+using Reports = tributary::testing::SwitchReports;
 
 // A function process: receives until the end marker, writes the offsets it
 // got (in order) to `out`, exits 0. Exit 2 on any error.
@@ -62,17 +53,7 @@ class DataPlaneTest : public ::testing::TestWithParam<DataPlaneMode> {
       }
       GTEST_SKIP() << "no eBPF on this machine (" << kernel.error().reason << ")";
     }
-    SwitchCallbacks cb;
-    cb.on_undeliverable = [this](const Descriptor& d) {
-      std::lock_guard lock(reports_.mu);
-      reports_.undeliverable.push_back(d);
-      reports_.cv.notify_all();
-    };
-    cb.on_function_exit = [this](uint32_t fn) {
-      std::lock_guard lock(reports_.mu);
-      reports_.exits.push_back(fn);
-      reports_.cv.notify_all();
-    };
+    SwitchCallbacks cb = reports_.Callbacks();
     const std::string name = std::string(GetParam() == DataPlaneMode::kEbpf ? "ebpf" : "user") + "." +
                              std::to_string(getpid()) + "." + ::testing::UnitTest::GetInstance()->current_test_info()->name();
     auto sw = DescriptorSwitch::Start(name, std::move(kernel).value(), cb);

@@ -7,6 +7,7 @@
 #include <set>
 #include <thread>
 
+#include "support/switch_reports.h"
 #include "tributary/dataplane/descriptor_switch.h"
 
 namespace tributary::dataplane {
@@ -53,30 +54,10 @@ class RecordingRouter final : public KernelRouter {
   std::shared_ptr<Log> log_;
 };
 
-struct Reports {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Descriptor> undeliverable;
-  std::vector<uint32_t> exits;
-  template <class Pred>
-  bool WaitFor(Pred p) {
-    std::unique_lock lock(mu);
-    return cv.wait_for(lock, std::chrono::seconds(5), p);
-  }
-};
+using Reports = tributary::testing::SwitchReports;
 
 std::unique_ptr<DescriptorSwitch> Start(std::shared_ptr<RecordingRouter::Log> log, Reports& r, const char* name) {
-  SwitchCallbacks cb;
-  cb.on_undeliverable = [&r](const Descriptor& d) {
-    std::lock_guard lock(r.mu);
-    r.undeliverable.push_back(d);
-    r.cv.notify_all();
-  };
-  cb.on_function_exit = [&r](uint32_t fn) {
-    std::lock_guard lock(r.mu);
-    r.exits.push_back(fn);
-    r.cv.notify_all();
-  };
+  SwitchCallbacks cb = r.Callbacks();
   auto sw = DescriptorSwitch::Start(std::string(name) + "." + std::to_string(getpid()),
                                     std::make_unique<RecordingRouter>(log), cb);
   EXPECT_TRUE(sw) << sw.error().ToString();
