@@ -46,6 +46,7 @@ struct DTypeRun {
 // The model's tensors with their payload layout precomputed.
 class ModelSpec {
  public:
+  ModelSpec() = default;  // the empty model
   // Rejects empty names, duplicate names, negative dimensions and overflow.
   static Result<ModelSpec> Create(std::vector<TensorSpec> tensors);
 
@@ -64,7 +65,6 @@ class ModelSpec {
   bool SameShapes(const ModelSpec& other) const;
 
  private:
-  ModelSpec() = default;
   void Layout();
 
   std::vector<TensorSpec> tensors_;

@@ -1,0 +1,84 @@
+// The node's front door for client updates (wire protocol v1, docs/protocol.md).
+//
+// A ZeroMQ ROUTER on TCP. An upload is two-phase: the client sends an
+// UpdateHeader; the gateway checks it against the round (RoundBook) and the
+// model spec and limits *before any payload moves*, reserves the update's
+// block in the node's shared-memory segment and answers UploadReady. The
+// client then sends UploadChunk messages, each with one payload frame, which
+// are copied into the block in order while hashed (the only copy Tributary
+// makes; libzmq owns the frame until then). After the last chunk the gateway
+// verifies the checksum and, if the round asks for it, rejects NaN/Inf; then
+// it hands the block to the UpdateSink (which emits the descriptor) and
+// answers UpdateAccepted.
+//
+// A header repeated while its upload is unfinished resumes it: the answer is
+// the same upload id with the bytes already stored. Every rejection is an
+// ErrorReply with a typed code, counted in Stats(); a rejected or abandoned
+// upload releases its block and its admission, so nothing leaks and the client
+// may try again. Malformed frames never stop the gateway.
+//
+// Thread safety: the gateway runs its own thread; Stats() may be called from
+// any thread; the sink is called on the gateway's thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "tributary/core/error.h"
+#include "tributary/gateway/round_book.h"
+#include "tributary/protocol/codec.h"
+#include "tributary/shm/segment.h"
+
+namespace tributary::gateway {
+
+struct AcceptedUpdate {
+  Admission admission;
+  agg::ModelSpec layout;  // the payload's tensors in their transport dtypes
+  uint64_t sample_count = 0;
+};
+
+class UpdateSink {
+ public:
+  virtual ~UpdateSink() = default;
+  // Takes the block's reference: the update now belongs to the data plane.
+  virtual void Accept(const AcceptedUpdate& update, shm::BlockRef block) = 0;
+};
+
+struct GatewayOptions {
+  std::string bind = "tcp://127.0.0.1:0";  // "tcp://*:7600" in a deployment
+  protocol::Limits limits;
+  uint64_t max_chunk_bytes = 4ull << 20;
+  uint32_t max_uploads = 1024;                       // in progress at once
+  std::chrono::milliseconds upload_idle_timeout{30'000};  // then the upload is dropped
+};
+
+struct GatewayStats {
+  uint64_t accepted = 0;
+  uint64_t accepted_bytes = 0;
+  uint64_t uploads_in_progress = 0;
+  uint64_t uploads_expired = 0;
+  std::map<ErrorCode, uint64_t> rejected;  // by code
+};
+
+class Gateway {
+ public:
+  static Result<std::unique_ptr<Gateway>> Start(const GatewayOptions& options, shm::Segment& segment,
+                                                RoundBook& rounds, UpdateSink& sink);
+  ~Gateway();  // stops the thread, drops unfinished uploads
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  // The bound endpoint, e.g. "tcp://127.0.0.1:41234".
+  const std::string& endpoint() const;
+  GatewayStats Stats() const;
+
+ private:
+  struct Impl;
+  explicit Gateway(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tributary::gateway

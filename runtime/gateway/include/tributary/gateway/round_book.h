@@ -1,0 +1,67 @@
+// Who may send what: the open round of each job, as the controller set it.
+//
+// Admit() decides whether an update header may be uploaded: the job exists,
+// the round is open, the client was selected for it, the model version is
+// the round's, and the client has not already delivered (each client's
+// update is admitted once per round). The admission is held while the upload
+// runs; Commit() marks the client as delivered, Release() lets it try again.
+//
+// Thread safety: all methods lock; shared by the gateway and the controller link.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "tributary/aggregator/tensor.h"
+#include "tributary/core/error.h"
+
+namespace tributary::gateway {
+
+struct RoundSpec {
+  std::string job;
+  uint64_t round = 0;
+  uint64_t model_version = 0;
+  agg::ModelSpec model;                      // tensor names, shapes, model dtypes
+  std::map<std::string, uint32_t> selected;  // client id -> route key
+  bool reject_non_finite = true;
+};
+
+struct Admission {
+  std::string job;
+  uint64_t round = 0;
+  std::string client;
+  uint32_t route_key = 0;
+};
+
+class RoundBook {
+ public:
+  void OpenRound(RoundSpec spec);
+  void CloseRound(const std::string& job);
+
+  // The model spec and policy of the job's open round, to validate a header.
+  Result<RoundSpec> Lookup(const std::string& job, uint64_t round, uint64_t model_version) const;
+  Result<Admission> Admit(const std::string& job, uint64_t round, uint64_t model_version, const std::string& client);
+  void Commit(const Admission& a);
+  void Release(const Admission& a);
+
+  // Clients of the open round that delivered (for the controller).
+  std::set<std::string> Delivered(const std::string& job) const;
+
+ private:
+  struct Job {
+    RoundSpec spec;
+    bool open = false;
+    std::set<std::string> in_flight;
+    std::set<std::string> delivered;
+  };
+  Result<const Job*> Find(const std::string& job, uint64_t round, uint64_t model_version) const;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Job> jobs_;
+};
+
+}  // namespace tributary::gateway

@@ -1,0 +1,311 @@
+#include "tributary/gateway/gateway.h"
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "tributary/aggregator/kernels.h"
+
+namespace tributary::gateway {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Upload {
+  uint64_t id = 0;
+  Admission admission;
+  agg::ModelSpec layout;
+  uint64_t sample_count = 0;
+  uint64_t expected_xxh3 = 0;
+  bool reject_non_finite = true;
+  shm::BlockRef block;
+  uint64_t received = 0;
+  std::unique_ptr<protocol::PayloadHasher> hasher;
+  Clock::time_point last_activity;
+};
+
+std::string UploadKey(const std::string& job, uint64_t round, const std::string& client) {
+  return job + '\n' + std::to_string(round) + '\n' + client;
+}
+
+}  // namespace
+
+struct Gateway::Impl {
+  GatewayOptions options;
+  shm::Segment* segment = nullptr;
+  RoundBook* rounds = nullptr;
+  UpdateSink* sink = nullptr;
+  zmq::context_t context{1};
+  zmq::socket_t socket{context, zmq::socket_type::router};
+  std::string endpoint;
+  std::atomic<bool> stop{false};
+  std::thread thread;
+
+  std::unordered_map<uint64_t, Upload> uploads;           // by upload id
+  std::unordered_map<std::string, uint64_t> upload_of;     // job/round/client -> upload id
+  uint64_t next_upload = 1;
+
+  mutable std::mutex stats_mu;
+  GatewayStats stats;
+
+  void Run() {
+    while (!stop.load(std::memory_order_relaxed)) {
+      zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(100));
+      if (item.revents & ZMQ_POLLIN) {
+        for (int burst = 0; burst < 256; ++burst) {
+          std::vector<zmq::message_t> parts;
+          if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
+          Handle(parts);
+        }
+      }
+      ExpireIdle();
+    }
+  }
+
+  void Send(const zmq::message_t& identity, const v1::Envelope& e) {
+    const std::string wire = protocol::EncodeEnvelope(e);
+    socket.send(zmq::buffer(identity.data(), identity.size()), zmq::send_flags::sndmore);
+    socket.send(zmq::buffer(wire), zmq::send_flags::none);
+  }
+
+  void Reject(const zmq::message_t& identity, uint64_t request_id, const Error& error) {
+    {
+      std::lock_guard lock(stats_mu);
+      stats.rejected[error.code] += 1;
+    }
+    v1::Envelope e;
+    e.set_protocol_version(protocol::kProtocolVersion);
+    e.set_request_id(request_id);
+    *e.mutable_error() = protocol::ToErrorReply(error);
+    Send(identity, e);
+  }
+
+  void Handle(std::vector<zmq::message_t>& parts) {
+    if (parts.size() < 2) return;  // nothing to answer: no envelope
+    const zmq::message_t& identity = parts[0];
+    auto decoded = protocol::DecodeEnvelope(
+        std::span(static_cast<const std::byte*>(parts[1].data()), parts[1].size()), options.limits);
+    if (!decoded) return Reject(identity, 0, decoded.error());
+    const v1::Envelope& e = decoded.value();
+    const size_t payload_frames = parts.size() - 2;
+    Result<void> r = Ok();
+    switch (e.body_case()) {
+      case v1::Envelope::kUpdate:
+        r = payload_frames == 0 ? OnHeader(identity, e.request_id(), e.update())
+                                : Result<void>(MakeError(ErrorCode::kMalformedFrame,
+                                                         "an update header is sent without payload frames; "
+                                                         "the payload follows in upload_chunk messages"));
+        break;
+      case v1::Envelope::kUploadChunk:
+        r = payload_frames == 1 ? OnChunk(identity, e.request_id(), e.upload_chunk(), parts[2])
+                                : Result<void>(MakeError(ErrorCode::kMalformedFrame,
+                                                         "an upload_chunk carries exactly one payload frame"));
+        break;
+      default:
+        r = MakeError(ErrorCode::kMalformedFrame, "the gateway does not take this message");
+    }
+    if (!r) Reject(identity, e.request_id(), r.error());
+  }
+
+  Result<void> OnHeader(const zmq::message_t& identity, uint64_t request_id, const v1::UpdateHeader& h) {
+    TRIBUTARY_ASSIGN_OR_RETURN(RoundSpec spec, rounds->Lookup(h.job_id(), h.round(), h.model_version()));
+    TRIBUTARY_ASSIGN_OR_RETURN(agg::ModelSpec layout, protocol::ValidateUpdateHeader(h, spec.model, options.limits));
+    const std::string key = UploadKey(h.job_id(), h.round(), h.client_id());
+    if (auto it = upload_of.find(key); it != upload_of.end()) {
+      // The same client again while its upload is unfinished: resume if the
+      // header describes the same payload.
+      Upload& u = uploads.at(it->second);
+      if (u.expected_xxh3 != h.payload_xxh3() || u.layout.payload_bytes() != h.payload_bytes()) {
+        return MakeError(ErrorCode::kDuplicateUpdate, "an upload with a different payload is in progress");
+      }
+      u.last_activity = Clock::now();
+      return ReplyReady(identity, request_id, u);
+    }
+    if (uploads.size() >= options.max_uploads) {
+      return MakeError(ErrorCode::kResourceExhausted, "too many uploads in progress; retry later");
+    }
+    TRIBUTARY_ASSIGN_OR_RETURN(Admission admission, rounds->Admit(h.job_id(), h.round(), h.model_version(), h.client_id()));
+    shm::BlockMeta meta{shm::BlockKind::kUpdate, 0, h.round(), static_cast<double>(h.sample_count()), 1};
+    auto block = segment->Allocate(h.payload_bytes(), meta);
+    if (!block) {
+      rounds->Release(admission);
+      return std::move(block).error();
+    }
+    Upload u;
+    u.id = next_upload++;
+    u.admission = std::move(admission);
+    u.layout = std::move(layout);
+    u.sample_count = h.sample_count();
+    u.expected_xxh3 = h.payload_xxh3();
+    u.reject_non_finite = spec.reject_non_finite;
+    u.block = std::move(block).value();
+    u.hasher = std::make_unique<protocol::PayloadHasher>();
+    u.last_activity = Clock::now();
+    upload_of.emplace(key, u.id);
+    auto [it, _] = uploads.emplace(u.id, std::move(u));
+    UpdateInProgress();
+    return ReplyReady(identity, request_id, it->second);
+  }
+
+  Result<void> ReplyReady(const zmq::message_t& identity, uint64_t request_id, const Upload& u) {
+    v1::Envelope e;
+    e.set_protocol_version(protocol::kProtocolVersion);
+    e.set_request_id(request_id);
+    auto* ready = e.mutable_upload_ready();
+    ready->set_upload_id(u.id);
+    ready->set_max_chunk_bytes(options.max_chunk_bytes);
+    ready->set_received_bytes(u.received);
+    Send(identity, e);
+    return Ok();
+  }
+
+  // Ends an upload that will not complete: its block and admission go.
+  void Drop(uint64_t id) {
+    auto it = uploads.find(id);
+    if (it == uploads.end()) return;
+    rounds->Release(it->second.admission);
+    upload_of.erase(UploadKey(it->second.admission.job, it->second.admission.round, it->second.admission.client));
+    uploads.erase(it);
+    UpdateInProgress();
+  }
+
+  Result<void> OnChunk(const zmq::message_t& identity, uint64_t request_id, const v1::UploadChunk& c,
+                       const zmq::message_t& frame) {
+    auto it = uploads.find(c.upload_id());
+    if (it == uploads.end()) {
+      return MakeError(ErrorCode::kNotFound, "no upload " + std::to_string(c.upload_id()) +
+                                                 " in progress; send the update header again");
+    }
+    Upload& u = it->second;
+    if (frame.size() > options.max_chunk_bytes) {
+      return MakeError(ErrorCode::kTooLarge, "chunk of " + std::to_string(frame.size()) + " bytes (limit " +
+                                                 std::to_string(options.max_chunk_bytes) + ")");
+    }
+    if (c.offset() != u.received) {
+      return MakeError(ErrorCode::kInvalidArgument, "chunk at offset " + std::to_string(c.offset()) +
+                                                        ", the upload has " + std::to_string(u.received) +
+                                                        " bytes; continue from there");
+    }
+    const uint64_t total = u.layout.payload_bytes();
+    if (frame.size() > total - u.received) {
+      const uint64_t id = u.id;
+      Drop(id);
+      return MakeError(ErrorCode::kTooLarge, "chunk runs past the announced payload_bytes; upload dropped");
+    }
+    const auto bytes = std::span(static_cast<const std::byte*>(frame.data()), frame.size());
+    std::memcpy(u.block.bytes().data() + u.received, bytes.data(), bytes.size());
+    u.hasher->Update(bytes);
+    u.received += frame.size();
+    u.last_activity = Clock::now();
+    if (u.received < total) {
+      v1::Envelope e;
+      e.set_protocol_version(protocol::kProtocolVersion);
+      e.set_request_id(request_id);
+      e.mutable_upload_progress()->set_upload_id(u.id);
+      e.mutable_upload_progress()->set_received_bytes(u.received);
+      Send(identity, e);
+      return Ok();
+    }
+    return Finish(identity, request_id, u.id);
+  }
+
+  Result<void> Finish(const zmq::message_t& identity, uint64_t request_id, uint64_t id) {
+    Upload& u = uploads.at(id);
+    if (u.hasher->Digest() != u.expected_xxh3) {
+      Drop(id);
+      return MakeError(ErrorCode::kChecksumMismatch, "payload checksum differs from the header's payload_xxh3");
+    }
+    if (u.reject_non_finite && !agg::AllFinite(u.layout, u.block.bytes(), {1})) {
+      Drop(id);
+      return MakeError(ErrorCode::kNonFinite, "the update contains NaN or Inf");
+    }
+    AcceptedUpdate accepted{u.admission, u.layout, u.sample_count};
+    const uint64_t bytes = u.received;
+    shm::BlockRef block = std::move(u.block);
+    rounds->Commit(u.admission);
+    upload_of.erase(UploadKey(u.admission.job, u.admission.round, u.admission.client));
+    uploads.erase(id);
+    sink->Accept(accepted, std::move(block));
+    {
+      std::lock_guard lock(stats_mu);
+      stats.accepted += 1;
+      stats.accepted_bytes += bytes;
+      stats.uploads_in_progress = uploads.size();
+    }
+    v1::Envelope e;
+    e.set_protocol_version(protocol::kProtocolVersion);
+    e.set_request_id(request_id);
+    auto* ok = e.mutable_update_accepted();
+    ok->set_job_id(accepted.admission.job);
+    ok->set_round(accepted.admission.round);
+    ok->set_client_id(accepted.admission.client);
+    ok->set_payload_bytes(bytes);
+    Send(identity, e);
+    return Ok();
+  }
+
+  void ExpireIdle() {
+    const auto now = Clock::now();
+    std::vector<uint64_t> idle;
+    for (const auto& [id, u] : uploads) {
+      if (now - u.last_activity > options.upload_idle_timeout) idle.push_back(id);
+    }
+    for (uint64_t id : idle) Drop(id);
+    if (!idle.empty()) {
+      std::lock_guard lock(stats_mu);
+      stats.uploads_expired += idle.size();
+    }
+  }
+
+  void UpdateInProgress() {
+    std::lock_guard lock(stats_mu);
+    stats.uploads_in_progress = uploads.size();
+  }
+};
+
+Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options, shm::Segment& segment,
+                                                RoundBook& rounds, UpdateSink& sink) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->segment = &segment;
+  impl->rounds = &rounds;
+  impl->sink = &sink;
+  try {
+    // Frames larger than a chunk or an envelope are refused by libzmq before
+    // they are buffered: a client cannot make the gateway hold a huge frame.
+    const int64_t max_frame = static_cast<int64_t>(std::max(options.max_chunk_bytes, options.limits.max_envelope_bytes));
+    impl->socket.set(zmq::sockopt::maxmsgsize, max_frame + 4096);
+    impl->socket.set(zmq::sockopt::linger, 0);
+    impl->socket.set(zmq::sockopt::router_mandatory, 0);
+    impl->socket.bind(options.bind);
+    impl->endpoint = impl->socket.get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    return MakeError(ErrorCode::kIo, "gateway cannot bind " + options.bind + ": " + e.what());
+  }
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] { raw->Run(); });
+  return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
+}
+
+Gateway::~Gateway() {
+  impl_->stop = true;
+  impl_->thread.join();
+  for (auto& [id, u] : impl_->uploads) impl_->rounds->Release(u.admission);
+}
+
+const std::string& Gateway::endpoint() const { return impl_->endpoint; }
+
+GatewayStats Gateway::Stats() const {
+  std::lock_guard lock(impl_->stats_mu);
+  return impl_->stats;
+}
+
+}  // namespace tributary::gateway

@@ -1,0 +1,85 @@
+#include "tributary/gateway/round_book.h"
+
+namespace tributary::gateway {
+
+void RoundBook::OpenRound(RoundSpec spec) {
+  std::lock_guard lock(mu_);
+  Job& j = jobs_[spec.job];
+  j.spec = std::move(spec);
+  j.open = true;
+  j.in_flight.clear();
+  j.delivered.clear();
+}
+
+void RoundBook::CloseRound(const std::string& job) {
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(job);
+  if (it != jobs_.end()) it->second.open = false;
+}
+
+Result<const RoundBook::Job*> RoundBook::Find(const std::string& job, uint64_t round, uint64_t model_version) const {
+  auto it = jobs_.find(job);
+  if (it == jobs_.end()) return MakeError(ErrorCode::kUnknownJob, "no job '" + job + "'");
+  const Job& j = it->second;
+  if (round < j.spec.round) {
+    return MakeError(ErrorCode::kReplay, "round " + std::to_string(round) + " is over (current round " +
+                                             std::to_string(j.spec.round) + ")");
+  }
+  if (round > j.spec.round || !j.open) {
+    return MakeError(ErrorCode::kRoundClosed, "round " + std::to_string(round) + " of job '" + job + "' is not open");
+  }
+  if (model_version != j.spec.model_version) {
+    return MakeError(ErrorCode::kReplay, "update trained from model version " + std::to_string(model_version) +
+                                             ", the round's is " + std::to_string(j.spec.model_version));
+  }
+  return &j;
+}
+
+Result<RoundSpec> RoundBook::Lookup(const std::string& job, uint64_t round, uint64_t model_version) const {
+  std::lock_guard lock(mu_);
+  TRIBUTARY_ASSIGN_OR_RETURN(const Job* j, Find(job, round, model_version));
+  return j->spec;
+}
+
+Result<Admission> RoundBook::Admit(const std::string& job, uint64_t round, uint64_t model_version,
+                                   const std::string& client) {
+  std::lock_guard lock(mu_);
+  TRIBUTARY_ASSIGN_OR_RETURN(const Job* j, Find(job, round, model_version));
+  auto sel = j->spec.selected.find(client);
+  if (sel == j->spec.selected.end()) {
+    return MakeError(ErrorCode::kNotSelected, "client '" + client + "' is not selected for round " +
+                                                  std::to_string(round));
+  }
+  Job& mj = jobs_.at(job);
+  if (mj.delivered.count(client) != 0) {
+    return MakeError(ErrorCode::kDuplicateUpdate, "client '" + client + "' already delivered round " +
+                                                      std::to_string(round));
+  }
+  if (!mj.in_flight.insert(client).second) {
+    return MakeError(ErrorCode::kDuplicateUpdate, "an upload of client '" + client + "' is already in progress");
+  }
+  return Admission{job, round, client, sel->second};
+}
+
+void RoundBook::Commit(const Admission& a) {
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(a.job);
+  if (it == jobs_.end() || it->second.spec.round != a.round) return;
+  it->second.in_flight.erase(a.client);
+  it->second.delivered.insert(a.client);
+}
+
+void RoundBook::Release(const Admission& a) {
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(a.job);
+  if (it == jobs_.end() || it->second.spec.round != a.round) return;
+  it->second.in_flight.erase(a.client);
+}
+
+std::set<std::string> RoundBook::Delivered(const std::string& job) const {
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(job);
+  return it == jobs_.end() ? std::set<std::string>{} : it->second.delivered;
+}
+
+}  // namespace tributary::gateway

@@ -1,0 +1,82 @@
+// A minimal client of the gateway's upload protocol, for tests. The real one
+// is the client SDK; this one speaks the same frames with no retries, so
+// tests see each answer as it comes.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "tributary/protocol/codec.h"
+
+namespace tributary::testing {
+
+class UploadClient {
+ public:
+  explicit UploadClient(const std::string& endpoint) : socket_(context_, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.connect(endpoint);
+  }
+
+  // Sends an envelope (and extra frames); returns the reply envelope.
+  Result<v1::Envelope> Request(v1::Envelope e, const std::vector<std::string>& frames = {}) {
+    e.set_request_id(++request_id_);
+    return RequestRaw(protocol::EncodeEnvelope(e), frames);
+  }
+
+  Result<v1::Envelope> RequestRaw(const std::string& envelope, const std::vector<std::string>& frames = {}) {
+    socket_.send(zmq::buffer(envelope), frames.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
+    for (size_t i = 0; i < frames.size(); ++i) {
+      socket_.send(zmq::buffer(frames[i]), i + 1 == frames.size() ? zmq::send_flags::none : zmq::send_flags::sndmore);
+    }
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(10000));
+    if (!(item.revents & ZMQ_POLLIN)) return MakeError(ErrorCode::kIo, "no reply from the gateway");
+    std::vector<zmq::message_t> parts;
+    (void)zmq::recv_multipart(socket_, std::back_inserter(parts));
+    v1::Envelope reply;
+    if (parts.size() != 1 || !reply.ParseFromArray(parts[0].data(), static_cast<int>(parts[0].size()))) {
+      return MakeError(ErrorCode::kMalformedFrame, "bad reply");
+    }
+    if (reply.has_error()) return protocol::FromErrorReply(reply.error());
+    return reply;
+  }
+
+  Result<v1::Envelope> Header(const v1::UpdateHeader& h) {
+    v1::Envelope e;
+    e.set_protocol_version(protocol::kProtocolVersion);
+    *e.mutable_update() = h;
+    return Request(e);
+  }
+
+  Result<v1::Envelope> Chunk(uint64_t upload_id, uint64_t offset, std::string bytes) {
+    v1::Envelope e;
+    e.set_protocol_version(protocol::kProtocolVersion);
+    e.mutable_upload_chunk()->set_upload_id(upload_id);
+    e.mutable_upload_chunk()->set_offset(offset);
+    return Request(e, {std::move(bytes)});
+  }
+
+  // The whole upload: header, then chunks; the final answer.
+  Result<v1::Envelope> Upload(const v1::UpdateHeader& h, const std::string& payload, size_t chunk = 64 << 10) {
+    TRIBUTARY_ASSIGN_OR_RETURN(v1::Envelope ready, Header(h));
+    if (!ready.has_upload_ready()) return MakeError(ErrorCode::kMalformedFrame, "expected upload_ready");
+    uint64_t off = ready.upload_ready().received_bytes();
+    v1::Envelope last = ready;
+    while (off < payload.size()) {
+      const size_t n = std::min<size_t>(chunk, payload.size() - off);
+      TRIBUTARY_ASSIGN_OR_RETURN(last, Chunk(ready.upload_ready().upload_id(), off, payload.substr(off, n)));
+      off += n;
+    }
+    return last;
+  }
+
+ private:
+  zmq::context_t context_{1};
+  zmq::socket_t socket_;
+  uint64_t request_id_ = 0;
+};
+
+}  // namespace tributary::testing
