@@ -7,6 +7,7 @@
 #include "aggregate_bench.h"
 #include "dataplane_bench.h"
 #include "tributary/config/config.h"
+#include "tributary/function/function_host.h"
 
 namespace {
 
@@ -58,6 +59,20 @@ int main(int argc, char** argv) {
   bench_dp->add_option("--dataplane", dp.dataplane, "Descriptor paths: auto (both where eBPF loads), ebpf, userspace")
       ->check(CLI::IsMember({"auto", "ebpf", "userspace"}));
 
+  tributary::function::FunctionOptions fn;
+  int64_t idle_exit_ms = 0;
+  CLI::App* function = app.add_subcommand(
+      "function", "Run one aggregator function (started by the node agent's supervisor, not by hand)");
+  function->add_option("--fn", fn.fn, "Function id")->required()->check(CLI::Range(2, TRB_MAX_FUNCTIONS - 1));
+  function->add_option("--segment", fn.segment, "The node's shared-memory segment")->required();
+  function->add_option("--switch-port", fn.switch_address.tcp_port, "The descriptor switch's loopback port")
+      ->required();
+  function->add_option("--switch-name", fn.switch_address.registration,
+                       "The descriptor switch's registration socket (abstract name)")
+      ->required();
+  function->add_option("--idle-exit-ms", idle_exit_ms, "Exit after this long without work (0: never)")
+      ->check(CLI::NonNegativeNumber);
+
   CLI::App* config = app.add_subcommand("config", "Check configuration files");
   config->require_subcommand(1);
   std::string node_file;
@@ -67,6 +82,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (bench_agg->parsed()) return Report(tributary::bench::RunAggregateBench(agg, std::cout));
+  if (function->parsed()) {
+    fn.idle_exit = std::chrono::milliseconds(idle_exit_ms);
+    return Report(tributary::function::RunFunction(fn));
+  }
   if (bench_dp->parsed()) return Report(tributary::bench::RunDataplaneBench(dp, std::cout));
   if (config_node->parsed()) {
     auto c = tributary::config::LoadNodeConfig(node_file);
