@@ -33,8 +33,9 @@ class Host {
   }
 
   Result<void> Run(std::chrono::milliseconds idle_exit) {
+    // Hello: job = this function's id, route_key = its lease.
     TRIBUTARY_TRY(link_.Send(dataplane::MakeDescriptor(
-        {TRB_KIND_CONTROL, kAgentFn, segment_->lease(), 0, 0, 0, 0, 0, 0})));
+        {TRB_KIND_CONTROL, kAgentFn, segment_->lease(), link_.fn(), 0, 0, 0, 0, 0})));
     const auto wait = idle_exit.count() > 0 ? idle_exit : std::chrono::milliseconds(3'600'000);
     for (;;) {
       auto first = link_.Receive(wait);

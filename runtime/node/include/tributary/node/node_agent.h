@@ -1,0 +1,92 @@
+// The node agent (`tributary node`): one per machine.
+//
+// It owns the node's shared-memory segment, the descriptor data plane (eBPF
+// or userspace), the gateway, the function supervisor, and the node's part of
+// each round: the leaves that fold client updates and the node-root that
+// merges them into the node's single partial aggregate.
+//
+// A round on a node: OpenRound() takes the round spec (selected clients and
+// their route keys) and the fan-in, plans leaves of at most `fan_in` clients
+// and one node-root, acquires functions (warm ones first), sends them their
+// tasks and points the route keys at the leaves. Each accepted update is
+// handed to its leaf's lease and sent by route key; the agent keeps its own
+// reference to every update until the node's partial is complete. If a
+// function of the round dies, the round's tree is rebuilt with fresh tasks and
+// replacement functions and every update received so far is sent again, so no
+// update is lost and none is counted twice (results of the abandoned tasks
+// are ignored). At the deadline, the tree is rebuilt for the updates that
+// arrived. WaitRound() returns the node's partial aggregate.
+//
+// Thread safety: public methods may be called from any thread; one round at a
+// time per agent.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tributary/core/error.h"
+#include "tributary/dataplane/kernel_router.h"
+#include "tributary/gateway/gateway.h"
+#include "tributary/gateway/round_book.h"
+#include "tributary/node/supervisor.h"
+#include "tributary/shm/segment.h"
+
+namespace tributary::node {
+
+struct NodeOptions {
+  std::string node_id = "node-0";
+  shm::SegmentOptions store;
+  gateway::GatewayOptions gateway;
+  dataplane::DataPlaneMode dataplane = dataplane::DataPlaneMode::kAuto;
+  std::string binary;  // the `tributary` executable functions are started from
+  std::chrono::milliseconds keep_alive{60'000};
+  uint32_t kernel_threads = 1;  // per function
+};
+
+struct NodeRoundResult {
+  shm::BlockRef partial;  // f32 weighted sum; meta().weight and meta().updates
+  uint32_t rebuilds = 0;  // tree rebuilds (function failures, deadline)
+};
+
+struct NodeStats {
+  gateway::GatewayStats gateway;
+  SupervisorStats functions;
+  shm::SegmentStats store;
+  std::string dataplane;
+  uint64_t rounds_completed = 0;
+  uint64_t rebuilds = 0;
+};
+
+class NodeAgent {
+ public:
+  static Result<std::unique_ptr<NodeAgent>> Start(const NodeOptions& options);
+  ~NodeAgent();
+  NodeAgent(const NodeAgent&) = delete;
+  NodeAgent& operator=(const NodeAgent&) = delete;
+
+  const std::string& gateway_endpoint() const;
+  // Why this data plane runs (for the start-up log).
+  const std::string& dataplane_reason() const;
+  shm::Segment& segment();
+
+  Result<void> OpenRound(gateway::RoundSpec spec, uint32_t fan_in);
+  // The node's partial once every selected client's update is folded, or at
+  // the deadline with what arrived (kRoundClosed if nothing did).
+  Result<NodeRoundResult> WaitRound(std::chrono::steady_clock::time_point deadline);
+
+  // The functions working on the open round: leaves first, the node-root last.
+  std::vector<FunctionInstance> RoundFunctions() const;
+
+  uint32_t ReapIdleFunctions();
+  NodeStats Stats() const;
+
+ private:
+  struct Impl;
+  explicit NodeAgent(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tributary::node

@@ -1,0 +1,88 @@
+// The function supervisor: aggregator functions on demand.
+//
+// Acquire() hands out an idle warm function (a warm reuse) or starts a new
+// `tributary function` process (a cold start) and waits for its hello.
+// Release() puts a function back in the warm pool; Reap() stops those idle
+// longer than the keep-alive, so an idle node scales to zero. A function
+// that exits or dies is forgotten (OnExit) and never handed out again.
+//
+// Thread safety: all methods lock; OnHello/OnExit come from the agent's
+// data-plane threads.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "tributary/core/error.h"
+#include "tributary/dataplane/function_link.h"
+
+namespace tributary::node {
+
+struct SupervisorOptions {
+  std::string binary;   // the `tributary` executable
+  std::string segment;  // the node's segment name
+  dataplane::SwitchAddress switch_address;
+  std::chrono::milliseconds keep_alive{60'000};
+  std::chrono::milliseconds start_timeout{10'000};
+  uint32_t max_functions = 256;
+};
+
+struct FunctionInstance {
+  uint32_t fn = 0;
+  uint32_t lease = 0;
+  pid_t pid = 0;
+};
+
+struct SupervisorStats {
+  uint64_t cold_starts = 0;
+  uint64_t warm_reuses = 0;
+  uint64_t reaped = 0;
+  uint64_t deaths = 0;  // exits the supervisor did not ask for
+  uint32_t live = 0;
+  uint32_t idle = 0;
+};
+
+class Supervisor {
+ public:
+  explicit Supervisor(SupervisorOptions options);
+  ~Supervisor();  // stops every function
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  Result<FunctionInstance> Acquire();
+  void Release(uint32_t fn);
+  uint32_t Reap();  // returns how many were stopped
+
+  void OnHello(uint32_t fn, uint32_t lease);
+  void OnExit(uint32_t fn);
+
+  SupervisorStats Stats() const;
+
+ private:
+  struct Entry {
+    FunctionInstance instance;
+    bool ready = false;
+    bool busy = false;
+    bool stopping = false;
+    std::chrono::steady_clock::time_point idle_since;
+  };
+  Result<FunctionInstance> Spawn(std::unique_lock<std::mutex>& lock);
+  void Kill(Entry& e);
+
+  SupervisorOptions options_;
+  mutable std::mutex mu_;
+  std::condition_variable hello_;
+  std::map<uint32_t, Entry> functions_;
+  std::vector<pid_t> unreaped_;  // exited before waitpid could collect them
+  uint32_t next_fn_ = 2;  // 1 is the agent's own link
+  SupervisorStats stats_;
+};
+
+}  // namespace tributary::node

@@ -1,0 +1,337 @@
+#include "tributary/node/node_agent.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "tributary/dataplane/descriptor_switch.h"
+#include "tributary/function/function_host.h"
+#include "tributary/protocol/codec.h"
+#include "tributary/v1/node.pb.h"
+
+namespace tributary::node {
+namespace {
+
+using dataplane::Descriptor;
+using dataplane::MakeDescriptor;
+using Clock = std::chrono::steady_clock;
+
+struct HeldUpdate {
+  shm::BlockRef block;  // the agent's own hold, until the node's partial is complete
+  uint32_t route_key = 0;
+  uint16_t dtype = 0;
+  double weight = 0;
+};
+
+struct Leaf {
+  FunctionInstance f;
+  uint64_t task = 0;
+  uint32_t expected = 0;
+};
+
+struct Round {
+  bool active = false;
+  gateway::RoundSpec spec;
+  uint32_t fan_in = 1;
+  std::vector<uint32_t> keys;          // route keys the current tree expects
+  std::map<uint32_t, size_t> leaf_of;  // route key -> leaf
+  std::vector<Leaf> leaves;
+  FunctionInstance root;
+  uint64_t root_task = 0;
+  uint64_t node_task = 0;  // what the node-root's result carries
+  std::vector<HeldUpdate> held;
+  bool rebuild = false;
+  bool deadline_passed = false;
+  uint32_t rebuilds = 0;
+};
+
+}  // namespace
+
+struct NodeAgent::Impl final : gateway::UpdateSink {
+  NodeOptions options;
+  std::unique_ptr<shm::Segment> segment;
+  std::string dataplane_reason;
+  std::unique_ptr<dataplane::DescriptorSwitch> sw;
+  std::optional<dataplane::FunctionLink> link;  // fn 1, the agent's own
+  std::unique_ptr<Supervisor> supervisor;
+  gateway::RoundBook rounds;
+  std::unique_ptr<gateway::Gateway> gateway;
+  std::thread receiver;
+  std::atomic<bool> stop{false};
+
+  mutable std::mutex mu;  // round state and sends on `link`
+  std::condition_variable cv;
+  Round round;
+  std::deque<std::pair<Descriptor, shm::BlockRef>> results;
+  uint64_t next_task = 1;
+  uint64_t rounds_completed = 0;
+  uint64_t total_rebuilds = 0;
+
+  // ---- threads other than the caller's
+
+  void Receive() {
+    while (!stop.load()) {
+      auto d = link->Receive(std::chrono::milliseconds(100));
+      if (!d) return;
+      if (!d.value()) continue;
+      const Descriptor& desc = *d.value();
+      if (desc.kind == TRB_KIND_CONTROL) {
+        supervisor->OnHello(static_cast<uint32_t>(desc.job), desc.route_key);
+        continue;
+      }
+      auto block = segment->Adopt({desc.offset, desc.generation});
+      if (!block || desc.kind != TRB_KIND_PARTIAL) continue;
+      std::lock_guard lock(mu);
+      results.emplace_back(desc, std::move(block).value());
+      cv.notify_all();
+    }
+  }
+
+  void OnFunctionExit(uint32_t fn) {
+    supervisor->OnExit(fn);
+    std::lock_guard lock(mu);
+    if (!round.active) return;
+    bool ours = round.root.fn == fn;
+    for (const Leaf& l : round.leaves) ours = ours || l.f.fn == fn;
+    if (ours) {
+      round.rebuild = true;
+      cv.notify_all();
+    }
+  }
+
+  void Accept(const gateway::AcceptedUpdate& u, shm::BlockRef block) override {
+    std::lock_guard lock(mu);
+    if (!round.active || u.admission.job != round.spec.job || u.admission.round != round.spec.round) return;
+    HeldUpdate h{std::move(block), u.admission.route_key, static_cast<uint16_t>(u.layout.runs().front().dtype),
+                 static_cast<double>(u.sample_count)};
+    auto leaf = round.leaf_of.find(h.route_key);
+    if (leaf != round.leaf_of.end()) (void)SendUpdate(h, round.leaves[leaf->second], /*by_route=*/true);
+    round.held.push_back(std::move(h));
+  }
+
+  // ---- under `mu`
+
+  Result<void> SendUpdate(const HeldUpdate& h, const Leaf& leaf, bool by_route) {
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, h.block.Clone());
+    const uint64_t bytes = copy.bytes().size();
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(leaf.f.lease));
+    Descriptor d = MakeDescriptor({TRB_KIND_UPDATE, by_route ? TRB_NO_FUNCTION : leaf.f.fn, h.route_key, leaf.task,
+                                   round.spec.round, token.offset, bytes, token.generation, h.weight});
+    d.flags = h.dtype;
+    return link->Send(d);
+  }
+
+  Result<void> SendTask(const FunctionInstance& f, uint64_t task, v1::FunctionRole role, uint32_t fan_in,
+                        uint32_t parent_fn, uint32_t parent_lease, uint64_t parent_task) {
+    v1::FunctionTask t;
+    t.set_protocol_version(protocol::kProtocolVersion);
+    t.set_task_id(task);
+    t.set_job_id(round.spec.job);
+    t.set_round(round.spec.round);
+    t.set_role(role);
+    t.set_fan_in(fan_in);
+    t.set_parent_fn(parent_fn);
+    t.set_parent_lease(parent_lease);
+    t.set_parent_task(parent_task);
+    t.set_threads(options.kernel_threads);
+    for (const auto& spec : round.spec.model.tensors()) *t.add_model() = protocol::ToProto(spec);
+    const std::string wire = t.SerializeAsString();
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block, segment->Allocate(wire.size(), {shm::BlockKind::kModel}));
+    std::memcpy(block.bytes().data(), wire.data(), wire.size());
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, block.HandOff(f.lease));
+    return link->Send(MakeDescriptor(
+        {TRB_KIND_CONTROL, f.fn, 0, task, round.spec.round, token.offset, wire.size(), token.generation, 0}));
+  }
+
+  void ReleaseFunctions() {
+    for (const Leaf& l : round.leaves) supervisor->Release(l.f.fn);
+    if (round.root.fn != 0) supervisor->Release(round.root.fn);
+    round.leaves.clear();
+    round.root = {};
+  }
+
+  // (Re)builds the node's tree for round.keys: fresh tasks, functions from the
+  // supervisor, routes, and every update held so far sent again.
+  Result<void> Build(std::unique_lock<std::mutex>& lock) {
+    ReleaseFunctions();
+    round.leaf_of.clear();  // updates accepted meanwhile are held, and sent below
+    round.rebuild = false;
+    std::sort(round.keys.begin(), round.keys.end());
+    const size_t n_leaves = (round.keys.size() + round.fan_in - 1) / round.fan_in;
+    // Acquiring may wait for a cold start; the lock is not needed meanwhile.
+    lock.unlock();
+    std::vector<FunctionInstance> got;
+    Result<void> status = Ok();
+    for (size_t i = 0; i < n_leaves + 1 && status; ++i) {
+      auto f = supervisor->Acquire();
+      if (f) {
+        got.push_back(f.value());
+      } else {
+        status = std::move(f).error();
+      }
+    }
+    lock.lock();
+    if (!status) {
+      for (const FunctionInstance& f : got) supervisor->Release(f.fn);
+      return status;
+    }
+    round.root = got.back();
+    round.root_task = next_task++;
+    round.node_task = next_task++;
+    for (size_t i = 0; i < n_leaves; ++i) {
+      Leaf l{got[i], next_task++, 0};
+      for (size_t k = i * round.fan_in; k < std::min(round.keys.size(), (i + 1) * round.fan_in); ++k) {
+        round.leaf_of[round.keys[k]] = i;
+        ++l.expected;
+      }
+      round.leaves.push_back(l);
+    }
+    TRIBUTARY_TRY(SendTask(round.root, round.root_task, v1::ROLE_NODE_ROOT, static_cast<uint32_t>(n_leaves),
+                           function::kAgentFn, segment->lease(), round.node_task));
+    for (const Leaf& l : round.leaves) {
+      TRIBUTARY_TRY(SendTask(l.f, l.task, v1::ROLE_LEAF, l.expected, round.root.fn, round.root.lease, round.root_task));
+    }
+    for (const auto& [key, leaf] : round.leaf_of) TRIBUTARY_TRY(sw->SetRoute(key, round.leaves[leaf].f.fn));
+    for (const HeldUpdate& h : round.held) {
+      auto leaf = round.leaf_of.find(h.route_key);
+      if (leaf != round.leaf_of.end()) TRIBUTARY_TRY(SendUpdate(h, round.leaves[leaf->second], false));
+    }
+    return Ok();
+  }
+
+  void EndRound() {
+    for (const auto& [key, leaf] : round.leaf_of) (void)sw->RemoveRoute(key);
+    ReleaseFunctions();
+    rounds.CloseRound(round.spec.job);
+    round = Round{};
+  }
+};
+
+NodeAgent::NodeAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  Impl* self = impl.get();
+  impl->options = options;
+  TRIBUTARY_ASSIGN_OR_RETURN(impl->segment, shm::Segment::Create(options.store));
+  TRIBUTARY_ASSIGN_OR_RETURN(auto kernel, dataplane::OpenKernelRouter(options.dataplane, &impl->dataplane_reason));
+  dataplane::SwitchCallbacks cb;
+  cb.on_function_exit = [self](uint32_t fn) { self->OnFunctionExit(fn); };
+  // Undeliverable descriptors need no action: every update is held by the
+  // agent and re-sent when the tree is rebuilt.
+  TRIBUTARY_ASSIGN_OR_RETURN(impl->sw, dataplane::DescriptorSwitch::Start(options.node_id, std::move(kernel), cb));
+  TRIBUTARY_ASSIGN_OR_RETURN(auto link, dataplane::FunctionLink::Connect(impl->sw->address(), function::kAgentFn));
+  impl->link.emplace(std::move(link));
+  impl->supervisor = std::make_unique<Supervisor>(SupervisorOptions{
+      options.binary, options.store.name, impl->sw->address(), options.keep_alive, std::chrono::milliseconds(10'000), 256});
+  impl->receiver = std::thread([self] { self->Receive(); });
+  TRIBUTARY_ASSIGN_OR_RETURN(impl->gateway, gateway::Gateway::Start(options.gateway, *impl->segment, impl->rounds, *impl));
+  return std::unique_ptr<NodeAgent>(new NodeAgent(std::move(impl)));
+}
+
+NodeAgent::~NodeAgent() {
+  impl_->gateway.reset();
+  impl_->stop = true;
+  impl_->receiver.join();
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->round = Round{};
+    impl_->results.clear();
+  }
+  impl_->sw.reset();  // no more callbacks from here on
+  impl_->link.reset();
+  impl_->supervisor.reset();
+}
+
+const std::string& NodeAgent::gateway_endpoint() const { return impl_->gateway->endpoint(); }
+const std::string& NodeAgent::dataplane_reason() const { return impl_->dataplane_reason; }
+shm::Segment& NodeAgent::segment() { return *impl_->segment; }
+
+Result<void> NodeAgent::OpenRound(gateway::RoundSpec spec, uint32_t fan_in) {
+  if (fan_in == 0) return MakeError(ErrorCode::kInvalidArgument, "fan-in must be positive");
+  if (spec.selected.empty()) return MakeError(ErrorCode::kInvalidArgument, "no clients selected");
+  std::unique_lock lock(impl_->mu);
+  if (impl_->round.active) return MakeError(ErrorCode::kInvalidArgument, "a round is already open on this node");
+  Round& r = impl_->round;
+  r.active = true;
+  r.spec = spec;
+  r.fan_in = fan_in;
+  for (const auto& [client, key] : spec.selected) r.keys.push_back(key);
+  auto built = impl_->Build(lock);
+  if (!built) {
+    impl_->EndRound();
+    return built;
+  }
+  impl_->rounds.OpenRound(std::move(spec));
+  return Ok();
+}
+
+Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
+  std::unique_lock lock(impl_->mu);
+  Round& r = impl_->round;
+  if (!r.active) return MakeError(ErrorCode::kRoundClosed, "no round is open on this node");
+  for (;;) {
+    while (!impl_->results.empty()) {
+      auto [d, block] = std::move(impl_->results.front());
+      impl_->results.pop_front();
+      if (d.job != r.node_task) continue;  // an abandoned attempt's result
+      NodeRoundResult out{std::move(block), r.rebuilds};
+      impl_->rounds_completed += 1;
+      impl_->EndRound();
+      return out;
+    }
+    if (r.rebuild) {
+      r.rebuilds += 1;
+      impl_->total_rebuilds += 1;
+      auto built = impl_->Build(lock);
+      if (!built) {
+        impl_->EndRound();
+        return std::move(built).error();
+      }
+      continue;
+    }
+    if (!r.deadline_passed && Clock::now() >= deadline) {
+      // Close the gateway for this round, then fold what arrived.
+      r.deadline_passed = true;
+      impl_->rounds.CloseRound(r.spec.job);
+      r.keys.clear();
+      for (const HeldUpdate& h : r.held) r.keys.push_back(h.route_key);
+      if (r.keys.empty()) {
+        impl_->EndRound();
+        return MakeError(ErrorCode::kRoundClosed, "no update arrived before the deadline");
+      }
+      if (r.keys.size() < r.leaf_of.size()) r.rebuild = true;
+      continue;
+    }
+    impl_->cv.wait_until(lock, r.deadline_passed ? Clock::now() + std::chrono::milliseconds(100)
+                                                 : std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
+  }
+}
+
+std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
+  std::lock_guard lock(impl_->mu);
+  std::vector<FunctionInstance> out;
+  for (const Leaf& l : impl_->round.leaves) out.push_back(l.f);
+  if (impl_->round.root.fn != 0) out.push_back(impl_->round.root);
+  return out;
+}
+
+uint32_t NodeAgent::ReapIdleFunctions() { return impl_->supervisor->Reap(); }
+
+NodeStats NodeAgent::Stats() const {
+  NodeStats s;
+  s.gateway = impl_->gateway->Stats();
+  s.functions = impl_->supervisor->Stats();
+  s.store = impl_->segment->Stats();
+  s.dataplane = impl_->sw->dataplane();
+  std::lock_guard lock(impl_->mu);
+  s.rounds_completed = impl_->rounds_completed;
+  s.rebuilds = impl_->total_rebuilds;
+  return s;
+}
+
+}  // namespace tributary::node

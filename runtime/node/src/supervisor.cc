@@ -1,0 +1,135 @@
+#include "tributary/node/supervisor.h"
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cstring>
+#include <vector>
+
+#include "tributary/ebpf/abi.h"
+
+extern char** environ;
+
+namespace tributary::node {
+
+Supervisor::Supervisor(SupervisorOptions options) : options_(std::move(options)) {}
+
+Supervisor::~Supervisor() {
+  std::vector<pid_t> pids;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [fn, e] : functions_) {
+      Kill(e);
+      pids.push_back(e.instance.pid);
+    }
+  }
+  for (pid_t p : pids) waitpid(p, nullptr, 0);
+  for (pid_t p : unreaped_) waitpid(p, nullptr, 0);
+}
+
+void Supervisor::Kill(Entry& e) {
+  e.stopping = true;
+  kill(e.instance.pid, SIGKILL);
+}
+
+Result<FunctionInstance> Supervisor::Acquire() {
+  std::unique_lock lock(mu_);
+  for (auto& [fn, e] : functions_) {
+    if (e.ready && !e.busy && !e.stopping) {
+      e.busy = true;
+      stats_.warm_reuses += 1;
+      return e.instance;
+    }
+  }
+  return Spawn(lock);
+}
+
+Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock) {
+  if (functions_.size() >= options_.max_functions) {
+    return MakeError(ErrorCode::kResourceExhausted,
+                     "node already runs " + std::to_string(options_.max_functions) + " functions");
+  }
+  uint32_t fn = next_fn_;
+  while (functions_.count(fn) != 0) fn = fn + 1 < TRB_MAX_FUNCTIONS ? fn + 1 : 2;
+  next_fn_ = fn + 1 < TRB_MAX_FUNCTIONS ? fn + 1 : 2;
+  const std::string fn_s = std::to_string(fn), port = std::to_string(options_.switch_address.tcp_port);
+  std::vector<std::string> args = {options_.binary, "function", "--fn", fn_s, "--segment", options_.segment,
+                                   "--switch-port", port, "--switch-name", options_.switch_address.registration};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, options_.binary.c_str(), nullptr, nullptr, argv.data(), environ);
+  if (rc != 0) return MakeError(ErrorCode::kIo, "cannot start " + options_.binary + ": " + std::strerror(rc));
+  Entry& e = functions_[fn];
+  e.instance = FunctionInstance{fn, 0, pid};
+  e.busy = true;
+  stats_.cold_starts += 1;
+  const bool ok = hello_.wait_for(lock, options_.start_timeout, [&] {
+    auto it = functions_.find(fn);
+    return it == functions_.end() || it->second.ready;
+  });
+  auto it = functions_.find(fn);
+  if (it == functions_.end()) return MakeError(ErrorCode::kInternal, "function " + fn_s + " exited at start");
+  if (!ok) {
+    Kill(it->second);
+    return MakeError(ErrorCode::kIo, "function " + fn_s + " did not start within the timeout");
+  }
+  return it->second.instance;
+}
+
+void Supervisor::Release(uint32_t fn) {
+  std::lock_guard lock(mu_);
+  auto it = functions_.find(fn);
+  if (it == functions_.end()) return;
+  it->second.busy = false;
+  it->second.idle_since = std::chrono::steady_clock::now();
+}
+
+uint32_t Supervisor::Reap() {
+  std::lock_guard lock(mu_);
+  std::erase_if(unreaped_, [](pid_t p) { return waitpid(p, nullptr, WNOHANG) != 0; });
+  const auto now = std::chrono::steady_clock::now();
+  uint32_t n = 0;
+  for (auto& [fn, e] : functions_) {
+    if (e.ready && !e.busy && !e.stopping && now - e.idle_since >= options_.keep_alive) {
+      Kill(e);
+      ++n;
+    }
+  }
+  stats_.reaped += n;
+  return n;
+}
+
+void Supervisor::OnHello(uint32_t fn, uint32_t lease) {
+  std::lock_guard lock(mu_);
+  auto it = functions_.find(fn);
+  if (it == functions_.end()) return;
+  it->second.instance.lease = lease;
+  it->second.ready = true;
+  hello_.notify_all();
+}
+
+void Supervisor::OnExit(uint32_t fn) {
+  std::lock_guard lock(mu_);
+  auto it = functions_.find(fn);
+  if (it == functions_.end()) return;
+  if (!it->second.stopping) stats_.deaths += 1;
+  if (waitpid(it->second.instance.pid, nullptr, WNOHANG) == 0) unreaped_.push_back(it->second.instance.pid);
+  functions_.erase(it);
+  hello_.notify_all();
+}
+
+SupervisorStats Supervisor::Stats() const {
+  std::lock_guard lock(mu_);
+  SupervisorStats s = stats_;
+  for (const auto& [fn, e] : functions_) {
+    if (e.stopping) continue;
+    s.live += 1;
+    s.idle += (e.ready && !e.busy) ? 1 : 0;
+  }
+  return s;
+}
+
+}  // namespace tributary::node

@@ -1,0 +1,186 @@
+// One node agent end to end: real gateway, real function processes, the
+// data plane of this machine. The node's partial must equal a flat FedAvg of
+// the same updates computed here, also when functions are killed mid-round.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "support/upload_client.h"
+#include "tributary/node/node_agent.h"
+
+namespace tributary::node {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+agg::ModelSpec Model() {
+  return agg::ModelSpec::Create({{"conv", agg::DType::kF32, {64, 3, 3, 3}}, {"fc", agg::DType::kF32, {100, 64}},
+                                 {"bias", agg::DType::kF32, {100}}})
+      .value();
+}
+
+struct Client {
+  std::string id;
+  std::string payload;
+  uint64_t samples;
+};
+
+std::vector<Client> MakeClients(int n, uint32_t seed) {
+  std::vector<Client> out;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d;
+  const agg::ModelSpec m = Model();
+  for (int c = 0; c < n; ++c) {
+    std::vector<float> v(m.elements());
+    for (float& x : v) x = d(rng);
+    out.push_back({"client-" + std::to_string(c), std::string(reinterpret_cast<char*>(v.data()), v.size() * 4),
+                   static_cast<uint64_t>(10 + (c * 7) % 50)});
+  }
+  return out;
+}
+
+gateway::RoundSpec Spec(const std::vector<Client>& clients, uint64_t round) {
+  gateway::RoundSpec s;
+  s.job = "job";
+  s.round = round;
+  s.model_version = round;
+  s.model = Model();
+  for (size_t c = 0; c < clients.size(); ++c) s.selected[clients[c].id] = static_cast<uint32_t>(1000 + c);
+  return s;
+}
+
+v1::UpdateHeader Header(const Client& c, uint64_t round) {
+  v1::UpdateHeader h;
+  h.set_job_id("job");
+  h.set_round(round);
+  h.set_client_id(c.id);
+  h.set_model_version(round);
+  h.set_sample_count(c.samples);
+  const agg::ModelSpec m = Model();
+  for (const auto& t : m.tensors()) *h.add_tensors() = protocol::ToProto(t);
+  h.set_payload_bytes(c.payload.size());
+  h.set_payload_xxh3(protocol::PayloadHasher::Of(std::as_bytes(std::span(c.payload.data(), c.payload.size()))));
+  return h;
+}
+
+// Flat weighted sum in double: the independent reference.
+std::vector<double> FlatSum(const std::vector<Client>& clients) {
+  std::vector<double> sum(Model().elements(), 0.0);
+  for (const Client& c : clients) {
+    const float* x = reinterpret_cast<const float*>(c.payload.data());
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += static_cast<double>(c.samples) * x[i];
+  }
+  return sum;
+}
+
+double RelativeError(const shm::BlockRef& partial, const std::vector<double>& want) {
+  const float* got = reinterpret_cast<const float*>(partial.bytes().data());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+class NodeAgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NodeOptions o;
+    o.node_id = "test-" + std::to_string(getpid());
+    o.store = {"tributary." + o.node_id, 256ull << 20, 4096};
+    o.binary = TRIBUTARY_BINARY;
+    o.keep_alive = std::chrono::milliseconds(200);
+    auto agent = NodeAgent::Start(o);
+    ASSERT_TRUE(agent) << agent.error().ToString();
+    agent_ = std::move(agent).value();
+  }
+
+  void UploadAll(const std::vector<Client>& clients, uint64_t round) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        testing::UploadClient up(agent_->gateway_endpoint());
+        for (size_t c = t; c < clients.size(); c += 4) {
+          auto r = up.Upload(Header(clients[c], round), clients[c].payload);
+          EXPECT_TRUE(r && r.value().has_update_accepted()) << clients[c].id << ": " << (r ? "" : r.error().ToString());
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+
+  std::unique_ptr<NodeAgent> agent_;
+};
+
+TEST_F(NodeAgentTest, TheNodesPartialEqualsFlatFedAvgAndFunctionsAreReused) {
+  for (uint64_t round = 1; round <= 2; ++round) {
+    const auto clients = MakeClients(30, static_cast<uint32_t>(round));
+    ASSERT_TRUE(agent_->OpenRound(Spec(clients, round), 4));
+    UploadAll(clients, round);
+    auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
+    ASSERT_TRUE(result) << result.error().ToString();
+    EXPECT_EQ(result.value().partial.meta().updates, 30u);
+    double weight = 0;
+    for (const Client& c : clients) weight += c.samples;
+    EXPECT_DOUBLE_EQ(result.value().partial.meta().weight, weight);
+    EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6);
+    EXPECT_EQ(result.value().rebuilds, 0u);
+  }
+  const NodeStats s = agent_->Stats();
+  EXPECT_EQ(s.functions.cold_starts, 9u);  // 8 leaves + 1 node-root, in round 1
+  EXPECT_EQ(s.functions.warm_reuses, 9u);  // all reused in round 2
+  EXPECT_EQ(s.rounds_completed, 2u);
+  // Idle past the keep-alive: scale to zero.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(agent_->ReapIdleFunctions(), 9u);
+  for (int i = 0; i < 100 && agent_->Stats().functions.live > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(agent_->Stats().functions.live, 0u);
+  EXPECT_EQ(agent_->Stats().store.live_blocks, 0u);
+}
+
+TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {
+  const auto clients = MakeClients(24, 7);
+  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 4));
+  // Half the clients upload, then a function dies, then the rest upload.
+  std::vector<Client> first(clients.begin(), clients.begin() + 12), rest(clients.begin() + 12, clients.end());
+  UploadAll(first, 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto functions = agent_->RoundFunctions();
+  ASSERT_EQ(functions.size(), 7u);  // 6 leaves + the node-root
+  // The node-root (holding the partials of the leaves done so far) and a
+  // leaf whose clients have not uploaded yet.
+  ASSERT_EQ(kill(functions.back().pid, SIGKILL), 0);
+  ASSERT_EQ(kill(functions[4].pid, SIGKILL), 0);
+  UploadAll(rest, 1);
+  auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
+  ASSERT_TRUE(result) << result.error().ToString();
+  EXPECT_GE(result.value().rebuilds, 1u);
+  EXPECT_EQ(result.value().partial.meta().updates, 24u);
+  EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6);
+  EXPECT_EQ(agent_->Stats().functions.deaths, 2u);
+}
+
+TEST_F(NodeAgentTest, AtTheDeadlineTheNodeFoldsWhatArrived) {
+  const auto clients = MakeClients(10, 9);
+  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 3));
+  std::vector<Client> arrived(clients.begin(), clients.begin() + 7);
+  UploadAll(arrived, 1);
+  auto result = agent_->WaitRound(Clock::now() + std::chrono::milliseconds(500));
+  ASSERT_TRUE(result) << result.error().ToString();
+  EXPECT_EQ(result.value().partial.meta().updates, 7u);
+  EXPECT_LT(RelativeError(result.value().partial, FlatSum(arrived)), 1e-6);
+  // A late client is told the round is closed.
+  testing::UploadClient late(agent_->gateway_endpoint());
+  auto r = late.Header(Header(clients[9], 1));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kRoundClosed);
+}
+
+}  // namespace
+}  // namespace tributary::node
