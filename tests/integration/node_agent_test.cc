@@ -118,6 +118,7 @@ class NodeAgentTest : public ::testing::Test {
   std::unique_ptr<NodeAgent> agent_;
 };
 
+#if !TRIBUTARY_SLOW_TESTS
 TEST_F(NodeAgentTest, TheNodesPartialEqualsFlatFedAvgAndFunctionsAreReused) {
   for (uint64_t round = 1; round <= 2; ++round) {
     const auto clients = MakeClients(30, static_cast<uint32_t>(round));
@@ -181,6 +182,47 @@ TEST_F(NodeAgentTest, AtTheDeadlineTheNodeFoldsWhatArrived) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, ErrorCode::kRoundClosed);
 }
+
+#else
+// Slow: SIGKILL a random function of the round at a random moment, 20 times;
+// every round must still fold exactly its 16 updates.
+TEST_F(NodeAgentTest, SlowRandomKillsNeverChangeTheResult) {
+  std::mt19937 rng(2026);
+  for (uint64_t round = 1; round <= 20; ++round) {
+    const auto clients = MakeClients(16, static_cast<uint32_t>(100 + round));
+    ASSERT_TRUE(agent_->OpenRound(Spec(clients, round), 4));
+    std::thread uploads([&] { UploadAll(clients, round); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 40)(rng)));
+    const auto functions = agent_->RoundFunctions();
+    if (!functions.empty()) {
+      const auto& victim = functions[std::uniform_int_distribution<size_t>(0, functions.size() - 1)(rng)];
+      kill(victim.pid, SIGKILL);
+    }
+    uploads.join();
+    auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
+    ASSERT_TRUE(result) << "round " << round << ": " << result.error().ToString();
+    EXPECT_EQ(result.value().partial.meta().updates, 16u) << "round " << round;
+    EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6) << "round " << round;
+  }
+  // Exits are noticed asynchronously: the last one may still be on its way.
+  for (int i = 0; i < 100 && agent_->Stats().functions.deaths < 20; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE(agent_->Stats().functions.deaths, 20u);
+  EXPECT_EQ(agent_->Stats().rounds_completed, 20u);
+  // What the dead held in shared memory is reclaimed: no block outlives its round.
+  for (int i = 0; i < 100; ++i) {
+    agent_->ReapIdleFunctions();
+    const NodeStats s = agent_->Stats();
+    if (s.store.live_blocks == 0 && s.store.live_leases == 1 + s.functions.live) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const NodeStats s = agent_->Stats();
+  EXPECT_EQ(s.store.live_blocks, 0u);
+  EXPECT_EQ(s.store.live_leases, 1 + s.functions.live);
+}
+
+#endif
 
 }  // namespace
 }  // namespace tributary::node

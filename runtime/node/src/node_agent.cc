@@ -5,6 +5,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <set>
 #include <mutex>
 #include <thread>
 
@@ -45,6 +46,7 @@ struct Round {
   uint64_t node_task = 0;  // what the node-root's result carries
   std::vector<HeldUpdate> held;
   bool rebuild = false;
+  std::set<uint32_t> died;  // functions that exited since the current tree was planned
   bool deadline_passed = false;
   uint32_t rebuilds = 0;
 };
@@ -70,6 +72,17 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   uint64_t next_task = 1;
   uint64_t rounds_completed = 0;
   uint64_t total_rebuilds = 0;
+  std::atomic<uint32_t> unswept{0};  // function exits whose leases are not yet reclaimed
+
+  // Reclaims what dead functions held in the segment (a process is only seen
+  // dead once it is a zombie, so this is retried until every exit is swept).
+  void Sweep() {
+    if (unswept.load() == 0) return;
+    const shm::SweepReport r = segment->SweepDeadLeases();
+    uint32_t left = unswept.load();
+    while (!unswept.compare_exchange_weak(left, left - std::min(left, r.dead_leases))) {
+    }
+  }
 
   // ---- threads other than the caller's
 
@@ -93,8 +106,12 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
 
   void OnFunctionExit(uint32_t fn) {
     supervisor->OnExit(fn);
+    unswept += 1;
     std::lock_guard lock(mu);
     if (!round.active) return;
+    // Also a function the supervisor handed out for a tree being built right
+    // now: Build checks `died` once it has its functions.
+    round.died.insert(fn);
     bool ours = round.root.fn == fn;
     for (const Leaf& l : round.leaves) ours = ours || l.f.fn == fn;
     if (ours) {
@@ -160,6 +177,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     ReleaseFunctions();
     round.leaf_of.clear();  // updates accepted meanwhile are held, and sent below
     round.rebuild = false;
+    round.died.clear();
     std::sort(round.keys.begin(), round.keys.end());
     const size_t n_leaves = (round.keys.size() + round.fan_in - 1) / round.fan_in;
     // Acquiring may wait for a cold start; the lock is not needed meanwhile.
@@ -179,6 +197,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       for (const FunctionInstance& f : got) supervisor->Release(f.fn);
       return status;
     }
+    for (const FunctionInstance& f : got) round.rebuild = round.rebuild || round.died.count(f.fn) != 0;
     round.root = got.back();
     round.root_task = next_task++;
     round.node_task = next_task++;
@@ -275,6 +294,7 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
   Round& r = impl_->round;
   if (!r.active) return MakeError(ErrorCode::kRoundClosed, "no round is open on this node");
   for (;;) {
+    impl_->Sweep();
     while (!impl_->results.empty()) {
       auto [d, block] = std::move(impl_->results.front());
       impl_->results.pop_front();
@@ -304,7 +324,7 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
         impl_->EndRound();
         return MakeError(ErrorCode::kRoundClosed, "no update arrived before the deadline");
       }
-      if (r.keys.size() < r.leaf_of.size()) r.rebuild = true;
+      r.rebuild = true;  // a tree for what arrived (also unsticks one waiting on the lost)
       continue;
     }
     impl_->cv.wait_until(lock, r.deadline_passed ? Clock::now() + std::chrono::milliseconds(100)
@@ -320,7 +340,10 @@ std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
   return out;
 }
 
-uint32_t NodeAgent::ReapIdleFunctions() { return impl_->supervisor->Reap(); }
+uint32_t NodeAgent::ReapIdleFunctions() {
+  impl_->Sweep();
+  return impl_->supervisor->Reap();
+}
 
 NodeStats NodeAgent::Stats() const {
   NodeStats s;
