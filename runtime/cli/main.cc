@@ -8,6 +8,12 @@
 #include "dataplane_bench.h"
 #include "tributary/config/config.h"
 #include "tributary/function/function_host.h"
+#include "tributary/node/node_service.h"
+
+#include <csignal>
+#include <spdlog/spdlog.h>
+#include <thread>
+#include <unistd.h>
 
 namespace {
 
@@ -16,6 +22,32 @@ int Report(const tributary::Result<void>& r) {
   std::cerr << "tributary: " << r.error().ToString() << "\n";
   return 1;
 }
+
+volatile std::sig_atomic_t g_stop = 0;
+
+// `tributary node`: the node agent under a controller, until SIGINT/SIGTERM.
+int RunNode(const std::string& config_file, const std::string& controller, const std::string& binary) {
+  auto cfg = tributary::config::LoadNodeConfig(config_file);
+  if (!cfg) return Report(std::move(cfg).error());
+  tributary::node::NodeOptions o;
+  o.node_id = cfg.value().node_id;
+  o.store = cfg.value().store;
+  o.gateway.bind = cfg.value().gateway_bind;
+  o.dataplane = tributary::dataplane::ParseDataPlaneMode(cfg.value().dataplane).value();
+  o.keep_alive = std::chrono::milliseconds(cfg.value().keep_alive_ms);
+  o.binary = binary;
+  auto service = tributary::node::NodeService::Start(o, controller);
+  if (!service) return Report(std::move(service).error());
+  spdlog::info("node {}: data plane: {}", o.node_id, service.value()->agent().dataplane_reason());
+  spdlog::info("node {}: gateway on {}, segment {} ({} bytes), controller {}", o.node_id,
+               service.value()->agent().gateway_endpoint(), o.store.name, o.store.bytes, controller);
+  std::signal(SIGINT, [](int) { g_stop = 1; });
+  std::signal(SIGTERM, [](int) { g_stop = 1; });
+  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  spdlog::info("node {}: stopping", o.node_id);
+  return 0;
+}
+
 
 }  // namespace
 
@@ -73,6 +105,12 @@ int main(int argc, char** argv) {
   function->add_option("--idle-exit-ms", idle_exit_ms, "Exit after this long without work (0: never)")
       ->check(CLI::NonNegativeNumber);
 
+  std::string node_config, controller_endpoint;
+  CLI::App* node = app.add_subcommand("node", "Run the node agent: shared memory, data plane, gateway, functions");
+  node->add_option("--config", node_config, "Node configuration (YAML; see `tributary config node`)")->required();
+  node->add_option("--controller", controller_endpoint, "The controller's endpoint, e.g. tcp://10.0.0.1:7700")
+      ->required();
+
   CLI::App* config = app.add_subcommand("config", "Check configuration files");
   config->require_subcommand(1);
   std::string node_file;
@@ -82,6 +120,13 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (bench_agg->parsed()) return Report(tributary::bench::RunAggregateBench(agg, std::cout));
+  if (node->parsed()) {
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return Report(tributary::MakeError(tributary::ErrorCode::kIo, "cannot find /proc/self/exe"));
+    self[n] = '\0';
+    return RunNode(node_config, controller_endpoint, self);
+  }
   if (function->parsed()) {
     fn.idle_exit = std::chrono::milliseconds(idle_exit_ms);
     return Report(tributary::function::RunFunction(fn));

@@ -168,12 +168,24 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
   Section top(root, source_name, "");
   TRIBUTARY_TRY(top.ExpectMap());
-  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store"}));
+  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms"}));
   NodeConfig c;
   if (top.Has("node_id")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.node_id, top.String("node_id"));
   }
   c.store.name = "tributary." + c.node_id;
+  if (top.Has("gateway_bind")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_bind, top.String("gateway_bind"));
+  }
+  if (top.Has("dataplane")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(c.dataplane, top.String("dataplane"));
+    if (c.dataplane != "auto" && c.dataplane != "ebpf" && c.dataplane != "userspace") {
+      return top.Fail(root["dataplane"], "dataplane", "expected auto, ebpf or userspace");
+    }
+  }
+  if (top.Has("keep_alive_ms")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(c.keep_alive_ms, top.Integer("keep_alive_ms", 0, uint64_t{1} << 40));
+  }
   if (top.Has("store")) {
     Section store = top.Child("store");
     TRIBUTARY_TRY(store.ExpectMap());

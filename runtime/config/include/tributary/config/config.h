@@ -20,11 +20,17 @@ namespace tributary::config {
 struct NodeConfig {
   std::string node_id = "node-0";
   shm::SegmentOptions store;  // name defaults to "tributary.<node_id>"
+  std::string gateway_bind = "tcp://127.0.0.1:0";
+  std::string dataplane = "auto";  // auto, ebpf, userspace
+  uint64_t keep_alive_ms = 60'000;  // idle functions are stopped after this
 };
 
 // Parses a node configuration file:
 //   node_id: node-a
 //   store: {segment_name: tributary.node-a, segment_bytes: 1GiB, max_blocks: 65536}
+//   gateway_bind: tcp://*:7600
+//   dataplane: auto
+//   keep_alive_ms: 60000
 Result<NodeConfig> LoadNodeConfig(const std::string& path);
 Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source_name);
 

@@ -1,0 +1,348 @@
+#include "tributary/controller/controller.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "tributary/protocol/codec.h"
+
+namespace tributary::controller {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr uint32_t kCheckpointMagic = 0x43425254;  // "TRBC"
+constexpr uint32_t kCheckpointVersion = 1;
+
+struct Job {
+  JobSpec spec;
+  std::unique_ptr<agg::Strategy> strategy;
+  std::vector<float> model;
+  std::vector<std::vector<float>> slots;
+  uint64_t version = 0;
+  uint64_t steps = 0;
+};
+
+// A node's partial for the round in progress, as its chunks arrive.
+struct Incoming {
+  v1::NodePartial header;
+  std::string bytes;
+  bool done = false;
+};
+
+struct Pending {
+  std::string job;
+  uint64_t round = 0;
+  std::map<std::string, Incoming> partials;  // by node
+  std::map<std::string, Error> failures;
+};
+
+std::string CheckpointPath(const std::string& dir, const std::string& job) { return dir + "/" + job + ".ckpt"; }
+
+template <class T>
+void Put(std::string& out, const T& v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+template <class T>
+bool Get(std::string_view& in, T& v) {
+  if (in.size() < sizeof v) return false;
+  std::memcpy(&v, in.data(), sizeof v);
+  in.remove_prefix(sizeof v);
+  return true;
+}
+
+}  // namespace
+
+struct Controller::Impl {
+  ControllerOptions options;
+  zmq::context_t context{1};
+  zmq::socket_t socket{context, zmq::socket_type::router};
+  std::string endpoint;
+  std::atomic<bool> stop{false};
+  std::thread thread;
+
+  mutable std::mutex mu;
+  mutable std::condition_variable cv;
+  std::map<std::string, std::string> nodes;  // id -> gateway endpoint
+  std::deque<std::pair<std::string, std::string>> outbox;  // node id, envelope
+  std::map<std::string, Job> jobs;
+  std::optional<Pending> pending;
+
+  void Run() {
+    while (!stop.load()) {
+      {
+        std::lock_guard lock(mu);
+        while (!outbox.empty()) {
+          auto [node, wire] = std::move(outbox.front());
+          outbox.pop_front();
+          socket.send(zmq::buffer(node), zmq::send_flags::sndmore);
+          socket.send(zmq::buffer(wire), zmq::send_flags::none);
+        }
+      }
+      zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      for (int burst = 0; burst < 64; ++burst) {
+        std::vector<zmq::message_t> parts;
+        if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
+        if (parts.size() < 2) continue;
+        auto e = protocol::DecodeEnvelope(std::span(static_cast<const std::byte*>(parts[1].data()), parts[1].size()),
+                                          protocol::Limits{});
+        if (e) Handle(parts[0].to_string(), e.value(), parts.size() > 2 ? &parts[2] : nullptr);
+      }
+    }
+  }
+
+  void Handle(const std::string& from, const v1::Envelope& e, const zmq::message_t* frame) {
+    std::lock_guard lock(mu);
+    if (e.has_node_hello()) {
+      nodes[e.node_hello().node_id()] = e.node_hello().gateway_endpoint();
+      cv.notify_all();
+      return;
+    }
+    if (!pending) return;
+    if (e.has_node_partial()) {
+      const auto& h = e.node_partial();
+      if (h.job_id() != pending->job || h.round() != pending->round || h.node_id() != from) return;
+      pending->partials[from] = Incoming{h, {}, false};
+      pending->partials[from].bytes.reserve(h.payload_bytes());
+      Complete(pending->partials[from]);
+    } else if (e.has_node_partial_chunk() && frame != nullptr) {
+      const auto& c = e.node_partial_chunk();
+      auto it = pending->partials.find(from);
+      if (c.job_id() != pending->job || c.round() != pending->round || it == pending->partials.end()) return;
+      Incoming& in = it->second;
+      if (c.offset() != in.bytes.size() || in.bytes.size() + frame->size() > in.header.payload_bytes()) {
+        pending->failures[from] = MakeError(ErrorCode::kMalformedFrame, "node " + from + " sent a chunk out of order");
+      } else {
+        in.bytes.append(static_cast<const char*>(frame->data()), frame->size());
+        Complete(in);
+      }
+    } else if (e.has_node_round_failed()) {
+      const auto& f = e.node_round_failed();
+      if (f.job_id() == pending->job && f.round() == pending->round) pending->failures[from] = protocol::FromErrorReply(f.error());
+    }
+    cv.notify_all();
+  }
+
+  void Complete(Incoming& in) {
+    if (in.bytes.size() != in.header.payload_bytes()) return;
+    const auto bytes = std::as_bytes(std::span(in.bytes.data(), in.bytes.size()));
+    if (protocol::PayloadHasher::Of(bytes) != in.header.payload_xxh3()) {
+      pending->failures[in.header.node_id()] =
+          MakeError(ErrorCode::kChecksumMismatch, "node " + in.header.node_id() + "'s partial failed its checksum");
+      return;
+    }
+    in.done = true;
+  }
+
+  Result<void> Checkpoint(const Job& j) {
+    if (options.checkpoint_dir.empty()) return Ok();
+    std::string out;
+    Put(out, kCheckpointMagic);
+    Put(out, kCheckpointVersion);
+    Put(out, j.version);
+    Put(out, j.steps);
+    Put(out, static_cast<uint64_t>(j.model.size()));
+    Put(out, static_cast<uint64_t>(j.slots.size()));
+    out.append(reinterpret_cast<const char*>(j.model.data()), j.model.size() * 4);
+    for (const auto& s : j.slots) out.append(reinterpret_cast<const char*>(s.data()), s.size() * 4);
+    Put(out, protocol::PayloadHasher::Of(std::as_bytes(std::span(out.data(), out.size()))));
+    const std::string path = CheckpointPath(options.checkpoint_dir, j.spec.id);
+    const std::string tmp = path + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return MakeError(ErrorCode::kIo, "cannot write " + tmp + ": " + std::strerror(errno));
+    const bool ok = ::write(fd, out.data(), out.size()) == static_cast<ssize_t>(out.size()) && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+      return MakeError(ErrorCode::kIo, "cannot write checkpoint " + path);
+    }
+    const int dir = ::open(options.checkpoint_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+      ::fsync(dir);
+      ::close(dir);
+    }
+    return Ok();
+  }
+
+  Result<bool> Restore(Job& j) {
+    if (options.checkpoint_dir.empty()) return false;
+    std::ifstream in(CheckpointPath(options.checkpoint_dir, j.spec.id), std::ios::binary);
+    if (!in) return false;
+    const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto bad = [&](const std::string& why) {
+      return MakeError(ErrorCode::kConfig, "checkpoint of job '" + j.spec.id + "' is unusable: " + why);
+    };
+    if (data.size() < 8) return bad("truncated");
+    uint64_t sum;
+    std::memcpy(&sum, data.data() + data.size() - 8, 8);
+    if (protocol::PayloadHasher::Of(std::as_bytes(std::span(data.data(), data.size() - 8))) != sum) return bad("checksum");
+    std::string_view v(data.data(), data.size() - 8);
+    uint32_t magic, version;
+    uint64_t model_version, steps, n, slots;
+    if (!Get(v, magic) || !Get(v, version) || !Get(v, model_version) || !Get(v, steps) || !Get(v, n) || !Get(v, slots) ||
+        magic != kCheckpointMagic || version != kCheckpointVersion) {
+      return bad("header");
+    }
+    if (n != j.spec.model.elements() || slots != j.slots.size() || v.size() != (1 + slots) * n * 4) {
+      return bad("its sizes do not match the job's model and strategy");
+    }
+    std::memcpy(j.model.data(), v.data(), n * 4);
+    for (uint64_t s = 0; s < slots; ++s) std::memcpy(j.slots[s].data(), v.data() + (1 + s) * n * 4, n * 4);
+    j.version = model_version;
+    j.steps = steps;
+    return true;
+  }
+};
+
+Controller::Controller(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Controller>> Controller::Start(const ControllerOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  if (!options.checkpoint_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.checkpoint_dir, ec);
+    if (ec) return MakeError(ErrorCode::kIo, "cannot create " + options.checkpoint_dir + ": " + ec.message());
+  }
+  try {
+    impl->socket.set(zmq::sockopt::linger, 0);
+    impl->socket.bind(options.bind);
+    impl->endpoint = impl->socket.get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    return MakeError(ErrorCode::kIo, "controller cannot bind " + options.bind + ": " + e.what());
+  }
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] { raw->Run(); });
+  return std::unique_ptr<Controller>(new Controller(std::move(impl)));
+}
+
+Controller::~Controller() {
+  impl_->stop = true;
+  impl_->thread.join();
+}
+
+const std::string& Controller::endpoint() const { return impl_->endpoint; }
+
+std::map<std::string, std::string> Controller::Nodes() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->nodes;
+}
+
+Result<void> Controller::WaitForNodes(size_t count, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(impl_->mu);
+  if (!impl_->cv.wait_for(lock, timeout, [&] { return impl_->nodes.size() >= count; })) {
+    return MakeError(ErrorCode::kIo, std::to_string(impl_->nodes.size()) + " of " + std::to_string(count) +
+                                         " nodes connected before the timeout");
+  }
+  return Ok();
+}
+
+Result<void> Controller::AddJob(JobSpec spec) {
+  if (spec.initial_model.size() != spec.model.elements()) {
+    return MakeError(ErrorCode::kShapeMismatch, "initial model has " + std::to_string(spec.initial_model.size()) +
+                                                    " values, the model spec " + std::to_string(spec.model.elements()));
+  }
+  Job j;
+  TRIBUTARY_ASSIGN_OR_RETURN(j.strategy, agg::Strategy::Create(spec.strategy));
+  j.model = spec.initial_model;
+  j.slots.assign(static_cast<size_t>(j.strategy->state_slots()), std::vector<float>(j.model.size(), 0.0f));
+  j.spec = std::move(spec);
+  std::lock_guard lock(impl_->mu);
+  TRIBUTARY_TRY(impl_->Restore(j));
+  impl_->jobs[j.spec.id] = std::move(j);
+  return Ok();
+}
+
+Result<RoundReport> Controller::RunRound(const std::string& job_id,
+                                         const std::map<std::string, std::vector<std::string>>& clients_by_node) {
+  const auto start = Clock::now();
+  std::unique_lock lock(impl_->mu);
+  auto jit = impl_->jobs.find(job_id);
+  if (jit == impl_->jobs.end()) return MakeError(ErrorCode::kUnknownJob, "no job '" + job_id + "'");
+  Job& job = jit->second;
+  const uint64_t round = job.version + 1;
+  impl_->pending = Pending{job_id, round, {}, {}};
+  uint32_t key = 1;
+  for (const auto& [node, clients] : clients_by_node) {
+    if (impl_->nodes.count(node) == 0) {
+      impl_->pending.reset();
+      return MakeError(ErrorCode::kNotFound, "node '" + node + "' is not connected");
+    }
+    v1::Envelope e;
+    e.set_protocol_version(protocol::kProtocolVersion);
+    auto* plan = e.mutable_round_plan();
+    plan->set_job_id(job_id);
+    plan->set_round(round);
+    plan->set_model_version(job.version);
+    for (const auto& t : job.spec.model.tensors()) *plan->add_model() = protocol::ToProto(t);
+    for (const std::string& c : clients) (*plan->mutable_clients())[c] = key++;
+    plan->set_fan_in(job.spec.fan_in);
+    plan->set_deadline_ms(static_cast<uint64_t>(job.spec.deadline.count()));
+    plan->set_reject_non_finite(job.spec.reject_non_finite);
+    impl_->outbox.emplace_back(node, protocol::EncodeEnvelope(e));
+  }
+  const auto give_up = Clock::now() + job.spec.deadline + std::chrono::seconds(30);
+  const bool all = impl_->cv.wait_until(lock, give_up, [&] {
+    size_t done = 0;
+    for (const auto& [node, in] : impl_->pending->partials) done += in.done;
+    return !impl_->pending->failures.empty() || done == clients_by_node.size();
+  });
+  Pending pending = std::move(*impl_->pending);
+  impl_->pending.reset();
+  if (!pending.failures.empty()) {
+    const auto& [node, err] = *pending.failures.begin();
+    return MakeError(err.code, "round " + std::to_string(round) + " failed on node " + node + ": " + err.reason);
+  }
+  if (!all) return MakeError(ErrorCode::kRoundClosed, "round " + std::to_string(round) + ": nodes did not answer in time");
+
+  // The root: merge the nodes' partials (in node order: deterministic), finalize.
+  RoundReport report;
+  std::vector<float> sum(job.model.size(), 0.0f);
+  agg::Partial total{sum, 0, 0};
+  for (const auto& [node, in] : pending.partials) {
+    const agg::PartialView child{
+        std::span(reinterpret_cast<const float*>(in.bytes.data()), in.bytes.size() / 4), in.header.weight(),
+        in.header.updates()};
+    TRIBUTARY_TRY(job.strategy->Merge(total, std::span(&child, 1)));
+    report.updates_by_node[node] = in.header.updates();
+  }
+  agg::ServerState state{job.model, {}, job.steps};
+  for (auto& s : job.slots) state.slots.push_back(s);
+  TRIBUTARY_TRY(job.strategy->Finalize(agg::View(total), state));
+  job.steps = state.steps;
+  job.version += 1;
+  TRIBUTARY_TRY(impl_->Checkpoint(job));
+  report.round = round;
+  report.model_version = job.version;
+  report.updates = total.updates;
+  report.weight = total.weight;
+  report.seconds = Clock::now() - start;
+  return report;
+}
+
+Result<std::vector<float>> Controller::Model(const std::string& job) const {
+  std::lock_guard lock(impl_->mu);
+  auto it = impl_->jobs.find(job);
+  if (it == impl_->jobs.end()) return MakeError(ErrorCode::kUnknownJob, "no job '" + job + "'");
+  return it->second.model;
+}
+
+Result<uint64_t> Controller::ModelVersion(const std::string& job) const {
+  std::lock_guard lock(impl_->mu);
+  auto it = impl_->jobs.find(job);
+  if (it == impl_->jobs.end()) return MakeError(ErrorCode::kUnknownJob, "no job '" + job + "'");
+  return it->second.version;
+}
+
+}  // namespace tributary::controller

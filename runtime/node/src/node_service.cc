@@ -1,0 +1,140 @@
+#include "tributary/node/node_service.h"
+
+#include <atomic>
+#include <thread>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "tributary/protocol/codec.h"
+
+namespace tributary::node {
+namespace {
+
+constexpr uint64_t kChunkBytes = 4ull << 20;
+
+v1::Envelope Envelope() {
+  v1::Envelope e;
+  e.set_protocol_version(protocol::kProtocolVersion);
+  return e;
+}
+
+}  // namespace
+
+struct NodeService::Impl {
+  NodeOptions options;
+  std::unique_ptr<NodeAgent> agent;
+  zmq::context_t context{1};
+  zmq::socket_t socket{context, zmq::socket_type::dealer};
+  std::atomic<bool> stop{false};
+  std::thread thread;
+
+  void Send(const v1::Envelope& e, const void* frame = nullptr, size_t frame_bytes = 0) {
+    const std::string wire = protocol::EncodeEnvelope(e);
+    socket.send(zmq::buffer(wire), frame ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    if (frame) socket.send(zmq::const_buffer(frame, frame_bytes), zmq::send_flags::none);
+  }
+
+  void Hello() {
+    v1::Envelope e = Envelope();
+    e.mutable_node_hello()->set_node_id(options.node_id);
+    e.mutable_node_hello()->set_gateway_endpoint(agent->gateway_endpoint());
+    Send(e);
+  }
+
+  void Run() {
+    auto last_hello = std::chrono::steady_clock::time_point{};
+    while (!stop.load()) {
+      if (std::chrono::steady_clock::now() - last_hello > std::chrono::seconds(1)) {
+        Hello();
+        last_hello = std::chrono::steady_clock::now();
+      }
+      zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(100));
+      agent->ReapIdleFunctions();
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      std::vector<zmq::message_t> parts;
+      if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait) || parts.empty()) continue;
+      auto e = protocol::DecodeEnvelope(std::span(static_cast<const std::byte*>(parts[0].data()), parts[0].size()),
+                                        protocol::Limits{});
+      if (e && e.value().has_round_plan()) RunRound(e.value().round_plan());
+    }
+  }
+
+  void RunRound(const v1::RoundPlan& plan) {
+    auto result = Execute(plan);
+    if (result) return;
+    v1::Envelope e = Envelope();
+    auto* f = e.mutable_node_round_failed();
+    f->set_job_id(plan.job_id());
+    f->set_round(plan.round());
+    f->set_node_id(options.node_id);
+    *f->mutable_error() = protocol::ToErrorReply(result.error());
+    Send(e);
+  }
+
+  Result<void> Execute(const v1::RoundPlan& plan) {
+    gateway::RoundSpec spec;
+    spec.job = plan.job_id();
+    spec.round = plan.round();
+    spec.model_version = plan.model_version();
+    spec.reject_non_finite = plan.reject_non_finite();
+    std::vector<agg::TensorSpec> tensors;
+    for (const auto& t : plan.model()) {
+      TRIBUTARY_ASSIGN_OR_RETURN(agg::TensorSpec ts, protocol::FromProto(t));
+      tensors.push_back(std::move(ts));
+    }
+    TRIBUTARY_ASSIGN_OR_RETURN(spec.model, agg::ModelSpec::Create(std::move(tensors)));
+    for (const auto& [client, key] : plan.clients()) spec.selected[client] = key;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(plan.deadline_ms());
+    TRIBUTARY_TRY(agent->OpenRound(std::move(spec), plan.fan_in()));
+    TRIBUTARY_ASSIGN_OR_RETURN(NodeRoundResult result, agent->WaitRound(deadline));
+    const auto bytes = result.partial.bytes();
+    v1::Envelope head = Envelope();
+    auto* p = head.mutable_node_partial();
+    p->set_job_id(plan.job_id());
+    p->set_round(plan.round());
+    p->set_node_id(options.node_id);
+    p->set_weight(result.partial.meta().weight);
+    p->set_updates(result.partial.meta().updates);
+    p->set_payload_bytes(bytes.size());
+    p->set_payload_xxh3(protocol::PayloadHasher::Of(bytes));
+    Send(head);
+    for (uint64_t off = 0; off < bytes.size(); off += kChunkBytes) {
+      v1::Envelope c = Envelope();
+      auto* chunk = c.mutable_node_partial_chunk();
+      chunk->set_job_id(plan.job_id());
+      chunk->set_round(plan.round());
+      chunk->set_node_id(options.node_id);
+      chunk->set_offset(off);
+      Send(c, bytes.data() + off, std::min<uint64_t>(kChunkBytes, bytes.size() - off));
+    }
+    return Ok();
+  }
+};
+
+NodeService::NodeService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& options, const std::string& controller) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  TRIBUTARY_ASSIGN_OR_RETURN(impl->agent, NodeAgent::Start(options));
+  try {
+    impl->socket.set(zmq::sockopt::linger, 1000);
+    impl->socket.set(zmq::sockopt::routing_id, options.node_id);
+    impl->socket.connect(controller);
+  } catch (const zmq::error_t& e) {
+    return MakeError(ErrorCode::kIo, "cannot connect to the controller at " + controller + ": " + e.what());
+  }
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] { raw->Run(); });
+  return std::unique_ptr<NodeService>(new NodeService(std::move(impl)));
+}
+
+NodeService::~NodeService() {
+  impl_->stop = true;
+  impl_->thread.join();
+}
+
+NodeAgent& NodeService::agent() { return *impl_->agent; }
+
+}  // namespace tributary::node
