@@ -36,11 +36,12 @@ int RunNode(const std::string& config_file, const std::string& controller, const
   o.dataplane = tributary::dataplane::ParseDataPlaneMode(cfg.value().dataplane).value();
   o.keep_alive = std::chrono::milliseconds(cfg.value().keep_alive_ms);
   o.binary = binary;
-  auto service = tributary::node::NodeService::Start(o, controller);
+  auto service = tributary::node::NodeService::Start(o, controller, cfg.value().metrics_bind);
   if (!service) return Report(std::move(service).error());
   spdlog::info("node {}: data plane: {}", o.node_id, service.value()->agent().dataplane_reason());
-  spdlog::info("node {}: gateway on {}, segment {} ({} bytes), controller {}", o.node_id,
-               service.value()->agent().gateway_endpoint(), o.store.name, o.store.bytes, controller);
+  spdlog::info("node {}: gateway on {}, segment {} ({} bytes), controller {}, metrics on port {}", o.node_id,
+               service.value()->agent().gateway_endpoint(), o.store.name, o.store.bytes, controller,
+               service.value()->metrics_port());
   std::signal(SIGINT, [](int) { g_stop = 1; });
   std::signal(SIGTERM, [](int) { g_stop = 1; });
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -168,7 +168,7 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
   Section top(root, source_name, "");
   TRIBUTARY_TRY(top.ExpectMap());
-  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms"}));
+  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms", "metrics_bind"}));
   NodeConfig c;
   if (top.Has("node_id")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.node_id, top.String("node_id"));
@@ -182,6 +182,9 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
     if (c.dataplane != "auto" && c.dataplane != "ebpf" && c.dataplane != "userspace") {
       return top.Fail(root["dataplane"], "dataplane", "expected auto, ebpf or userspace");
     }
+  }
+  if (top.Has("metrics_bind")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(c.metrics_bind, top.String("metrics_bind"));
   }
   if (top.Has("keep_alive_ms")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.keep_alive_ms, top.Integer("keep_alive_ms", 0, uint64_t{1} << 40));

@@ -1,10 +1,13 @@
 #include "tributary/node/node_service.h"
 
+#include <httplib.h>
+
 #include <atomic>
 #include <thread>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "tributary/node/metrics.h"
 #include "tributary/protocol/codec.h"
 
 namespace tributary::node {
@@ -27,6 +30,9 @@ struct NodeService::Impl {
   zmq::socket_t socket{context, zmq::socket_type::dealer};
   std::atomic<bool> stop{false};
   std::thread thread;
+  httplib::Server http;
+  int http_port = 0;
+  std::thread http_thread;
 
   void Send(const v1::Envelope& e, const void* frame = nullptr, size_t frame_bytes = 0) {
     const std::string wire = protocol::EncodeEnvelope(e);
@@ -114,7 +120,8 @@ struct NodeService::Impl {
 
 NodeService::NodeService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& options, const std::string& controller) {
+Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& options, const std::string& controller,
+                                                        const std::string& metrics_bind) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   TRIBUTARY_ASSIGN_OR_RETURN(impl->agent, NodeAgent::Start(options));
@@ -126,6 +133,19 @@ Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& optio
     return MakeError(ErrorCode::kIo, "cannot connect to the controller at " + controller + ": " + e.what());
   }
   Impl* raw = impl.get();
+  if (!metrics_bind.empty()) {
+    const size_t colon = metrics_bind.rfind(':');
+    if (colon == std::string::npos) return MakeError(ErrorCode::kConfig, "metrics_bind must be host:port");
+    const std::string host = metrics_bind.substr(0, colon);
+    const int port = std::atoi(metrics_bind.c_str() + colon + 1);
+    impl->http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+    impl->http.Get("/metrics", [raw](const httplib::Request&, httplib::Response& res) {
+      res.set_content(RenderPrometheus(raw->options.node_id, raw->agent->Stats()), "text/plain; version=0.0.4");
+    });
+    impl->http_port = port == 0 ? impl->http.bind_to_any_port(host) : (impl->http.bind_to_port(host, port) ? port : -1);
+    if (impl->http_port <= 0) return MakeError(ErrorCode::kIo, "cannot serve metrics on " + metrics_bind);
+    impl->http_thread = std::thread([raw] { raw->http.listen_after_bind(); });
+  }
   impl->thread = std::thread([raw] { raw->Run(); });
   return std::unique_ptr<NodeService>(new NodeService(std::move(impl)));
 }
@@ -133,7 +153,13 @@ Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& optio
 NodeService::~NodeService() {
   impl_->stop = true;
   impl_->thread.join();
+  if (impl_->http_thread.joinable()) {
+    impl_->http.stop();
+    impl_->http_thread.join();
+  }
 }
+
+int NodeService::metrics_port() const { return impl_->http_port; }
 
 NodeAgent& NodeService::agent() { return *impl_->agent; }
 

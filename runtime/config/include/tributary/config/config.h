@@ -23,6 +23,7 @@ struct NodeConfig {
   std::string gateway_bind = "tcp://127.0.0.1:0";
   std::string dataplane = "auto";  // auto, ebpf, userspace
   uint64_t keep_alive_ms = 60'000;  // idle functions are stopped after this
+  std::string metrics_bind = "127.0.0.1:9400";  // /healthz and /metrics; "" for none
 };
 
 // Parses a node configuration file:
@@ -31,6 +32,7 @@ struct NodeConfig {
 //   gateway_bind: tcp://*:7600
 //   dataplane: auto
 //   keep_alive_ms: 60000
+//   metrics_bind: 0.0.0.0:9400
 Result<NodeConfig> LoadNodeConfig(const std::string& path);
 Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source_name);
 

@@ -17,12 +17,16 @@ namespace tributary::node {
 
 class NodeService {
  public:
-  static Result<std::unique_ptr<NodeService>> Start(const NodeOptions& options, const std::string& controller);
+  // `metrics_bind` ("127.0.0.1:9400", port 0 for any) serves /healthz and
+  // /metrics (Prometheus); empty: no HTTP endpoint.
+  static Result<std::unique_ptr<NodeService>> Start(const NodeOptions& options, const std::string& controller,
+                                                    const std::string& metrics_bind = "");
   ~NodeService();
   NodeService(const NodeService&) = delete;
   NodeService& operator=(const NodeService&) = delete;
 
   NodeAgent& agent();
+  int metrics_port() const;  // 0 without an HTTP endpoint
 
  private:
   struct Impl;
