@@ -86,8 +86,8 @@ struct Update {
 
 // 100 clients, spread over the 3 nodes; each uploads to its node's gateway.
 std::vector<Update> RunClients(Controller& c, const std::vector<std::string>& ids, uint64_t round,
-                               uint64_t version, std::map<std::string, std::vector<std::string>>& by_node,
-                               std::thread& uploads) {
+                               uint64_t version, const std::vector<float>& global,
+                               std::map<std::string, std::vector<std::string>>& by_node, std::thread& uploads) {
   std::vector<Update> updates;
   std::mt19937 rng(static_cast<uint32_t>(round));
   std::normal_distribution<float> d;
@@ -98,12 +98,23 @@ std::vector<Update> RunClients(Controller& c, const std::vector<std::string>& id
     by_node[ids[k % 3]].push_back("client-" + std::to_string(k));
   }
   const auto gateways = c.Nodes();
-  uploads = std::thread([updates, gateways, ids, round, version] {
+  const std::string global_bytes(reinterpret_cast<const char*>(global.data()), global.size() * 4);
+  uploads = std::thread([updates, gateways, ids, round, version, global_bytes] {
     std::vector<std::thread> per_node;
     for (int n = 0; n < 3; ++n) {
       per_node.emplace_back([&, n] {
         testing::UploadClient up(gateways.at(ids[n]));
         const agg::ModelSpec m = Model();
+        // First, as a client would: download the round's global model.
+        Result<std::pair<v1::ModelChunk, std::string>> model = MakeError(ErrorCode::kNotFound, "");
+        for (int attempt = 0; attempt < 500; ++attempt) {
+          model = up.DownloadModel("fedavg");
+          if (model && model.value().first.model_version() == version) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        ASSERT_TRUE(model) << model.error().ToString();
+        ASSERT_EQ(model.value().first.model_version(), version);
+        ASSERT_EQ(model.value().second, global_bytes) << "the gateway serves another model than the controller's";
         for (size_t k = n; k < updates.size(); k += 3) {
           const Update& u = updates[k];
           const std::string payload(reinterpret_cast<const char*>(u.values.data()), u.values.size() * 4);
@@ -157,7 +168,8 @@ TEST_F(FederationTest, ThreeNodesAndAHundredClientsGiveFlatFedAvgAndResumeAfterR
   for (uint64_t round = 1; round <= 2; ++round) {
     std::map<std::string, std::vector<std::string>> by_node;
     std::thread uploads;
-    const auto updates = RunClients(*controller_, ids_, round, round - 1, by_node, uploads);
+    const auto updates =
+        RunClients(*controller_, ids_, round, round - 1, controller_->Model("fedavg").value(), by_node, uploads);
     auto report = controller_->RunRound("fedavg", by_node);
     uploads.join();
     ASSERT_TRUE(report) << report.error().ToString();

@@ -56,6 +56,7 @@ class GatewayTest : public ::testing::Test {
 
   void Start(uint64_t segment_bytes, GatewayOptions options = {}) {
     gateway_.reset();
+    models_.Clear();
     segment_.reset();
     segment_ = shm::Segment::Create({"tributary.gw." + std::to_string(getpid()), segment_bytes, 1024}).value();
     RoundSpec spec;
@@ -66,7 +67,7 @@ class GatewayTest : public ::testing::Test {
     for (int c = 0; c < 20; ++c) spec.selected["client-" + std::to_string(c)] = 100 + c;
     rounds_.OpenRound(spec);
     options.max_chunk_bytes = 64 << 10;
-    auto g = Gateway::Start(options, *segment_, rounds_, sink_);
+    auto g = Gateway::Start(options, *segment_, rounds_, sink_, models_);
     ASSERT_TRUE(g) << g.error().ToString();
     gateway_ = std::move(g).value();
   }
@@ -74,9 +75,11 @@ class GatewayTest : public ::testing::Test {
   void TearDown() override {
     gateway_.reset();
     sink_.got.clear();
+    models_.Clear();
   }
 
   RoundBook rounds_;
+  ModelStore models_;
   RecordingSink sink_;
   std::unique_ptr<shm::Segment> segment_;
   std::unique_ptr<Gateway> gateway_;
@@ -257,6 +260,31 @@ TEST_F(GatewayTest, EachBadInputGetsItsTypedErrorAndLeaksNothing) {
   sink_.got.clear();
   gateway_.reset();
   EXPECT_EQ(segment_->Stats().live_blocks, 0u);
+}
+
+TEST_F(GatewayTest, ClientsDownloadTheGlobalModelInChunksFromSharedMemory) {
+  UploadClient c(gateway_->endpoint());
+  EXPECT_EQ(c.DownloadModel("job").error().code, ErrorCode::kNotFound);
+  const std::string payload = Payload(Model(), 9);
+  auto block = segment_->Allocate(payload.size(), {shm::BlockKind::kModel}).value();
+  std::memcpy(block.bytes().data(), payload.data(), payload.size());
+  const uint64_t xxh3 = protocol::PayloadHasher::Of(block.bytes());
+  models_.Publish("job", PublishedModel{5, Model(), xxh3, std::move(block)});
+  auto got = c.DownloadModel("job", 50'000);
+  ASSERT_TRUE(got) << got.error().ToString();
+  EXPECT_EQ(got.value().first.model_version(), 5u);
+  EXPECT_EQ(got.value().first.tensors_size(), 2);
+  EXPECT_EQ(got.value().first.payload_xxh3(), xxh3);
+  EXPECT_EQ(got.value().second, payload);
+  // An older version never replaces a newer one.
+  models_.Publish("job", PublishedModel{4, Model(), 0, segment_->Allocate(8, {}).value()});
+  EXPECT_EQ(c.DownloadModel("job").value().first.model_version(), 5u);
+  v1::Envelope past;
+  past.set_protocol_version(1);
+  past.mutable_model_request()->set_job_id("job");
+  past.mutable_model_request()->set_offset(payload.size() + 1);
+  EXPECT_EQ(c.Request(past).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(gateway_->Stats().model_bytes_served, 2 * payload.size());
 }
 
 TEST_F(GatewayTest, AFullSegmentIsRetryableAndIdleUploadsExpire) {

@@ -37,9 +37,10 @@ class UploadClient {
     std::vector<zmq::message_t> parts;
     (void)zmq::recv_multipart(socket_, std::back_inserter(parts));
     v1::Envelope reply;
-    if (parts.size() != 1 || !reply.ParseFromArray(parts[0].data(), static_cast<int>(parts[0].size()))) {
+    if (parts.empty() || parts.size() > 2 || !reply.ParseFromArray(parts[0].data(), static_cast<int>(parts[0].size()))) {
       return MakeError(ErrorCode::kMalformedFrame, "bad reply");
     }
+    last_frame_ = parts.size() == 2 ? parts[1].to_string() : std::string();
     if (reply.has_error()) return protocol::FromErrorReply(reply.error());
     return reply;
   }
@@ -57,6 +58,25 @@ class UploadClient {
     e.mutable_upload_chunk()->set_upload_id(upload_id);
     e.mutable_upload_chunk()->set_offset(offset);
     return Request(e, {std::move(bytes)});
+  }
+
+  // The job's global model, fetched chunk by chunk: {last chunk header, payload}.
+  Result<std::pair<v1::ModelChunk, std::string>> DownloadModel(const std::string& job, uint64_t chunk = 64 << 10) {
+    std::string payload;
+    v1::ModelChunk head;
+    do {
+      v1::Envelope e;
+      e.set_protocol_version(protocol::kProtocolVersion);
+      e.mutable_model_request()->set_job_id(job);
+      e.mutable_model_request()->set_offset(payload.size());
+      e.mutable_model_request()->set_max_bytes(chunk);
+      TRIBUTARY_ASSIGN_OR_RETURN(v1::Envelope reply, Request(e));
+      if (!reply.has_model_chunk()) return MakeError(ErrorCode::kMalformedFrame, "expected model_chunk");
+      head = reply.model_chunk();
+      if (last_frame_.empty() && payload.size() < head.total_bytes()) return MakeError(ErrorCode::kIo, "empty chunk");
+      payload += last_frame_;
+    } while (payload.size() < head.total_bytes());
+    return std::make_pair(head, payload);
   }
 
   // The whole upload: header, then chunks; the final answer.
@@ -77,6 +97,7 @@ class UploadClient {
   zmq::context_t context_{1};
   zmq::socket_t socket_;
   uint64_t request_id_ = 0;
+  std::string last_frame_;  // the payload frame of the last reply, if any
 };
 
 }  // namespace tributary::testing

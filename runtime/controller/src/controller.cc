@@ -22,6 +22,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr uint32_t kCheckpointMagic = 0x43425254;  // "TRBC"
 constexpr uint32_t kCheckpointVersion = 1;
+constexpr uint64_t kChunkBytes = 4ull << 20;
 
 struct Job {
   JobSpec spec;
@@ -74,7 +75,12 @@ struct Controller::Impl {
   mutable std::mutex mu;
   mutable std::condition_variable cv;
   std::map<std::string, std::string> nodes;  // id -> gateway endpoint
-  std::deque<std::pair<std::string, std::string>> outbox;  // node id, envelope
+  struct Outgoing {
+    std::string node;
+    std::string envelope;
+    std::string frame;  // empty: none
+  };
+  std::deque<Outgoing> outbox;
   std::map<std::string, Job> jobs;
   std::optional<Pending> pending;
 
@@ -83,10 +89,11 @@ struct Controller::Impl {
       {
         std::lock_guard lock(mu);
         while (!outbox.empty()) {
-          auto [node, wire] = std::move(outbox.front());
+          Outgoing o = std::move(outbox.front());
           outbox.pop_front();
-          socket.send(zmq::buffer(node), zmq::send_flags::sndmore);
-          socket.send(zmq::buffer(wire), zmq::send_flags::none);
+          socket.send(zmq::buffer(o.node), zmq::send_flags::sndmore);
+          socket.send(zmq::buffer(o.envelope), o.frame.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
+          if (!o.frame.empty()) socket.send(zmq::buffer(o.frame), zmq::send_flags::none);
         }
       }
       zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
@@ -274,10 +281,31 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
   const uint64_t round = job.version + 1;
   impl_->pending = Pending{job_id, round, {}, {}};
   uint32_t key = 1;
+  const std::string_view model_bytes(reinterpret_cast<const char*>(job.model.data()), job.model.size() * 4);
+  const uint64_t model_xxh3 = protocol::PayloadHasher::Of(std::as_bytes(std::span(model_bytes.data(), model_bytes.size())));
   for (const auto& [node, clients] : clients_by_node) {
     if (impl_->nodes.count(node) == 0) {
       impl_->pending.reset();
       return MakeError(ErrorCode::kNotFound, "node '" + node + "' is not connected");
+    }
+    // The model the round starts from, for the node's gateway to serve.
+    v1::Envelope publish;
+    publish.set_protocol_version(protocol::kProtocolVersion);
+    auto* mp = publish.mutable_model_publish();
+    mp->set_job_id(job_id);
+    mp->set_model_version(job.version);
+    for (const auto& t : job.spec.model.tensors()) *mp->add_model() = protocol::ToProto(t);
+    mp->set_payload_bytes(model_bytes.size());
+    mp->set_payload_xxh3(model_xxh3);
+    impl_->outbox.push_back({node, protocol::EncodeEnvelope(publish), {}});
+    for (uint64_t off = 0; off < model_bytes.size(); off += kChunkBytes) {
+      v1::Envelope chunk;
+      chunk.set_protocol_version(protocol::kProtocolVersion);
+      chunk.mutable_model_publish_chunk()->set_job_id(job_id);
+      chunk.mutable_model_publish_chunk()->set_model_version(job.version);
+      chunk.mutable_model_publish_chunk()->set_offset(off);
+      impl_->outbox.push_back({node, protocol::EncodeEnvelope(chunk),
+                               std::string(model_bytes.substr(off, kChunkBytes))});
     }
     v1::Envelope e;
     e.set_protocol_version(protocol::kProtocolVersion);
@@ -290,7 +318,7 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
     plan->set_fan_in(job.spec.fan_in);
     plan->set_deadline_ms(static_cast<uint64_t>(job.spec.deadline.count()));
     plan->set_reject_non_finite(job.spec.reject_non_finite);
-    impl_->outbox.emplace_back(node, protocol::EncodeEnvelope(e));
+    impl_->outbox.push_back({node, protocol::EncodeEnvelope(e), {}});
   }
   const auto give_up = Clock::now() + job.spec.deadline + std::chrono::seconds(30);
   const bool all = impl_->cv.wait_until(lock, give_up, [&] {

@@ -40,6 +40,7 @@ struct Gateway::Impl {
   shm::Segment* segment = nullptr;
   RoundBook* rounds = nullptr;
   UpdateSink* sink = nullptr;
+  const ModelStore* models = nullptr;
   zmq::context_t context{1};
   zmq::socket_t socket{context, zmq::socket_type::router};
   std::string endpoint;
@@ -107,6 +108,10 @@ struct Gateway::Impl {
                                 : Result<void>(MakeError(ErrorCode::kMalformedFrame,
                                                          "an upload_chunk carries exactly one payload frame"));
         break;
+      case v1::Envelope::kModelRequest:
+        r = payload_frames == 0 ? OnModelRequest(identity, e.request_id(), e.model_request())
+                                : Result<void>(MakeError(ErrorCode::kMalformedFrame, "a model request has no frames"));
+        break;
       default:
         r = MakeError(ErrorCode::kMalformedFrame, "the gateway does not take this message");
     }
@@ -151,6 +156,39 @@ struct Gateway::Impl {
     auto [it, _] = uploads.emplace(u.id, std::move(u));
     UpdateInProgress();
     return ReplyReady(identity, request_id, it->second);
+  }
+
+  Result<void> OnModelRequest(const zmq::message_t& identity, uint64_t request_id, const v1::ModelRequest& m) {
+    TRIBUTARY_ASSIGN_OR_RETURN(PublishedModel model, models->Get(m.job_id()));
+    const uint64_t total = model.block.bytes().size();
+    if (m.offset() > total) {
+      return MakeError(ErrorCode::kInvalidArgument, "offset " + std::to_string(m.offset()) + " is past the model's " +
+                                                        std::to_string(total) + " bytes");
+    }
+    const uint64_t want = m.max_bytes() == 0 ? options.max_chunk_bytes : std::min(m.max_bytes(), options.max_chunk_bytes);
+    const uint64_t n = std::min(want, total - m.offset());
+    v1::Envelope e;
+    e.set_protocol_version(protocol::kProtocolVersion);
+    e.set_request_id(request_id);
+    auto* c = e.mutable_model_chunk();
+    c->set_job_id(m.job_id());
+    c->set_model_version(model.version);
+    for (const auto& t : model.spec.tensors()) *c->add_tensors() = protocol::ToProto(t);
+    c->set_total_bytes(total);
+    c->set_payload_xxh3(model.xxh3);
+    c->set_offset(m.offset());
+    const std::string wire = protocol::EncodeEnvelope(e);
+    socket.send(zmq::buffer(identity.data(), identity.size()), zmq::send_flags::sndmore);
+    socket.send(zmq::buffer(wire), zmq::send_flags::sndmore);
+    // Zero copy: libzmq sends straight from the shared-memory block and
+    // drops this reference once the bytes are on the wire.
+    auto* hold = new shm::BlockRef(std::move(model.block));
+    zmq::message_t frame(
+        hold->bytes().data() + m.offset(), n, [](void*, void* h) { delete static_cast<shm::BlockRef*>(h); }, hold);
+    socket.send(frame, zmq::send_flags::none);
+    std::lock_guard lock(stats_mu);
+    stats.model_bytes_served += n;
+    return Ok();
   }
 
   Result<void> ReplyReady(const zmq::message_t& identity, uint64_t request_id, const Upload& u) {
@@ -272,12 +310,13 @@ struct Gateway::Impl {
 Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options, shm::Segment& segment,
-                                                RoundBook& rounds, UpdateSink& sink) {
+                                                RoundBook& rounds, UpdateSink& sink, const ModelStore& models) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->segment = &segment;
   impl->rounds = &rounds;
   impl->sink = &sink;
+  impl->models = &models;
   try {
     // Frames larger than a chunk or an envelope are refused by libzmq before
     // they are buffered: a client cannot make the gateway hold a huge frame.

@@ -61,6 +61,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   std::optional<dataplane::FunctionLink> link;  // fn 1, the agent's own
   std::unique_ptr<Supervisor> supervisor;
   gateway::RoundBook rounds;
+  gateway::ModelStore models;
   std::unique_ptr<gateway::Gateway> gateway;
   std::thread receiver;
   std::atomic<bool> stop{false};
@@ -248,12 +249,14 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
   impl->supervisor = std::make_unique<Supervisor>(SupervisorOptions{
       options.binary, options.store.name, impl->sw->address(), options.keep_alive, std::chrono::milliseconds(10'000), 256});
   impl->receiver = std::thread([self] { self->Receive(); });
-  TRIBUTARY_ASSIGN_OR_RETURN(impl->gateway, gateway::Gateway::Start(options.gateway, *impl->segment, impl->rounds, *impl));
+  TRIBUTARY_ASSIGN_OR_RETURN(impl->gateway, gateway::Gateway::Start(options.gateway, *impl->segment, impl->rounds, *impl,
+                                                                                   impl->models));
   return std::unique_ptr<NodeAgent>(new NodeAgent(std::move(impl)));
 }
 
 NodeAgent::~NodeAgent() {
   impl_->gateway.reset();
+  impl_->models.Clear();  // its blocks go before the segment
   impl_->stop = true;
   impl_->receiver.join();
   {
@@ -269,6 +272,7 @@ NodeAgent::~NodeAgent() {
 const std::string& NodeAgent::gateway_endpoint() const { return impl_->gateway->endpoint(); }
 const std::string& NodeAgent::dataplane_reason() const { return impl_->dataplane_reason; }
 shm::Segment& NodeAgent::segment() { return *impl_->segment; }
+gateway::ModelStore& NodeAgent::models() { return impl_->models; }
 
 Result<void> NodeAgent::OpenRound(gateway::RoundSpec spec, uint32_t fan_in) {
   if (fan_in == 0) return MakeError(ErrorCode::kInvalidArgument, "fan-in must be positive");

@@ -3,6 +3,8 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <cstring>
+#include <optional>
 #include <thread>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -62,8 +64,56 @@ struct NodeService::Impl {
       if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait) || parts.empty()) continue;
       auto e = protocol::DecodeEnvelope(std::span(static_cast<const std::byte*>(parts[0].data()), parts[0].size()),
                                         protocol::Limits{});
-      if (e && e.value().has_round_plan()) RunRound(e.value().round_plan());
+      if (!e) continue;
+      if (e.value().has_model_publish()) {
+        StartModel(e.value().model_publish());
+      } else if (e.value().has_model_publish_chunk() && parts.size() == 2) {
+        ModelChunk(e.value().model_publish_chunk(), parts[1]);
+      } else if (e.value().has_round_plan()) {
+        RunRound(e.value().round_plan());
+      }
     }
+  }
+
+  // A global model arriving from the controller, assembled in shared memory.
+  struct IncomingModel {
+    v1::ModelPublish header;
+    agg::ModelSpec spec;
+    shm::BlockRef block;
+    uint64_t received = 0;
+  };
+  std::optional<IncomingModel> incoming;
+
+  void StartModel(const v1::ModelPublish& m) {
+    incoming.reset();
+    std::vector<agg::TensorSpec> tensors;
+    for (const auto& t : m.model()) {
+      auto ts = protocol::FromProto(t);
+      if (!ts) return;
+      tensors.push_back(std::move(ts).value());
+    }
+    auto spec = agg::ModelSpec::Create(std::move(tensors));
+    if (!spec || spec.value().payload_bytes() != m.payload_bytes()) return;
+    auto block = agent->segment().Allocate(m.payload_bytes(), {shm::BlockKind::kModel, 0, m.model_version()});
+    if (!block) return;  // the round's clients will find no model: NOT_FOUND, retryable at their end
+    incoming.emplace(IncomingModel{m, std::move(spec).value(), std::move(block).value(), 0});
+  }
+
+  void ModelChunk(const v1::ModelPublishChunk& c, const zmq::message_t& frame) {
+    if (!incoming || c.model_version() != incoming->header.model_version() || c.offset() != incoming->received ||
+        frame.size() > incoming->header.payload_bytes() - incoming->received) {
+      incoming.reset();
+      return;
+    }
+    std::memcpy(incoming->block.bytes().data() + incoming->received, frame.data(), frame.size());
+    incoming->received += frame.size();
+    if (incoming->received < incoming->header.payload_bytes()) return;
+    if (protocol::PayloadHasher::Of(incoming->block.bytes()) == incoming->header.payload_xxh3()) {
+      agent->models().Publish(incoming->header.job_id(),
+                              gateway::PublishedModel{incoming->header.model_version(), std::move(incoming->spec),
+                                                      incoming->header.payload_xxh3(), std::move(incoming->block)});
+    }
+    incoming.reset();
   }
 
   void RunRound(const v1::RoundPlan& plan) {
@@ -153,6 +203,7 @@ Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& optio
 NodeService::~NodeService() {
   impl_->stop = true;
   impl_->thread.join();
+  impl_->incoming.reset();
   if (impl_->http_thread.joinable()) {
     impl_->http.stop();
     impl_->http_thread.join();

@@ -17,6 +17,10 @@
 // upload releases its block and its admission, so nothing leaks and the client
 // may try again. Malformed frames never stop the gateway.
 //
+// Clients also download the current global model here (ModelRequest ->
+// ModelChunk), served in chunks from the shared-memory block of the
+// ModelStore.
+//
 // Thread safety: the gateway runs its own thread; Stats() may be called from
 // any thread; the sink is called on the gateway's thread.
 #pragma once
@@ -28,6 +32,7 @@
 #include <string>
 
 #include "tributary/core/error.h"
+#include "tributary/gateway/model_store.h"
 #include "tributary/gateway/round_book.h"
 #include "tributary/protocol/codec.h"
 #include "tributary/shm/segment.h"
@@ -60,13 +65,14 @@ struct GatewayStats {
   uint64_t accepted_bytes = 0;
   uint64_t uploads_in_progress = 0;
   uint64_t uploads_expired = 0;
+  uint64_t model_bytes_served = 0;
   std::map<ErrorCode, uint64_t> rejected;  // by code
 };
 
 class Gateway {
  public:
   static Result<std::unique_ptr<Gateway>> Start(const GatewayOptions& options, shm::Segment& segment,
-                                                RoundBook& rounds, UpdateSink& sink);
+                                                RoundBook& rounds, UpdateSink& sink, const ModelStore& models);
   ~Gateway();  // stops the thread, drops unfinished uploads
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;

@@ -71,6 +71,8 @@ class NodeAgent {
   // Why this data plane runs (for the start-up log).
   const std::string& dataplane_reason() const;
   shm::Segment& segment();
+  // The global models the gateway serves (the controller link publishes).
+  gateway::ModelStore& models();
 
   Result<void> OpenRound(gateway::RoundSpec spec, uint32_t fan_in);
   // The node's partial once every selected client's update is folded, or at
