@@ -168,6 +168,37 @@ TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {
   EXPECT_EQ(agent_->Stats().functions.deaths, 2u);
 }
 
+TEST_F(NodeAgentTest, BadClientsGetTypedErrorsAndTheRoundStillCompletes) {
+  const auto clients = MakeClients(12, 11);
+  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 4));
+  testing::UploadClient bad(agent_->gateway_endpoint());
+  const Client& c3 = clients[3];
+  std::string nan_payload = c3.payload;
+  const float nan = std::nanf("");
+  std::memcpy(nan_payload.data() + 40, &nan, 4);
+  auto code = [](const Result<v1::Envelope>& r) { return r ? ErrorCode::kOk : r.error().code; };
+  EXPECT_EQ(code(bad.RequestRaw("not an envelope")), ErrorCode::kMalformedFrame);
+  auto nan_header = Header(c3, 1);
+  nan_header.set_payload_xxh3(protocol::PayloadHasher::Of(std::as_bytes(std::span(nan_payload.data(), nan_payload.size()))));
+  EXPECT_EQ(code(bad.Upload(nan_header, nan_payload)), ErrorCode::kNonFinite);
+  auto wrong_shape = Header(c3, 1);
+  wrong_shape.mutable_tensors(1)->set_shape(0, 99);
+  EXPECT_EQ(code(bad.Header(wrong_shape)), ErrorCode::kShapeMismatch);
+  auto stranger = Header(c3, 1);
+  stranger.set_client_id("stranger");
+  EXPECT_EQ(code(bad.Header(stranger)), ErrorCode::kNotSelected);
+  auto lying = Header(c3, 1);
+  lying.set_payload_xxh3(lying.payload_xxh3() + 1);
+  EXPECT_EQ(code(bad.Upload(lying, c3.payload)), ErrorCode::kChecksumMismatch);
+  UploadAll(clients, 1);  // client-3 included: its rejected attempts do not count against it
+  EXPECT_EQ(code(bad.Upload(Header(c3, 1), c3.payload)), ErrorCode::kDuplicateUpdate);
+  auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
+  ASSERT_TRUE(result) << result.error().ToString();
+  EXPECT_EQ(result.value().partial.meta().updates, 12u);
+  EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6);
+  EXPECT_EQ(agent_->Stats().gateway.rejected.size(), 6u);
+}
+
 TEST_F(NodeAgentTest, AtTheDeadlineTheNodeFoldsWhatArrived) {
   const auto clients = MakeClients(10, 9);
   ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 3));
