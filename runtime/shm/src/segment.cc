@@ -192,7 +192,7 @@ struct Segment::Impl {
     }
     BlockHeader* block = BlockAt(j.block);
     if (j.op == JournalOp::kAllocated || j.op == JournalOp::kFreeing) {
-      shm.deallocate(block);
+      if (header->poisoned_by_pid == 0) shm.deallocate(block);
       Commit();
       return;
     }
@@ -204,7 +204,7 @@ struct Segment::Impl {
     block->holds[j.lease_a] = j.old_a;
     block->holds[j.lease_b] = j.old_b;
     // A registration that never finished: its allocation is reachable only here.
-    if (j.op == JournalOp::kRegister) shm.deallocate(block);  // under the lock already
+    if (j.op == JournalOp::kRegister && header->poisoned_by_pid == 0) shm.deallocate(block);  // under the lock already
     Commit();
   }
 
@@ -251,6 +251,8 @@ struct Segment::Impl {
   }
   // Frees an unregistered block; called while `block`'s kChange is journaled.
   void FreeLocked(BlockHeader* block) {
+    // A poisoned allocator is never entered again: the block leaks with it.
+    if (header->poisoned_by_pid != 0) return Commit();
     Journal& j = header->journal;
     j.block = OffsetOf(block);
     j.pid = static_cast<int32_t>(getpid());
