@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include "support/numeric.h"
 #include "support/upload_client.h"
 #include "tributary/controller/controller.h"
 
@@ -155,12 +156,7 @@ std::vector<double> FlatFedAvg(const std::vector<Update>& updates) {
 }
 
 double RelativeError(const std::vector<float>& got, const std::vector<double>& want) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    num += (got[i] - want[i]) * (got[i] - want[i]);
-    den += want[i] * want[i];
-  }
-  return std::sqrt(num / den);
+  return testing::RelativeError(std::span<const float>(got), std::span<const double>(want));
 }
 
 TEST_F(FederationTest, ThreeNodesAndAHundredClientsGiveFlatFedAvgAndResumeAfterRestart) {

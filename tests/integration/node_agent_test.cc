@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "support/numeric.h"
 #include "support/upload_client.h"
 #include "tributary/node/node_agent.h"
 
@@ -80,13 +81,8 @@ std::vector<double> FlatSum(const std::vector<Client>& clients) {
 }
 
 double RelativeError(const shm::BlockRef& partial, const std::vector<double>& want) {
-  const float* got = reinterpret_cast<const float*>(partial.bytes().data());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    num += (got[i] - want[i]) * (got[i] - want[i]);
-    den += want[i] * want[i];
-  }
-  return std::sqrt(num / den);
+  const std::span<const float> got(reinterpret_cast<const float*>(partial.bytes().data()), want.size());
+  return testing::RelativeError(got, std::span<const double>(want));
 }
 
 class NodeAgentTest : public ::testing::Test {

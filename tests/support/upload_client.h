@@ -46,15 +46,13 @@ class UploadClient {
   }
 
   Result<v1::Envelope> Header(const v1::UpdateHeader& h) {
-    v1::Envelope e;
-    e.set_protocol_version(protocol::kProtocolVersion);
+    v1::Envelope e = protocol::NewEnvelope();
     *e.mutable_update() = h;
     return Request(e);
   }
 
   Result<v1::Envelope> Chunk(uint64_t upload_id, uint64_t offset, std::string bytes) {
-    v1::Envelope e;
-    e.set_protocol_version(protocol::kProtocolVersion);
+    v1::Envelope e = protocol::NewEnvelope();
     e.mutable_upload_chunk()->set_upload_id(upload_id);
     e.mutable_upload_chunk()->set_offset(offset);
     return Request(e, {std::move(bytes)});
@@ -65,8 +63,7 @@ class UploadClient {
     std::string payload;
     v1::ModelChunk head;
     do {
-      v1::Envelope e;
-      e.set_protocol_version(protocol::kProtocolVersion);
+      v1::Envelope e = protocol::NewEnvelope();
       e.mutable_model_request()->set_job_id(job);
       e.mutable_model_request()->set_offset(payload.size());
       e.mutable_model_request()->set_max_bytes(chunk);

@@ -1,5 +1,7 @@
 #include "tributary/aggregator/strategy.h"
 
+#include "support/numeric.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -44,12 +46,7 @@ StrategyOptions Named(const char* name) {
 }
 
 double RelativeError(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / den);
+  return testing::RelativeError(std::span<const float>(a), std::span<const float>(b));
 }
 
 // Leaves fold `fan_in` updates each; each level merges `fan_in` partials.

@@ -289,8 +289,7 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
       return MakeError(ErrorCode::kNotFound, "node '" + node + "' is not connected");
     }
     // The model the round starts from, for the node's gateway to serve.
-    v1::Envelope publish;
-    publish.set_protocol_version(protocol::kProtocolVersion);
+    v1::Envelope publish = protocol::NewEnvelope();
     auto* mp = publish.mutable_model_publish();
     mp->set_job_id(job_id);
     mp->set_model_version(job.version);
@@ -299,16 +298,14 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
     mp->set_payload_xxh3(model_xxh3);
     impl_->outbox.push_back({node, protocol::EncodeEnvelope(publish), {}});
     for (uint64_t off = 0; off < model_bytes.size(); off += kChunkBytes) {
-      v1::Envelope chunk;
-      chunk.set_protocol_version(protocol::kProtocolVersion);
+      v1::Envelope chunk = protocol::NewEnvelope();
       chunk.mutable_model_publish_chunk()->set_job_id(job_id);
       chunk.mutable_model_publish_chunk()->set_model_version(job.version);
       chunk.mutable_model_publish_chunk()->set_offset(off);
       impl_->outbox.push_back({node, protocol::EncodeEnvelope(chunk),
                                std::string(model_bytes.substr(off, kChunkBytes))});
     }
-    v1::Envelope e;
-    e.set_protocol_version(protocol::kProtocolVersion);
+    v1::Envelope e = protocol::NewEnvelope();
     auto* plan = e.mutable_round_plan();
     plan->set_job_id(job_id);
     plan->set_round(round);

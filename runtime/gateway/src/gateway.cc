@@ -80,9 +80,7 @@ struct Gateway::Impl {
       std::lock_guard lock(stats_mu);
       stats.rejected[error.code] += 1;
     }
-    v1::Envelope e;
-    e.set_protocol_version(protocol::kProtocolVersion);
-    e.set_request_id(request_id);
+    v1::Envelope e = protocol::NewEnvelope(request_id);
     *e.mutable_error() = protocol::ToErrorReply(error);
     Send(identity, e);
   }
@@ -167,9 +165,7 @@ struct Gateway::Impl {
     }
     const uint64_t want = m.max_bytes() == 0 ? options.max_chunk_bytes : std::min(m.max_bytes(), options.max_chunk_bytes);
     const uint64_t n = std::min(want, total - m.offset());
-    v1::Envelope e;
-    e.set_protocol_version(protocol::kProtocolVersion);
-    e.set_request_id(request_id);
+    v1::Envelope e = protocol::NewEnvelope(request_id);
     auto* c = e.mutable_model_chunk();
     c->set_job_id(m.job_id());
     c->set_model_version(model.version);
@@ -192,9 +188,7 @@ struct Gateway::Impl {
   }
 
   Result<void> ReplyReady(const zmq::message_t& identity, uint64_t request_id, const Upload& u) {
-    v1::Envelope e;
-    e.set_protocol_version(protocol::kProtocolVersion);
-    e.set_request_id(request_id);
+    v1::Envelope e = protocol::NewEnvelope(request_id);
     auto* ready = e.mutable_upload_ready();
     ready->set_upload_id(u.id);
     ready->set_max_chunk_bytes(options.max_chunk_bytes);
@@ -242,9 +236,7 @@ struct Gateway::Impl {
     u.received += frame.size();
     u.last_activity = Clock::now();
     if (u.received < total) {
-      v1::Envelope e;
-      e.set_protocol_version(protocol::kProtocolVersion);
-      e.set_request_id(request_id);
+      v1::Envelope e = protocol::NewEnvelope(request_id);
       e.mutable_upload_progress()->set_upload_id(u.id);
       e.mutable_upload_progress()->set_received_bytes(u.received);
       Send(identity, e);
@@ -276,9 +268,7 @@ struct Gateway::Impl {
       stats.accepted_bytes += bytes;
       stats.uploads_in_progress = uploads.size();
     }
-    v1::Envelope e;
-    e.set_protocol_version(protocol::kProtocolVersion);
-    e.set_request_id(request_id);
+    v1::Envelope e = protocol::NewEnvelope(request_id);
     auto* ok = e.mutable_update_accepted();
     ok->set_job_id(accepted.admission.job);
     ok->set_round(accepted.admission.round);

@@ -17,12 +17,6 @@ namespace {
 
 constexpr uint64_t kChunkBytes = 4ull << 20;
 
-v1::Envelope Envelope() {
-  v1::Envelope e;
-  e.set_protocol_version(protocol::kProtocolVersion);
-  return e;
-}
-
 }  // namespace
 
 struct NodeService::Impl {
@@ -43,7 +37,7 @@ struct NodeService::Impl {
   }
 
   void Hello() {
-    v1::Envelope e = Envelope();
+    v1::Envelope e = protocol::NewEnvelope();
     e.mutable_node_hello()->set_node_id(options.node_id);
     e.mutable_node_hello()->set_gateway_endpoint(agent->gateway_endpoint());
     Send(e);
@@ -119,7 +113,7 @@ struct NodeService::Impl {
   void RunRound(const v1::RoundPlan& plan) {
     auto result = Execute(plan);
     if (result) return;
-    v1::Envelope e = Envelope();
+    v1::Envelope e = protocol::NewEnvelope();
     auto* f = e.mutable_node_round_failed();
     f->set_job_id(plan.job_id());
     f->set_round(plan.round());
@@ -145,7 +139,7 @@ struct NodeService::Impl {
     TRIBUTARY_TRY(agent->OpenRound(std::move(spec), plan.fan_in()));
     TRIBUTARY_ASSIGN_OR_RETURN(NodeRoundResult result, agent->WaitRound(deadline));
     const auto bytes = result.partial.bytes();
-    v1::Envelope head = Envelope();
+    v1::Envelope head = protocol::NewEnvelope();
     auto* p = head.mutable_node_partial();
     p->set_job_id(plan.job_id());
     p->set_round(plan.round());
@@ -156,7 +150,7 @@ struct NodeService::Impl {
     p->set_payload_xxh3(protocol::PayloadHasher::Of(bytes));
     Send(head);
     for (uint64_t off = 0; off < bytes.size(); off += kChunkBytes) {
-      v1::Envelope c = Envelope();
+      v1::Envelope c = protocol::NewEnvelope();
       auto* chunk = c.mutable_node_partial_chunk();
       chunk->set_job_id(plan.job_id());
       chunk->set_round(plan.round());

@@ -28,6 +28,13 @@ Result<v1::Envelope> DecodeEnvelope(std::span<const std::byte> frame, const Limi
 
 std::string EncodeEnvelope(const v1::Envelope& envelope) { return envelope.SerializeAsString(); }
 
+v1::Envelope NewEnvelope(uint64_t request_id) {
+  v1::Envelope e;
+  e.set_protocol_version(kProtocolVersion);
+  e.set_request_id(request_id);
+  return e;
+}
+
 v1::TensorSpec ToProto(const agg::TensorSpec& spec) {
   v1::TensorSpec p;
   p.set_name(spec.name);

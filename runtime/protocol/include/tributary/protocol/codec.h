@@ -33,6 +33,8 @@ struct Limits {
 // kUnsupportedVersion on failure.
 Result<v1::Envelope> DecodeEnvelope(std::span<const std::byte> frame, const Limits& limits);
 std::string EncodeEnvelope(const v1::Envelope& envelope);
+// An empty envelope of this protocol version, answering `request_id`.
+v1::Envelope NewEnvelope(uint64_t request_id = 0);
 
 // The ModelSpec of an update's payload (tensor dtypes as sent) after checking
 // the header against the job's model: identity fields present, sample count
