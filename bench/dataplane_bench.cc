@@ -39,7 +39,6 @@ Result<Hop> DescriptorHop(dataplane::DescriptorSwitch& sw, uint64_t length, cons
   const Descriptor to_b = dataplane::MakeDescriptor({TRB_KIND_PARTIAL, 3, 0, 1, 1, 4096, length, 1, 1.0});
   const Descriptor to_a = dataplane::MakeDescriptor({TRB_KIND_PARTIAL, 2, 0, 1, 1, 4096, length, 1, 1.0});
   const uint32_t warmup = 500;
-  const uint64_t total = warmup + o.round_trips + o.stream_messages;
   std::thread echo([&] {
     for (uint64_t i = 0; i < warmup + o.round_trips; ++i) {
       auto d = b.Receive(std::chrono::seconds(10));
@@ -68,7 +67,6 @@ Result<Hop> DescriptorHop(dataplane::DescriptorSwitch& sw, uint64_t length, cons
   echo.join();
   TRIBUTARY_TRY(status);
   if (!done || !done.value()) return MakeError(ErrorCode::kIo, "stream did not complete");
-  (void)total;
   return Hop{Percentile(one_way, 0.5), Percentile(one_way, 0.99), o.stream_messages / stream_s};
 }
 

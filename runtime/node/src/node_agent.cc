@@ -127,7 +127,11 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     HeldUpdate h{std::move(block), u.admission.route_key, static_cast<uint16_t>(u.layout.runs().front().dtype),
                  static_cast<double>(u.sample_count)};
     auto leaf = round.leaf_of.find(h.route_key);
-    if (leaf != round.leaf_of.end()) (void)SendUpdate(h, round.leaves[leaf->second], /*by_route=*/true);
+    // A send that fails leaves the leaf short of an input: the rebuild re-sends every held update.
+    if (leaf != round.leaf_of.end() && !SendUpdate(h, round.leaves[leaf->second], /*by_route=*/true)) {
+      round.rebuild = true;
+      cv.notify_all();
+    }
     round.held.push_back(std::move(h));
   }
 
