@@ -35,6 +35,8 @@ int RunNode(const std::string& config_file, const std::string& controller, const
   o.gateway.bind = cfg.value().gateway_bind;
   o.dataplane = tributary::dataplane::ParseDataPlaneMode(cfg.value().dataplane).value();
   o.keep_alive = std::chrono::milliseconds(cfg.value().keep_alive_ms);
+  o.transport = cfg.value().aggregation_transport == "tcp" ? tributary::node::AggregationTransport::kTcp
+                                                           : tributary::node::AggregationTransport::kSharedMemory;
   o.binary = binary;
   auto service = tributary::node::NodeService::Start(o, controller, cfg.value().metrics_bind);
   if (!service) return Report(std::move(service).error());
@@ -103,6 +105,8 @@ int main(int argc, char** argv) {
   function->add_option("--switch-name", fn.switch_address.registration,
                        "The descriptor switch's registration socket (abstract name)")
       ->required();
+  function->add_flag("--payload-over-tcp", fn.payload_over_tcp,
+                    "Serverful comparison transport: inputs and results as whole payloads over loopback TCP");
   function->add_option("--idle-exit-ms", idle_exit_ms, "Exit after this long without work (0: never)")
       ->check(CLI::NonNegativeNumber);
 

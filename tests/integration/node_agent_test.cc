@@ -87,12 +87,16 @@ double RelativeError(const shm::BlockRef& partial, const std::vector<double>& wa
 
 class NodeAgentTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { StartAgent(AggregationTransport::kSharedMemory); }
+
+  void StartAgent(AggregationTransport transport) {
+    agent_.reset();
     NodeOptions o;
     o.node_id = "test-" + std::to_string(getpid());
     o.store = {"tributary." + o.node_id, 256ull << 20, 4096};
     o.binary = TRIBUTARY_BINARY;
     o.keep_alive = std::chrono::milliseconds(200);
+    o.transport = transport;
     auto agent = NodeAgent::Start(o);
     ASSERT_TRUE(agent) << agent.error().ToString();
     agent_ = std::move(agent).value();
@@ -162,6 +166,45 @@ TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {
   EXPECT_EQ(result.value().partial.meta().updates, 24u);
   EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6);
   EXPECT_EQ(agent_->Stats().functions.deaths, 2u);
+}
+
+TEST_F(NodeAgentTest, ACommittedLeafFreesItsUpdates) {
+  const auto clients = MakeClients(24, 5);
+  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 4));
+  // The first 12 clients are exactly the first 3 leaves (route keys in order).
+  UploadAll(std::vector<Client>(clients.begin(), clients.begin() + 12), 1);
+  // Left in the segment: 6 leaf accumulators (3 of them committed results the
+  // agent holds) and the node-root's; none of the 12 updates.
+  uint64_t live = 0;
+  for (int i = 0; i < 200 && (live = agent_->Stats().store.live_blocks) != 7; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(live, 7u);
+  UploadAll(std::vector<Client>(clients.begin() + 12, clients.end()), 1);
+  auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
+  ASSERT_TRUE(result) << result.error().ToString();
+  EXPECT_EQ(result.value().partial.meta().updates, 24u);
+  EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6);
+}
+
+// The serverful comparison transport folds the same tree from whole payloads
+// over TCP, holds no update once forwarded, and fails a round on a death.
+TEST_F(NodeAgentTest, TheServerfulTransportGivesTheSameResult) {
+  StartAgent(AggregationTransport::kTcp);
+  const auto clients = MakeClients(30, 21);
+  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 4));
+  UploadAll(clients, 1);
+  auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
+  ASSERT_TRUE(result) << result.error().ToString();
+  EXPECT_EQ(result.value().partial.meta().updates, 30u);
+  EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6);
+  EXPECT_EQ(agent_->Stats().store.live_blocks, 1u);  // the result only: functions worked in their own memory
+
+  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 2), 4));
+  ASSERT_EQ(kill(agent_->RoundFunctions().front().pid, SIGKILL), 0);
+  auto failed = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code, ErrorCode::kInternal);
 }
 
 TEST_F(NodeAgentTest, BadClientsGetTypedErrorsAndTheRoundStillCompletes) {

@@ -168,7 +168,8 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
   Section top(root, source_name, "");
   TRIBUTARY_TRY(top.ExpectMap());
-  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms", "metrics_bind"}));
+  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms", "metrics_bind",
+                                 "aggregation_transport"}));
   NodeConfig c;
   if (top.Has("node_id")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.node_id, top.String("node_id"));
@@ -181,6 +182,12 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
     TRIBUTARY_ASSIGN_OR_RETURN(c.dataplane, top.String("dataplane"));
     if (c.dataplane != "auto" && c.dataplane != "ebpf" && c.dataplane != "userspace") {
       return top.Fail(root["dataplane"], "dataplane", "expected auto, ebpf or userspace");
+    }
+  }
+  if (top.Has("aggregation_transport")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(c.aggregation_transport, top.String("aggregation_transport"));
+    if (c.aggregation_transport != "shared-memory" && c.aggregation_transport != "tcp") {
+      return top.Fail(root["aggregation_transport"], "aggregation_transport", "expected shared-memory or tcp");
     }
   }
   if (top.Has("metrics_bind")) {

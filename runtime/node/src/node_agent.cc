@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "tributary/dataplane/descriptor_switch.h"
+#include "tributary/dataplane/payload_stream.h"
 #include "tributary/function/function_host.h"
 #include "tributary/protocol/codec.h"
 #include "tributary/v1/node.pb.h"
@@ -22,7 +23,7 @@ using dataplane::MakeDescriptor;
 using Clock = std::chrono::steady_clock;
 
 struct HeldUpdate {
-  shm::BlockRef block;  // the agent's own hold, until the node's partial is complete
+  shm::BlockRef block;  // the agent's own hold, until its leaf commits
   uint32_t route_key = 0;
   uint16_t dtype = 0;
   double weight = 0;
@@ -31,7 +32,13 @@ struct HeldUpdate {
 struct Leaf {
   FunctionInstance f;
   uint64_t task = 0;
-  uint32_t expected = 0;
+  std::vector<uint32_t> keys;  // the route keys it folds
+};
+
+// A leaf's result the agent holds until the node's partial is complete.
+struct Committed {
+  shm::BlockRef partial;
+  std::vector<uint32_t> keys;
 };
 
 struct Round {
@@ -45,6 +52,7 @@ struct Round {
   uint64_t root_task = 0;
   uint64_t node_task = 0;  // what the node-root's result carries
   std::vector<HeldUpdate> held;
+  std::vector<Committed> committed;
   bool rebuild = false;
   std::set<uint32_t> died;  // functions that exited since the current tree was planned
   bool deadline_passed = false;
@@ -63,6 +71,8 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   gateway::RoundBook rounds;
   gateway::ModelStore models;
   std::unique_ptr<gateway::Gateway> gateway;
+  std::unique_ptr<dataplane::PayloadServer> payload_server;  // serverful transport: node-root results
+  std::map<uint32_t, UniqueFd> payload_links;                // serverful transport: fn -> connection
   std::thread receiver;
   std::atomic<bool> stop{false};
 
@@ -94,16 +104,36 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       if (!d.value()) continue;
       const Descriptor& desc = *d.value();
       if (desc.kind == TRB_KIND_CONTROL) {
-        supervisor->OnHello(static_cast<uint32_t>(desc.job), desc.route_key);
+        supervisor->OnHello(static_cast<uint32_t>(desc.job), desc.route_key, static_cast<uint16_t>(desc.length));
         continue;
       }
       auto block = segment->Adopt({desc.offset, desc.generation});
       if (!block || desc.kind != TRB_KIND_PARTIAL) continue;
       std::lock_guard lock(mu);
+      if (round.active && desc.job != round.node_task) {
+        Commit(desc, std::move(block).value());  // or an abandoned attempt's result, dropped
+        continue;
+      }
       results.emplace_back(desc, std::move(block).value());
       cv.notify_all();
     }
   }
+
+  // Serverful transport: the node-root's whole result, read into a block.
+  Result<void> ReadNodeResult(int fd) {
+    TRIBUTARY_ASSIGN_OR_RETURN(dataplane::PayloadHeader h, dataplane::ReadPayloadHeader(fd));
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block,
+                               segment->Allocate(h.descriptor.length, {shm::BlockKind::kPartial, 0, h.descriptor.round}));
+    TRIBUTARY_TRY(dataplane::ReadPayloadBytes(fd, block.bytes()));
+    block.meta().weight = dataplane::WeightOf(h.descriptor);
+    block.meta().updates = h.updates;
+    std::lock_guard lock(mu);
+    results.emplace_back(h.descriptor, std::move(block));
+    cv.notify_all();
+    return Ok();
+  }
+
+  bool serverful() const { return options.transport == AggregationTransport::kTcp; }
 
   void OnFunctionExit(uint32_t fn) {
     supervisor->OnExit(fn);
@@ -132,12 +162,13 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       round.rebuild = true;
       cv.notify_all();
     }
-    round.held.push_back(std::move(h));
+    if (!serverful()) round.held.push_back(std::move(h));
   }
 
   // ---- under `mu`
 
   Result<void> SendUpdate(const HeldUpdate& h, const Leaf& leaf, bool by_route) {
+    if (serverful()) return WriteUpdate(h, leaf);
     TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, h.block.Clone());
     const uint64_t bytes = copy.bytes().size();
     TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(leaf.f.lease));
@@ -147,8 +178,46 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     return link->Send(d);
   }
 
+  // Serverful transport: the whole update to the leaf's port.
+  Result<void> WriteUpdate(const HeldUpdate& h, const Leaf& leaf) {
+    auto conn = payload_links.find(leaf.f.fn);
+    if (conn == payload_links.end()) {
+      TRIBUTARY_ASSIGN_OR_RETURN(UniqueFd fd, dataplane::ConnectPayload(leaf.f.payload_port));
+      conn = payload_links.emplace(leaf.f.fn, std::move(fd)).first;
+    }
+    dataplane::PayloadHeader header{MakeDescriptor({TRB_KIND_UPDATE, leaf.f.fn, h.route_key, leaf.task,
+                                                    round.spec.round, 0, h.block.bytes().size(), 0, h.weight}),
+                                    1};
+    header.descriptor.flags = h.dtype;
+    auto written = dataplane::WritePayload(conn->second.get(), header, h.block.bytes());
+    if (!written) payload_links.erase(conn);
+    return written;
+  }
+
+  // Sends a committed leaf result to the (new) node-root.
+  Result<void> SendCommitted(const Committed& c) {
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, c.partial.Clone());
+    const uint64_t bytes = copy.bytes().size();
+    const double weight = copy.meta().weight;
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(round.root.lease));
+    return link->Send(MakeDescriptor({TRB_KIND_PARTIAL, round.root.fn, 0, round.root_task, round.spec.round,
+                                      token.offset, bytes, token.generation, weight}));
+  }
+
+  // A leaf of the current tree handed the agent its result: its updates are
+  // no longer needed (a leaf of an abandoned tree is ignored).
+  void Commit(const Descriptor& d, shm::BlockRef partial) {
+    for (const Leaf& l : round.leaves) {
+      if (l.task != d.job) continue;
+      const std::set<uint32_t> keys(l.keys.begin(), l.keys.end());
+      std::erase_if(round.held, [&](const HeldUpdate& h) { return keys.count(h.route_key) != 0; });
+      round.committed.push_back(Committed{std::move(partial), l.keys});
+      return;
+    }
+  }
+
   Result<void> SendTask(const FunctionInstance& f, uint64_t task, v1::FunctionRole role, uint32_t fan_in,
-                        uint32_t parent_fn, uint32_t parent_lease, uint64_t parent_task) {
+                        uint32_t parent_fn, uint32_t parent_lease, uint64_t parent_task, uint16_t parent_port) {
     v1::FunctionTask t;
     t.set_protocol_version(protocol::kProtocolVersion);
     t.set_task_id(task);
@@ -160,6 +229,8 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     t.set_parent_lease(parent_lease);
     t.set_parent_task(parent_task);
     t.set_threads(options.kernel_threads);
+    if (role == v1::ROLE_LEAF && !serverful()) t.set_agent_lease(segment->lease());
+    t.set_parent_payload_port(parent_port);
     for (const auto& spec : round.spec.model.tensors()) *t.add_model() = protocol::ToProto(spec);
     const std::string wire = t.SerializeAsString();
     TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block, segment->Allocate(wire.size(), {shm::BlockKind::kModel}));
@@ -170,6 +241,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   }
 
   void ReleaseFunctions() {
+    payload_links.clear();
     for (const Leaf& l : round.leaves) supervisor->Release(l.f.fn);
     if (round.root.fn != 0) supervisor->Release(round.root.fn);
     round.leaves.clear();
@@ -177,14 +249,21 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   }
 
   // (Re)builds the node's tree for round.keys: fresh tasks, functions from the
-  // supervisor, routes, and every update held so far sent again.
+  // supervisor, routes, every committed leaf result and every update held so
+  // far sent again. Keys whose leaf committed get no new leaf.
   Result<void> Build(std::unique_lock<std::mutex>& lock) {
     ReleaseFunctions();
     round.leaf_of.clear();  // updates accepted meanwhile are held, and sent below
     round.rebuild = false;
     round.died.clear();
-    std::sort(round.keys.begin(), round.keys.end());
-    const size_t n_leaves = (round.keys.size() + round.fan_in - 1) / round.fan_in;
+    std::set<uint32_t> done;
+    for (const Committed& c : round.committed) done.insert(c.keys.begin(), c.keys.end());
+    std::vector<uint32_t> pending;
+    for (uint32_t k : round.keys) {
+      if (done.count(k) == 0) pending.push_back(k);
+    }
+    std::sort(pending.begin(), pending.end());
+    const size_t n_leaves = (pending.size() + round.fan_in - 1) / round.fan_in;
     // Acquiring may wait for a cold start; the lock is not needed meanwhile.
     lock.unlock();
     std::vector<FunctionInstance> got;
@@ -207,18 +286,21 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     round.root_task = next_task++;
     round.node_task = next_task++;
     for (size_t i = 0; i < n_leaves; ++i) {
-      Leaf l{got[i], next_task++, 0};
-      for (size_t k = i * round.fan_in; k < std::min(round.keys.size(), (i + 1) * round.fan_in); ++k) {
-        round.leaf_of[round.keys[k]] = i;
-        ++l.expected;
+      Leaf l{got[i], next_task++, {}};
+      for (size_t k = i * round.fan_in; k < std::min(pending.size(), (i + 1) * round.fan_in); ++k) {
+        round.leaf_of[pending[k]] = i;
+        l.keys.push_back(pending[k]);
       }
       round.leaves.push_back(l);
     }
-    TRIBUTARY_TRY(SendTask(round.root, round.root_task, v1::ROLE_NODE_ROOT, static_cast<uint32_t>(n_leaves),
-                           function::kAgentFn, segment->lease(), round.node_task));
+    const uint32_t root_inputs = static_cast<uint32_t>(n_leaves + round.committed.size());
+    TRIBUTARY_TRY(SendTask(round.root, round.root_task, v1::ROLE_NODE_ROOT, root_inputs, function::kAgentFn,
+                           segment->lease(), round.node_task, payload_server ? payload_server->port() : 0));
     for (const Leaf& l : round.leaves) {
-      TRIBUTARY_TRY(SendTask(l.f, l.task, v1::ROLE_LEAF, l.expected, round.root.fn, round.root.lease, round.root_task));
+      TRIBUTARY_TRY(SendTask(l.f, l.task, v1::ROLE_LEAF, static_cast<uint32_t>(l.keys.size()), round.root.fn,
+                             round.root.lease, round.root_task, round.root.payload_port));
     }
+    for (const Committed& c : round.committed) TRIBUTARY_TRY(SendCommitted(c));
     for (const auto& [key, leaf] : round.leaf_of) TRIBUTARY_TRY(sw->SetRoute(key, round.leaves[leaf].f.fn));
     for (const HeldUpdate& h : round.held) {
       auto leaf = round.leaf_of.find(h.route_key);
@@ -251,7 +333,12 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
   TRIBUTARY_ASSIGN_OR_RETURN(auto link, dataplane::FunctionLink::Connect(impl->sw->address(), function::kAgentFn));
   impl->link.emplace(std::move(link));
   impl->supervisor = std::make_unique<Supervisor>(SupervisorOptions{
-      options.binary, options.store.name, impl->sw->address(), options.keep_alive, std::chrono::milliseconds(10'000), 256});
+      options.binary, options.store.name, impl->sw->address(), options.keep_alive, std::chrono::milliseconds(10'000), 256,
+      options.transport == AggregationTransport::kTcp});
+  if (options.transport == AggregationTransport::kTcp) {
+    TRIBUTARY_ASSIGN_OR_RETURN(impl->payload_server,
+                               dataplane::PayloadServer::Start([self](int fd) { return self->ReadNodeResult(fd); }));
+  }
   impl->receiver = std::thread([self] { self->Receive(); });
   TRIBUTARY_ASSIGN_OR_RETURN(impl->gateway, gateway::Gateway::Start(options.gateway, *impl->segment, impl->rounds, *impl,
                                                                                    impl->models));
@@ -268,6 +355,7 @@ NodeAgent::~NodeAgent() {
     impl_->round = Round{};
     impl_->results.clear();
   }
+  impl_->payload_server.reset();
   impl_->sw.reset();  // no more callbacks from here on
   impl_->link.reset();
   impl_->supervisor.reset();
@@ -312,6 +400,11 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
       impl_->EndRound();
       return out;
     }
+    if (impl_->serverful() && (r.rebuild || Clock::now() >= deadline)) {
+      impl_->EndRound();
+      return MakeError(ErrorCode::kInternal,
+                       "the serverful comparison transport does not re-dispatch: a function died or the deadline passed");
+    }
     if (r.rebuild) {
       r.rebuilds += 1;
       impl_->total_rebuilds += 1;
@@ -328,7 +421,7 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
       impl_->rounds.CloseRound(r.spec.job);
       r.keys.clear();
       for (const HeldUpdate& h : r.held) r.keys.push_back(h.route_key);
-      if (r.keys.empty()) {
+      if (r.keys.empty() && r.committed.empty()) {
         impl_->EndRound();
         return MakeError(ErrorCode::kRoundClosed, "no update arrived before the deadline");
       }

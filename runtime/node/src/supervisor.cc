@@ -56,6 +56,7 @@ Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock) {
   const std::string fn_s = std::to_string(fn), port = std::to_string(options_.switch_address.tcp_port);
   std::vector<std::string> args = {options_.binary, "function", "--fn", fn_s, "--segment", options_.segment,
                                    "--switch-port", port, "--switch-name", options_.switch_address.registration};
+  if (options_.payload_over_tcp) args.push_back("--payload-over-tcp");
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -102,11 +103,12 @@ uint32_t Supervisor::Reap() {
   return n;
 }
 
-void Supervisor::OnHello(uint32_t fn, uint32_t lease) {
+void Supervisor::OnHello(uint32_t fn, uint32_t lease, uint16_t payload_port) {
   std::lock_guard lock(mu_);
   auto it = functions_.find(fn);
   if (it == functions_.end()) return;
   it->second.instance.lease = lease;
+  it->second.instance.payload_port = payload_port;
   it->second.ready = true;
   hello_.notify_all();
 }

@@ -24,6 +24,8 @@ struct NodeConfig {
   std::string dataplane = "auto";  // auto, ebpf, userspace
   uint64_t keep_alive_ms = 60'000;  // idle functions are stopped after this
   std::string metrics_bind = "127.0.0.1:9400";  // /healthz and /metrics; "" for none
+  // shared-memory, or tcp: the serverful comparison mode of `tributary bench round`.
+  std::string aggregation_transport = "shared-memory";
 };
 
 // Parses a node configuration file:
@@ -33,6 +35,7 @@ struct NodeConfig {
 //   dataplane: auto
 //   keep_alive_ms: 60000
 //   metrics_bind: 0.0.0.0:9400
+//   aggregation_transport: shared-memory
 Result<NodeConfig> LoadNodeConfig(const std::string& path);
 Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source_name);
 

@@ -15,6 +15,16 @@
 // parent's lease and a PARTIAL descriptor goes to the parent. Inputs for a
 // task this function does not hold (an older attempt) are released unused.
 //
+// Leaves also hand their result to the agent (a commit, PARTIAL with the
+// leaf's own task id): the agent can then drop its copies of their updates.
+//
+// With `payload_over_tcp` (the serverful comparison transport, see
+// dataplane/payload_stream.h), the function also listens on a loopback port
+// (its hello's `length`), UPDATE and PARTIAL inputs arrive there as whole
+// payloads read into this process's memory, the accumulator is private
+// memory, and the result is written whole to the parent's port. Tasks still
+// come as CONTROL descriptors.
+//
 // Errors: Run() returns when the agent goes away (normal end) or on an error
 // it cannot recover from (the agent then replaces the process).
 #pragma once
@@ -36,6 +46,7 @@ struct FunctionOptions {
   std::string segment;               // the node's shared-memory segment
   dataplane::SwitchAddress switch_address;
   std::chrono::milliseconds idle_exit{0};  // 0: wait for the agent forever
+  bool payload_over_tcp = false;
 };
 
 Result<void> RunFunction(const FunctionOptions& options);

@@ -10,12 +10,21 @@
 // and one node-root, acquires functions (warm ones first), sends them their
 // tasks and points the route keys at the leaves. Each accepted update is
 // handed to its leaf's lease and sent by route key; the agent keeps its own
-// reference to every update until the node's partial is complete. If a
-// function of the round dies, the round's tree is rebuilt with fresh tasks and
-// replacement functions and every update received so far is sent again, so no
-// update is lost and none is counted twice (results of the abandoned tasks
-// are ignored). At the deadline, the tree is rebuilt for the updates that
-// arrived. WaitRound() returns the node's partial aggregate.
+// reference to every update until the leaf that folds it commits (hands the
+// agent a reference to its result), and keeps committed leaf results until
+// the node's partial is complete. So the segment holds the updates in flight,
+// not the whole round. If a function of the round dies, the round's tree is
+// rebuilt with fresh tasks and replacement functions: committed leaf results
+// go straight to the new node-root and every uncommitted update is sent
+// again, so no update is lost and none is counted twice (results of the
+// abandoned tasks are ignored). At the deadline, the tree is rebuilt for the
+// updates that arrived. WaitRound() returns the node's partial aggregate.
+//
+// AggregationTransport::kTcp runs the same tree the serverful way, for the
+// round benchmark's comparison: each update is written whole to its leaf over
+// loopback TCP and released, and functions pass whole payloads to their
+// parents (dataplane/payload_stream.h). That mode has no re-dispatch: a
+// function death or the deadline fails the round.
 //
 // Thread safety: public methods may be called from any thread; one round at a
 // time per agent.
@@ -36,6 +45,8 @@
 
 namespace tributary::node {
 
+enum class AggregationTransport { kSharedMemory, kTcp };
+
 struct NodeOptions {
   std::string node_id = "node-0";
   shm::SegmentOptions store;
@@ -44,6 +55,7 @@ struct NodeOptions {
   std::string binary;  // the `tributary` executable functions are started from
   std::chrono::milliseconds keep_alive{60'000};
   uint32_t kernel_threads = 1;  // per function
+  AggregationTransport transport = AggregationTransport::kSharedMemory;
 };
 
 struct NodeRoundResult {

@@ -32,12 +32,14 @@ struct SupervisorOptions {
   std::chrono::milliseconds keep_alive{60'000};
   std::chrono::milliseconds start_timeout{10'000};
   uint32_t max_functions = 256;
+  bool payload_over_tcp = false;  // the serverful comparison transport
 };
 
 struct FunctionInstance {
   uint32_t fn = 0;
   uint32_t lease = 0;
   pid_t pid = 0;
+  uint16_t payload_port = 0;  // serverful transport only
 };
 
 struct SupervisorStats {
@@ -60,7 +62,7 @@ class Supervisor {
   void Release(uint32_t fn);
   uint32_t Reap();  // returns how many were stopped
 
-  void OnHello(uint32_t fn, uint32_t lease);
+  void OnHello(uint32_t fn, uint32_t lease, uint16_t payload_port);
   void OnExit(uint32_t fn);
 
   SupervisorStats Stats() const;
