@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 #include <cstdint>
 #include <cstring>
@@ -25,6 +26,7 @@ typedef float F32In __attribute__((aligned(1), may_alias));
 typedef uint32_t U32In __attribute__((aligned(1), may_alias));
 typedef uint16_t U16In __attribute__((aligned(1), may_alias));
 typedef _Float16 F16In __attribute__((aligned(1), may_alias));
+typedef int8_t I8In;
 
 // ---- element loops: one body, compiled for AVX2 and for the x86-64 baseline.
 
@@ -43,6 +45,9 @@ typedef _Float16 F16In __attribute__((aligned(1), may_alias));
   }                                                                                                  \
   ATTR void AxpyF16##SUFFIX(float* __restrict acc, const F16In* __restrict x, float w,           \
                             uint64_t n) {                                                            \
+    for (uint64_t i = 0; i < n; ++i) acc[i] += w * static_cast<float>(x[i]);                         \
+  }                                                                                                  \
+  ATTR void AxpyI8##SUFFIX(float* __restrict acc, const I8In* __restrict x, float w, uint64_t n) {  \
     for (uint64_t i = 0; i < n; ++i) acc[i] += w * static_cast<float>(x[i]);                         \
   }                                                                                                  \
   ATTR bool FiniteU32##SUFFIX(const U32In* __restrict x, uint64_t n, uint32_t exp_mask) {         \
@@ -97,6 +102,7 @@ struct KernelTable {
   void (*axpy_f32)(float*, const F32In*, float, uint64_t);
   void (*axpy_bf16)(float*, const U16In*, float, uint64_t);
   void (*axpy_f16)(float*, const F16In*, float, uint64_t);
+  void (*axpy_i8)(float*, const I8In*, float, uint64_t);
   bool (*finite_u32)(const U32In*, uint64_t, uint32_t);
   bool (*finite_u16)(const U16In*, uint64_t, uint16_t);
   StreamsFn fold_streams[kMaxStreams];  // [k-1]: k f32 updates at once
@@ -107,27 +113,38 @@ const KernelTable& Kernels() {
   static const KernelTable table = [] {
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-    KernelTable t = avx2 ? KernelTable{AxpyF32Avx2, AxpyBF16Avx2, AxpyF16Avx2, FiniteU32Avx2, FiniteU16Avx2, {}, "avx2"}
-                         : KernelTable{AxpyF32Base, AxpyBF16Base, AxpyF16Base, FiniteU32Base, FiniteU16Base, {}, "sse2"};
+    KernelTable t = avx2 ? KernelTable{AxpyF32Avx2, AxpyBF16Avx2, AxpyF16Avx2, AxpyI8Avx2,
+                                       FiniteU32Avx2, FiniteU16Avx2, {}, "avx2"}
+                         : KernelTable{AxpyF32Base, AxpyBF16Base, AxpyF16Base, AxpyI8Base,
+                                       FiniteU32Base, FiniteU16Base, {}, "sse2"};
     FillStreams(avx2, t.fold_streams, std::make_integer_sequence<int, kMaxStreams>{});
     return t;
   }();
   return table;
 }
 
-void AxpyRun(const KernelTable& k, DType dtype, float* acc, const std::byte* src, float w, uint64_t n) {
-  switch (dtype) {
-    case DType::kF32: k.axpy_f32(acc, reinterpret_cast<const F32In*>(src), w, n); break;
-    case DType::kBF16: k.axpy_bf16(acc, reinterpret_cast<const U16In*>(src), w, n); break;
-    case DType::kF16: k.axpy_f16(acc, reinterpret_cast<const F16In*>(src), w, n); break;
+// A slice of one run: its dtype, first byte, and (kI8) its tensor's scale.
+struct RunSlice {
+  DType dtype;
+  const std::byte* src;
+  float scale;
+};
+
+void AxpyRun(const KernelTable& k, const RunSlice& s, float* acc, float w, uint64_t n) {
+  switch (s.dtype) {
+    case DType::kF32: k.axpy_f32(acc, reinterpret_cast<const F32In*>(s.src), w, n); break;
+    case DType::kBF16: k.axpy_bf16(acc, reinterpret_cast<const U16In*>(s.src), w, n); break;
+    case DType::kF16: k.axpy_f16(acc, reinterpret_cast<const F16In*>(s.src), w, n); break;
+    case DType::kI8: k.axpy_i8(acc, reinterpret_cast<const I8In*>(s.src), w * s.scale, n); break;
   }
 }
 
-bool FiniteRun(const KernelTable& k, DType dtype, const std::byte* src, uint64_t n) {
-  switch (dtype) {
-    case DType::kF32: return k.finite_u32(reinterpret_cast<const U32In*>(src), n, 0x7f800000u);
-    case DType::kBF16: return k.finite_u16(reinterpret_cast<const U16In*>(src), n, 0x7f80u);
-    case DType::kF16: return k.finite_u16(reinterpret_cast<const U16In*>(src), n, 0x7c00u);
+bool FiniteRun(const KernelTable& k, const RunSlice& s, uint64_t n) {
+  switch (s.dtype) {
+    case DType::kF32: return k.finite_u32(reinterpret_cast<const U32In*>(s.src), n, 0x7f800000u);
+    case DType::kBF16: return k.finite_u16(reinterpret_cast<const U16In*>(s.src), n, 0x7f80u);
+    case DType::kF16: return k.finite_u16(reinterpret_cast<const U16In*>(s.src), n, 0x7c00u);
+    case DType::kI8: return std::isfinite(s.scale);  // int8 values are always finite
   }
   return false;
 }
@@ -152,16 +169,21 @@ void ParallelSlices(uint64_t n, Parallelism parallelism, Body&& body) {
   }
 }
 
-// Calls fn(dtype, source bytes, first element, count) for the parts of
-// [lo, hi) covered by each dtype run of the layout.
+// Calls fn(slice, first element, count) for the parts of [lo, hi) covered by
+// each dtype run of the layout.
 template <class Fn>
 void ForEachRunSlice(const ModelSpec& layout, const std::byte* payload, uint64_t lo, uint64_t hi, Fn&& fn) {
   for (const DTypeRun& run : layout.runs()) {
     const uint64_t a = std::max(lo, run.first_element);
     const uint64_t b = std::min(hi, run.first_element + run.elements);
     if (a >= b) continue;
-    const uint64_t offset = run.byte_offset + (a - run.first_element) * DTypeSize(run.dtype);
-    fn(run.dtype, payload + offset, a, b - a);
+    uint64_t values = run.byte_offset;
+    float scale = 1.0f;
+    if (run.dtype == DType::kI8) {
+      std::memcpy(&scale, payload + run.byte_offset, sizeof scale);
+      values += sizeof scale;
+    }
+    fn(RunSlice{run.dtype, payload + values + (a - run.first_element) * DTypeSize(run.dtype), scale}, a, b - a);
   }
 }
 
@@ -180,9 +202,8 @@ bool AllFinite(const ModelSpec& layout, std::span<const std::byte> payload, Para
   int bad = 0;
   ParallelSlices(layout.elements(), parallelism, [&](uint64_t lo, uint64_t hi) {
     bool ok = true;
-    ForEachRunSlice(layout, payload.data(), lo, hi, [&](DType dt, const std::byte* src, uint64_t, uint64_t n) {
-      ok = ok && FiniteRun(k, dt, src, n);
-    });
+    ForEachRunSlice(layout, payload.data(), lo, hi,
+                    [&](const RunSlice& s, uint64_t, uint64_t n) { ok = ok && FiniteRun(k, s, n); });
     if (!ok) {
 #pragma omp atomic write
       bad = 1;
@@ -220,9 +241,7 @@ void FoldBlocked(const KernelTable& k, float* acc, std::span<const FiniteUpdate>
     for (const FiniteUpdate& u : updates) {
       const float w = static_cast<float>(u.weight());
       ForEachRunSlice(u.layout(), u.payload().data(), b, e,
-                      [&](DType dt, const std::byte* src, uint64_t first, uint64_t n) {
-                        AxpyRun(k, dt, acc + first, src, w, n);
-                      });
+                      [&](const RunSlice& s, uint64_t first, uint64_t n) { AxpyRun(k, s, acc + first, w, n); });
     }
   }
 }

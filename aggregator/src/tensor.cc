@@ -5,13 +5,27 @@
 
 namespace tributary::agg {
 
-size_t DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
+size_t DTypeSize(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return 4;
+    case DType::kF16:
+    case DType::kBF16: return 2;
+    case DType::kI8: return 1;
+  }
+  return 0;
+}
+
+uint64_t TensorBytes(DType dtype, uint64_t elements) {
+  const uint64_t scale = dtype == DType::kI8 && elements > 0 ? sizeof(float) : 0;
+  return scale + elements * DTypeSize(dtype);
+}
 
 std::string_view DTypeName(DType dtype) {
   switch (dtype) {
     case DType::kF32: return "f32";
     case DType::kF16: return "f16";
     case DType::kBF16: return "bf16";
+    case DType::kI8: return "i8";
   }
   return "?";
 }
@@ -20,7 +34,8 @@ Result<DType> ParseDType(std::string_view name) {
   if (name == "f32" || name == "float32") return DType::kF32;
   if (name == "f16" || name == "float16") return DType::kF16;
   if (name == "bf16" || name == "bfloat16") return DType::kBF16;
-  return MakeError(ErrorCode::kInvalidArgument, "unknown dtype '" + std::string(name) + "' (f32, f16, bf16)");
+  if (name == "i8" || name == "int8") return DType::kI8;
+  return MakeError(ErrorCode::kInvalidArgument, "unknown dtype '" + std::string(name) + "' (f32, f16, bf16, i8)");
 }
 
 uint64_t TensorSpec::elements() const {
@@ -61,13 +76,14 @@ void ModelSpec::Layout() {
   for (const TensorSpec& t : tensors_) {
     const uint64_t n = t.elements();
     if (n == 0) continue;
-    if (!runs_.empty() && runs_.back().dtype == t.dtype) {
+    // Each kI8 tensor is a run of its own: it has its own scale.
+    if (!runs_.empty() && runs_.back().dtype == t.dtype && t.dtype != DType::kI8) {
       runs_.back().elements += n;
     } else {
       runs_.push_back(DTypeRun{t.dtype, elements_, n, payload_bytes_});
     }
     elements_ += n;
-    payload_bytes_ += n * DTypeSize(t.dtype);
+    payload_bytes_ += TensorBytes(t.dtype, n);
   }
 }
 

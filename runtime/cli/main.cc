@@ -2,10 +2,13 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include "aggregate_bench.h"
 #include "dataplane_bench.h"
+#include "round_bench.h"
+#include "tributary/client/security.h"
 #include "tributary/config/config.h"
 #include "tributary/function/function_host.h"
 #include "tributary/node/node_service.h"
@@ -25,6 +28,9 @@ int Report(const tributary::Result<void>& r) {
 
 volatile std::sig_atomic_t g_stop = 0;
 
+// This executable, which node agents start functions from.
+std::string SelfPath() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
+
 // `tributary node`: the node agent under a controller, until SIGINT/SIGTERM.
 int RunNode(const std::string& config_file, const std::string& controller, const std::string& binary) {
   auto cfg = tributary::config::LoadNodeConfig(config_file);
@@ -38,6 +44,14 @@ int RunNode(const std::string& config_file, const std::string& controller, const
   o.transport = cfg.value().aggregation_transport == "tcp" ? tributary::node::AggregationTransport::kTcp
                                                            : tributary::node::AggregationTransport::kSharedMemory;
   o.binary = binary;
+  if (cfg.value().gateway_security == "curve") {
+    auto keys = tributary::client::LoadKeyPair(cfg.value().gateway_secret_key_file);
+    if (!keys) return Report(std::move(keys).error());
+    o.gateway.security = {keys.value().secret_key, cfg.value().gateway_allow_list};
+    spdlog::info("node {}: gateway public key (clients need it): {}", o.node_id, keys.value().public_key);
+  } else {
+    spdlog::warn("node {}: gateway_security mode none: clients connect unauthenticated and unencrypted", o.node_id);
+  }
   auto service = tributary::node::NodeService::Start(o, controller, cfg.value().metrics_bind);
   if (!service) return Report(std::move(service).error());
   spdlog::info("node {}: data plane: {}", o.node_id, service.value()->agent().dataplane_reason());
@@ -94,6 +108,22 @@ int main(int argc, char** argv) {
   bench_dp->add_option("--dataplane", dp.dataplane, "Descriptor paths: auto (both where eBPF loads), ebpf, userspace")
       ->check(CLI::IsMember({"auto", "ebpf", "userspace"}));
 
+  tributary::bench::RoundBenchOptions round;
+  CLI::App* bench_round = bench->add_subcommand(
+      "round",
+      "A whole round through a real node (gateway, function tree, controller): shared-memory transport against "
+      "the serverful one (whole payloads over TCP), N updates of M parameters");
+  bench_round->option_defaults()->always_capture_default();
+  bench_round->add_option("--params", round.params, "Parameters per update (default: ResNet-18, 11.7 M)")
+      ->check(CLI::PositiveNumber);
+  bench_round->add_option("--updates", round.updates, "Updates per round, one figure each (e.g. 100,1000)")
+      ->delimiter(',');
+  bench_round->add_option("--fan-in", round.fan_in, "Updates per leaf function")->check(CLI::Range(1, 4096));
+  bench_round->add_option("--uploaders", round.uploaders, "Concurrent client sessions")->check(CLI::Range(1, 256));
+  std::string round_segment = "8GiB";
+  bench_round->add_option("--segment-bytes", round_segment, "The node's shared-memory segment size (e.g. 8GiB)");
+  bench_round->add_flag("--json", round.json, "Print the figures as JSON");
+
   tributary::function::FunctionOptions fn;
   int64_t idle_exit_ms = 0;
   CLI::App* function = app.add_subcommand(
@@ -110,6 +140,15 @@ int main(int argc, char** argv) {
   function->add_option("--idle-exit-ms", idle_exit_ms, "Exit after this long without work (0: never)")
       ->check(CLI::NonNegativeNumber);
 
+  std::string key_name, key_dir = ".";
+  CLI::App* keys = app.add_subcommand("keys", "CURVE keys for gateways and clients");
+  keys->require_subcommand(1);
+  CLI::App* keys_generate =
+      keys->add_subcommand("generate", "Write a keypair: DIR/NAME.key (secret, mode 0600) and DIR/NAME.pub");
+  keys_generate->add_option("--name", key_name, "A client id (its .pub goes into gateways' allow-lists) or a gateway name")
+      ->required();
+  keys_generate->add_option("--out", key_dir, "Directory to write into")->capture_default_str();
+
   std::string node_config, controller_endpoint;
   CLI::App* node = app.add_subcommand("node", "Run the node agent: shared memory, data plane, gateway, functions");
   node->add_option("--config", node_config, "Node configuration (YAML; see `tributary config node`)")->required();
@@ -125,18 +164,27 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (bench_agg->parsed()) return Report(tributary::bench::RunAggregateBench(agg, std::cout));
-  if (node->parsed()) {
-    char self[4096];
-    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return Report(tributary::MakeError(tributary::ErrorCode::kIo, "cannot find /proc/self/exe"));
-    self[n] = '\0';
-    return RunNode(node_config, controller_endpoint, self);
-  }
+  if (node->parsed()) return RunNode(node_config, controller_endpoint, SelfPath());
   if (function->parsed()) {
     fn.idle_exit = std::chrono::milliseconds(idle_exit_ms);
     return Report(tributary::function::RunFunction(fn));
   }
+  if (bench_round->parsed()) {
+    auto bytes = tributary::config::ParseByteSize(round_segment);
+    if (!bytes) return Report(std::move(bytes).error());
+    round.segment_bytes = bytes.value();
+    round.binary = SelfPath();
+    return Report(tributary::bench::RunRoundBench(round, std::cout));
+  }
   if (bench_dp->parsed()) return Report(tributary::bench::RunDataplaneBench(dp, std::cout));
+  if (keys_generate->parsed()) {
+    auto pair = tributary::client::GenerateKeyPair();
+    if (!pair) return Report(std::move(pair).error());
+    if (auto written = tributary::client::WriteKeyPair(pair.value(), key_dir, key_name); !written) return Report(written);
+    std::cout << key_dir << "/" << key_name << ".key (secret), " << key_dir << "/" << key_name
+              << ".pub: " << pair.value().public_key << "\n";
+    return 0;
+  }
   if (config_node->parsed()) {
     auto c = tributary::config::LoadNodeConfig(node_file);
     if (!c) return Report(std::move(c).error());

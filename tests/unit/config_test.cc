@@ -8,7 +8,9 @@ namespace tributary::config {
 namespace {
 
 TEST(Config, ParsesNodeConfigWithSizes) {
-  auto c = ParseNodeConfig("node_id: edge-a\nstore:\n  segment_bytes: 512MiB\n  max_blocks: 1024\n", "node.yaml");
+  auto c = ParseNodeConfig(
+      "node_id: edge-a\nstore:\n  segment_bytes: 512MiB\n  max_blocks: 1024\ngateway_security:\n  mode: none\n",
+      "node.yaml");
   ASSERT_TRUE(c) << c.error().ToString();
   EXPECT_EQ(c.value().node_id, "edge-a");
   EXPECT_EQ(c.value().store.name, "tributary.edge-a");
@@ -45,10 +47,27 @@ TEST(Config, MissingFileIsAConfigError) {
 
 TEST(Config, LoadsFromFile) {
   const std::string path = ::testing::TempDir() + "/node-config-test.yaml";
-  std::ofstream(path) << "node_id: b\n";
+  std::ofstream(path) << "node_id: b\ngateway_security: {mode: none}\n";
   auto c = LoadNodeConfig(path);
   ASSERT_TRUE(c);
   EXPECT_EQ(c.value().node_id, "b");
+}
+
+// No gateway is insecure by omission; CURVE needs its key and allow-list.
+TEST(Config, GatewaySecurityIsExplicit) {
+  auto missing = ParseNodeConfig("node_id: a\n", "n.yaml");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().reason.find("gateway_security"), std::string::npos) << missing.error().reason;
+  auto half = ParseNodeConfig("gateway_security: {mode: curve, secret_key_file: g.key}\n", "n.yaml");
+  ASSERT_FALSE(half);
+  EXPECT_NE(half.error().reason.find("allow_list"), std::string::npos) << half.error().reason;
+  auto unknown = ParseNodeConfig("gateway_security: {mode: tls}\n", "n.yaml");
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().reason.find("n.yaml:1:"), std::string::npos) << unknown.error().reason;
+  auto curve = ParseNodeConfig("gateway_security: {mode: curve, secret_key_file: g.key, allow_list: clients/}\n", "n.yaml");
+  ASSERT_TRUE(curve) << curve.error().ToString();
+  EXPECT_EQ(curve.value().gateway_secret_key_file, "g.key");
+  EXPECT_EQ(curve.value().gateway_allow_list, "clients/");
 }
 
 TEST(Config, StrategySectionIsValidated) {

@@ -134,6 +134,32 @@ TEST(Kernels, RejectsNaNAndInfInEveryDType) {
   }
 }
 
+// int8 transport: each tensor carries its own f32 scale before its values.
+TEST(Kernels, Int8TensorsFoldWithTheirOwnScale) {
+  const ModelSpec spec =
+      ModelSpec::Create({{"a", DType::kI8, {5}}, {"b", DType::kI8, {3}}, {"c", DType::kI8, {0}}}).value();
+  ASSERT_EQ(spec.runs().size(), 2u);  // never merged: two scales; the empty tensor has no bytes
+  ASSERT_EQ(spec.payload_bytes(), (4u + 5u) + (4u + 3u));
+  const float scale_a = 0.5f, scale_b = 0.03125f;
+  const int8_t qa[5] = {-127, -1, 0, 1, 127}, qb[3] = {3, -4, 100};
+  std::vector<std::byte> payload(spec.payload_bytes());
+  std::memcpy(payload.data(), &scale_a, 4);
+  std::memcpy(payload.data() + 4, qa, 5);
+  std::memcpy(payload.data() + 9, &scale_b, 4);
+  std::memcpy(payload.data() + 13, qb, 3);
+  auto u = FiniteUpdate::Check(spec, payload, 3.0);
+  ASSERT_TRUE(u) << u.error().ToString();
+  std::vector<float> acc(spec.elements(), 1.0f);
+  FoldUpdates(acc, std::span(&u.value(), 1));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(acc[i], 1.0f + (3.0f * scale_a) * qa[i]) << i;
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(acc[5 + i], 1.0f + (3.0f * scale_b) * qb[i]) << i;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(payload.data() + 9, &nan, 4);
+  auto bad = FiniteUpdate::Check(spec, payload, 3.0);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, ErrorCode::kNonFinite);
+}
+
 TEST(Kernels, F16OverflowIsCaughtAsInf) {
   const ModelSpec spec = ModelSpec::Create({{"h", DType::kF16, {4}}}).value();
   // 1e6 does not fit in f16: the client's conversion produced Inf.

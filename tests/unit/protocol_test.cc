@@ -33,10 +33,16 @@ TEST(Protocol, AcceptsAMatchingHeader) {
 TEST(Protocol, AcceptsHalfPrecisionTransport) {
   v1::UpdateHeader h = GoodHeader();
   h.mutable_tensors(0)->set_dtype(v1::DTYPE_F16);
-  h.set_payload_bytes(12 * 2 + 5 * 4);
+  h.mutable_tensors(1)->set_dtype(v1::DTYPE_F16);
+  h.set_payload_bytes(12 * 2 + 5 * 2);
   auto layout = ValidateUpdateHeader(h, Model(), Limits{});
   ASSERT_TRUE(layout) << layout.error().ToString();
-  EXPECT_EQ(layout.value().runs().size(), 2u);
+  EXPECT_EQ(layout.value().runs().size(), 1u);
+  // int8: a 4-byte scale per tensor.
+  h.mutable_tensors(0)->set_dtype(v1::DTYPE_I8);
+  h.mutable_tensors(1)->set_dtype(v1::DTYPE_I8);
+  h.set_payload_bytes((4 + 12) + (4 + 5));
+  ASSERT_TRUE(ValidateUpdateHeader(h, Model(), Limits{}));
 }
 
 TEST(Protocol, EachBadHeaderGetsItsTypedError) {
@@ -52,6 +58,7 @@ TEST(Protocol, EachBadHeaderGetsItsTypedError) {
       {"missing tensor", [](auto& h) { h.mutable_tensors()->RemoveLast(); }, ErrorCode::kShapeMismatch},
       {"renamed tensor", [](auto& h) { h.mutable_tensors(1)->set_name("fc.b"); }, ErrorCode::kShapeMismatch},
       {"wrong shape", [](auto& h) { h.mutable_tensors(0)->set_shape(1, 4); }, ErrorCode::kShapeMismatch},
+      {"mixed dtypes", [](auto& h) { h.mutable_tensors(0)->set_dtype(v1::DTYPE_F16); }, ErrorCode::kInvalidArgument},
       {"no dtype", [](auto& h) { h.mutable_tensors(0)->set_dtype(v1::DTYPE_UNSPECIFIED); },
        ErrorCode::kShapeMismatch},
       {"payload size lie", [](auto& h) { h.set_payload_bytes(67); }, ErrorCode::kShapeMismatch},

@@ -42,7 +42,8 @@ TEST(ModelSpec, WithDTypeKeepsShapes) {
 
 TEST(DType, ParsesNames) {
   EXPECT_EQ(ParseDType("bf16").value(), DType::kBF16);
-  EXPECT_EQ(ParseDType("int8").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ParseDType("int8").value(), DType::kI8);
+  EXPECT_EQ(ParseDType("int4").error().code, ErrorCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -169,7 +169,7 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   Section top(root, source_name, "");
   TRIBUTARY_TRY(top.ExpectMap());
   TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms", "metrics_bind",
-                                 "aggregation_transport"}));
+                                 "aggregation_transport", "gateway_security"}));
   NodeConfig c;
   if (top.Has("node_id")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.node_id, top.String("node_id"));
@@ -209,6 +209,30 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
     if (store.Has("max_blocks")) {
       TRIBUTARY_ASSIGN_OR_RETURN(uint64_t m, store.Integer("max_blocks", 1, 1u << 24));
       c.store.max_blocks = static_cast<uint32_t>(m);
+    }
+  }
+  if (!top.Has("gateway_security")) {
+    return top.Fail(root, "gateway_security",
+                    "missing: set mode: curve (secret_key_file, allow_list) or, knowingly, mode: none");
+  }
+  {
+    Section sec = top.Child("gateway_security");
+    TRIBUTARY_TRY(sec.ExpectMap());
+    TRIBUTARY_TRY(sec.OnlyKeys({"mode", "secret_key_file", "allow_list"}));
+    if (!sec.Has("mode")) return sec.Fail(root["gateway_security"], "mode", "missing (curve or none)");
+    TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_security, sec.String("mode"));
+    if (c.gateway_security == "curve") {
+      if (!sec.Has("secret_key_file") || !sec.Has("allow_list")) {
+        return sec.Fail(root["gateway_security"], "mode", "curve needs secret_key_file and allow_list");
+      }
+      TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_secret_key_file, sec.String("secret_key_file"));
+      TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_allow_list, sec.String("allow_list"));
+    } else if (c.gateway_security == "none") {
+      if (sec.Has("secret_key_file") || sec.Has("allow_list")) {
+        return sec.Fail(root["gateway_security"], "mode", "none takes no keys");
+      }
+    } else {
+      return sec.Fail(root["gateway_security"]["mode"], "mode", "expected curve or none");
     }
   }
   return c;

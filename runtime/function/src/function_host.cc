@@ -203,7 +203,7 @@ class Host {
     if (!task_) return Ok();
     for (const Input& in : folding) {
       if (in.d.kind == TRB_KIND_UPDATE) {
-        const auto dtype = static_cast<agg::DType>(in.d.flags & 0x3);
+        const auto dtype = static_cast<agg::DType>(in.d.flags & 0x7);
         layouts.push_back(task_->model.WithDType(dtype == agg::DType{} ? agg::DType::kF32 : dtype));
         TRIBUTARY_ASSIGN_OR_RETURN(agg::FiniteUpdate u,
                                    agg::FiniteUpdate::Check(layouts.back(), in.bytes(), dataplane::WeightOf(in.d),

@@ -5,11 +5,13 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
 #include "tributary/aggregator/kernels.h"
+#include "tributary/gateway/client_auth.h"
 
 namespace tributary::gateway {
 namespace {
@@ -42,7 +44,9 @@ struct Gateway::Impl {
   UpdateSink* sink = nullptr;
   const ModelStore* models = nullptr;
   zmq::context_t context{1};
+  std::unique_ptr<ClientAuthenticator> authenticator;  // before `socket`: handshakes need it
   zmq::socket_t socket{context, zmq::socket_type::router};
+  std::unordered_set<std::string> clients_seen;
   std::string endpoint;
   std::atomic<bool> stop{false};
   std::thread thread;
@@ -93,16 +97,19 @@ struct Gateway::Impl {
     if (!decoded) return Reject(identity, 0, decoded.error());
     const v1::Envelope& e = decoded.value();
     const size_t payload_frames = parts.size() - 2;
+    // With CURVE, the id the allow-list binds to this connection's key.
+    const std::string authenticated = authenticator ? parts[1].gets("User-Id") : "";
     Result<void> r = Ok();
     switch (e.body_case()) {
       case v1::Envelope::kUpdate:
-        r = payload_frames == 0 ? OnHeader(identity, e.request_id(), e.update())
-                                : Result<void>(MakeError(ErrorCode::kMalformedFrame,
+        r = payload_frames != 0 ? Result<void>(MakeError(ErrorCode::kMalformedFrame,
                                                          "an update header is sent without payload frames; "
-                                                         "the payload follows in upload_chunk messages"));
+                                                         "the payload follows in upload_chunk messages"))
+                                : SameClient(e.update().client_id(), authenticated);
+        if (r) r = OnHeader(identity, e.request_id(), e.update());
         break;
       case v1::Envelope::kUploadChunk:
-        r = payload_frames == 1 ? OnChunk(identity, e.request_id(), e.upload_chunk(), parts[2])
+        r = payload_frames == 1 ? OnChunk(identity, e.request_id(), e.upload_chunk(), parts[2], authenticated)
                                 : Result<void>(MakeError(ErrorCode::kMalformedFrame,
                                                          "an upload_chunk carries exactly one payload frame"));
         break;
@@ -110,10 +117,42 @@ struct Gateway::Impl {
         r = payload_frames == 0 ? OnModelRequest(identity, e.request_id(), e.model_request())
                                 : Result<void>(MakeError(ErrorCode::kMalformedFrame, "a model request has no frames"));
         break;
+      case v1::Envelope::kTaskRequest:
+        r = payload_frames == 0 ? SameClient(e.task_request().client_id(), authenticated)
+                                : Result<void>(MakeError(ErrorCode::kMalformedFrame, "a task request has no frames"));
+        if (r) r = OnTaskRequest(identity, e.request_id(), e.task_request());
+        break;
       default:
         r = MakeError(ErrorCode::kMalformedFrame, "the gateway does not take this message");
     }
     if (!r) Reject(identity, e.request_id(), r.error());
+  }
+
+  // Without authentication any id goes; with it, only the connection's own.
+  Result<void> SameClient(const std::string& claimed, const std::string& authenticated) const {
+    if (!authenticator || claimed == authenticated) return Ok();
+    return MakeError(ErrorCode::kUnknownClient,
+                     "this connection's key belongs to client '" + authenticated + "', not '" + claimed + "'");
+  }
+
+  Result<void> OnTaskRequest(const zmq::message_t& identity, uint64_t request_id, const v1::TaskRequest& t) {
+    if (t.client_id().empty()) return MakeError(ErrorCode::kInvalidArgument, "a task request names its client");
+    if (clients_seen.insert(t.client_id()).second) {
+      std::lock_guard lock(stats_mu);
+      stats.clients_seen = clients_seen.size();
+    }
+    v1::Envelope e = protocol::NewEnvelope(request_id);
+    if (auto a = rounds->AssignmentFor(t.client_id())) {
+      v1::TaskAssignment& out = *e.mutable_task_assignment();
+      out.set_job_id(a->job);
+      out.set_round(a->round);
+      out.set_model_version(a->model_version);
+      protocol::ToProto(a->config, out.mutable_config());
+    } else {
+      e.mutable_no_task()->set_retry_after_ms(static_cast<uint32_t>(options.task_poll_interval.count()));
+    }
+    Send(identity, e);
+    return Ok();
   }
 
   Result<void> OnHeader(const zmq::message_t& identity, uint64_t request_id, const v1::UpdateHeader& h) {
@@ -208,13 +247,14 @@ struct Gateway::Impl {
   }
 
   Result<void> OnChunk(const zmq::message_t& identity, uint64_t request_id, const v1::UploadChunk& c,
-                       const zmq::message_t& frame) {
+                       const zmq::message_t& frame, const std::string& authenticated) {
     auto it = uploads.find(c.upload_id());
     if (it == uploads.end()) {
       return MakeError(ErrorCode::kNotFound, "no upload " + std::to_string(c.upload_id()) +
                                                  " in progress; send the update header again");
     }
     Upload& u = it->second;
+    TRIBUTARY_TRY(SameClient(u.admission.client, authenticated));
     if (frame.size() > options.max_chunk_bytes) {
       return MakeError(ErrorCode::kTooLarge, "chunk of " + std::to_string(frame.size()) + " bytes (limit " +
                                                  std::to_string(options.max_chunk_bytes) + ")");
@@ -307,7 +347,19 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options, s
   impl->rounds = &rounds;
   impl->sink = &sink;
   impl->models = &models;
+  if (!options.security.secret_key.empty()) {
+    if (options.security.allow_list.empty()) {
+      return MakeError(ErrorCode::kConfig, "a gateway with a CURVE key needs an allow-list of client keys");
+    }
+    TRIBUTARY_ASSIGN_OR_RETURN(impl->authenticator,
+                               ClientAuthenticator::Start(impl->context, options.security.allow_list));
+  }
   try {
+    if (impl->authenticator) {
+      impl->socket.set(zmq::sockopt::curve_server, 1);
+      impl->socket.set(zmq::sockopt::curve_secretkey, options.security.secret_key);
+      impl->socket.set(zmq::sockopt::zap_domain, "tributary");
+    }
     // Frames larger than a chunk or an envelope are refused by libzmq before
     // they are buffered: a client cannot make the gateway hold a huge frame.
     const int64_t max_frame = static_cast<int64_t>(std::max(options.max_chunk_bytes, options.limits.max_envelope_bytes));

@@ -35,6 +35,16 @@ Result<const RoundBook::Job*> RoundBook::Find(const std::string& job, uint64_t r
   return &j;
 }
 
+std::optional<Assignment> RoundBook::AssignmentFor(const std::string& client) const {
+  std::lock_guard lock(mu_);
+  for (const auto& [name, j] : jobs_) {
+    if (j.open && j.spec.selected.count(client) != 0 && j.delivered.count(client) == 0) {
+      return Assignment{name, j.spec.round, j.spec.model_version, j.spec.client_config};
+    }
+  }
+  return std::nullopt;
+}
+
 Result<RoundSpec> RoundBook::Lookup(const std::string& job, uint64_t round, uint64_t model_version) const {
   std::lock_guard lock(mu_);
   TRIBUTARY_ASSIGN_OR_RETURN(const Job* j, Find(job, round, model_version));

@@ -128,6 +128,7 @@ struct NodeService::Impl {
     spec.round = plan.round();
     spec.model_version = plan.model_version();
     spec.reject_non_finite = plan.reject_non_finite();
+    spec.client_config = protocol::FromProto(plan.client_config());
     std::vector<agg::TensorSpec> tensors;
     for (const auto& t : plan.model()) {
       TRIBUTARY_ASSIGN_OR_RETURN(agg::TensorSpec ts, protocol::FromProto(t));

@@ -50,6 +50,7 @@ Result<agg::TensorSpec> FromProto(const v1::TensorSpec& p) {
     case v1::DTYPE_F32: spec.dtype = agg::DType::kF32; break;
     case v1::DTYPE_F16: spec.dtype = agg::DType::kF16; break;
     case v1::DTYPE_BF16: spec.dtype = agg::DType::kBF16; break;
+    case v1::DTYPE_I8: spec.dtype = agg::DType::kI8; break;
     default:
       return MakeError(ErrorCode::kShapeMismatch, "tensor '" + p.name() + "' has an unsupported dtype");
   }
@@ -86,6 +87,14 @@ Result<agg::ModelSpec> ValidateUpdateHeader(const v1::UpdateHeader& h, const agg
                                                       "', the model expects '" + want.name +
                                                       "' with the model's shape");
     }
+    // Descriptors carry one transport dtype per update (docs/protocol.md).
+    if (!specs.empty() && spec.dtype != specs.front().dtype) {
+      return MakeError(ErrorCode::kInvalidArgument, "tensor '" + spec.name + "' is " +
+                                                        std::string(agg::DTypeName(spec.dtype)) + ", tensor '" +
+                                                        specs.front().name + "' " +
+                                                        std::string(agg::DTypeName(specs.front().dtype)) +
+                                                        ": an update's tensors share one transport dtype");
+    }
     specs.push_back(std::move(spec));
   }
   TRIBUTARY_ASSIGN_OR_RETURN(agg::ModelSpec layout, agg::ModelSpec::Create(std::move(specs)));
@@ -105,6 +114,35 @@ bool IsRetryable(ErrorCode code) {
     default:
       return false;
   }
+}
+
+void ToProto(const ConfigMap& config, google::protobuf::Map<std::string, v1::Scalar>* out) {
+  for (const auto& [key, value] : config) {
+    v1::Scalar& s = (*out)[key];
+    std::visit(
+        [&s](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, bool>) s.set_bool_value(v);
+          if constexpr (std::is_same_v<T, int64_t>) s.set_int_value(v);
+          if constexpr (std::is_same_v<T, double>) s.set_double_value(v);
+          if constexpr (std::is_same_v<T, std::string>) s.set_string_value(v);
+        },
+        value);
+  }
+}
+
+ConfigMap FromProto(const google::protobuf::Map<std::string, v1::Scalar>& config) {
+  ConfigMap out;
+  for (const auto& [key, s] : config) {
+    switch (s.value_case()) {
+      case v1::Scalar::kBoolValue: out[key] = s.bool_value(); break;
+      case v1::Scalar::kIntValue: out[key] = s.int_value(); break;
+      case v1::Scalar::kDoubleValue: out[key] = s.double_value(); break;
+      case v1::Scalar::kStringValue: out[key] = s.string_value(); break;
+      case v1::Scalar::VALUE_NOT_SET: break;  // an empty value carries nothing
+    }
+  }
+  return out;
 }
 
 v1::ErrorReply ToErrorReply(const Error& error) {

@@ -19,11 +19,16 @@
 namespace tributary::agg {
 
 // Numbers are those of tributary.v1.DType.
-enum class DType : uint8_t { kF32 = 1, kF16 = 2, kBF16 = 3 };
+// Transport dtypes of update payloads; sums are always f32. kI8 is quantized
+// per tensor: the tensor's bytes are an f32 scale followed by one int8 per
+// element (value = scale * q).
+enum class DType : uint8_t { kF32 = 1, kF16 = 2, kBF16 = 3, kI8 = 4 };
 
 size_t DTypeSize(DType dtype);
 std::string_view DTypeName(DType dtype);
-Result<DType> ParseDType(std::string_view name);  // "f32", "f16", "bf16"
+Result<DType> ParseDType(std::string_view name);  // "f32", "f16", "bf16", "i8"
+// Bytes of a tensor of `elements` in `dtype`, the kI8 scale included.
+uint64_t TensorBytes(DType dtype, uint64_t elements);
 
 struct TensorSpec {
   std::string name;
@@ -31,16 +36,17 @@ struct TensorSpec {
   std::vector<int64_t> shape;
 
   uint64_t elements() const;
-  uint64_t bytes() const { return elements() * DTypeSize(dtype); }
+  uint64_t bytes() const { return TensorBytes(dtype, elements()); }
   bool operator==(const TensorSpec&) const = default;
 };
 
-// A maximal range of consecutive elements stored in one dtype.
+// A maximal range of consecutive elements stored in one dtype (for kI8, one
+// tensor).
 struct DTypeRun {
   DType dtype;
   uint64_t first_element;
   uint64_t elements;
-  uint64_t byte_offset;  // where the run starts in the payload
+  uint64_t byte_offset;  // where the run starts in the payload (for kI8, its scale)
 };
 
 // The model's tensors with their payload layout precomputed.

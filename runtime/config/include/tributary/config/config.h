@@ -26,6 +26,11 @@ struct NodeConfig {
   std::string metrics_bind = "127.0.0.1:9400";  // /healthz and /metrics; "" for none
   // shared-memory, or tcp: the serverful comparison mode of `tributary bench round`.
   std::string aggregation_transport = "shared-memory";
+  // Required, so that no gateway is insecure by omission: "curve" (with the
+  // gateway's secret key file and the client allow-list) or "none".
+  std::string gateway_security;
+  std::string gateway_secret_key_file;
+  std::string gateway_allow_list;  // directory of <client-id>.pub files, or a file of "<client-id> <key>" lines
 };
 
 // Parses a node configuration file:
@@ -36,6 +41,7 @@ struct NodeConfig {
 //   keep_alive_ms: 60000
 //   metrics_bind: 0.0.0.0:9400
 //   aggregation_transport: shared-memory
+//   gateway_security: {mode: curve, secret_key_file: /etc/tributary/gateway.key, allow_list: /etc/tributary/clients}
 Result<NodeConfig> LoadNodeConfig(const std::string& path);
 Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source_name);
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "tributary/aggregator/strategy.h"
+#include "tributary/core/config_map.h"
 #include "tributary/core/error.h"
 
 namespace tributary::controller {
@@ -39,6 +40,7 @@ struct JobSpec {
   uint32_t fan_in = 8;
   std::chrono::milliseconds deadline{60'000};
   bool reject_non_finite = true;
+  ConfigMap client_config;  // sent to every selected client with its task (epochs, lr...)
 };
 
 struct RoundReport {

@@ -52,12 +52,21 @@ class UpdateSink {
   virtual void Accept(const AcceptedUpdate& update, shm::BlockRef block) = 0;
 };
 
+// Client authentication (client_auth.h). No secret key: any client may
+// connect in plaintext and claim any id (simulation on loopback, tests).
+struct GatewaySecurity {
+  std::string secret_key;  // the gateway's CURVE secret key, Z85
+  std::string allow_list;  // required with a secret key
+};
+
 struct GatewayOptions {
   std::string bind = "tcp://127.0.0.1:0";  // "tcp://*:7600" in a deployment
   protocol::Limits limits;
   uint64_t max_chunk_bytes = 4ull << 20;
   uint32_t max_uploads = 1024;                       // in progress at once
   std::chrono::milliseconds upload_idle_timeout{30'000};  // then the upload is dropped
+  std::chrono::milliseconds task_poll_interval{200};      // NoTask tells clients to ask again after this
+  GatewaySecurity security;
 };
 
 struct GatewayStats {
@@ -66,6 +75,7 @@ struct GatewayStats {
   uint64_t uploads_in_progress = 0;
   uint64_t uploads_expired = 0;
   uint64_t model_bytes_served = 0;
+  uint64_t clients_seen = 0;  // distinct client ids that asked for work
   std::map<ErrorCode, uint64_t> rejected;  // by code
 };
 

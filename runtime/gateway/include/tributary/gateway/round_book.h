@@ -17,6 +17,7 @@
 #include <string>
 
 #include "tributary/aggregator/tensor.h"
+#include "tributary/core/config_map.h"
 #include "tributary/core/error.h"
 
 namespace tributary::gateway {
@@ -28,6 +29,15 @@ struct RoundSpec {
   agg::ModelSpec model;                      // tensor names, shapes, model dtypes
   std::map<std::string, uint32_t> selected;  // client id -> route key
   bool reject_non_finite = true;
+  ConfigMap client_config;                   // sent to each selected client with its task
+};
+
+// A selected client's task: what it trains from and for which round.
+struct Assignment {
+  std::string job;
+  uint64_t round = 0;
+  uint64_t model_version = 0;
+  ConfigMap config;
 };
 
 struct Admission {
@@ -47,6 +57,9 @@ class RoundBook {
   Result<Admission> Admit(const std::string& job, uint64_t round, uint64_t model_version, const std::string& client);
   void Commit(const Admission& a);
   void Release(const Admission& a);
+
+  // The open round `client` is selected for and has not delivered yet, if any.
+  std::optional<Assignment> AssignmentFor(const std::string& client) const;
 
   // Clients of the open round that delivered (for the controller).
   std::set<std::string> Delivered(const std::string& job) const;

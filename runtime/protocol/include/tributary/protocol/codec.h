@@ -17,6 +17,7 @@
 
 #include "tributary/aggregator/tensor.h"
 #include "tributary/core/error.h"
+#include "tributary/core/config_map.h"
 #include "tributary/v1/envelope.pb.h"
 
 namespace tributary::protocol {
@@ -46,6 +47,8 @@ Result<agg::ModelSpec> ValidateUpdateHeader(const v1::UpdateHeader& header, cons
 // Conversions of the vocabulary types.
 v1::TensorSpec ToProto(const agg::TensorSpec& spec);
 Result<agg::TensorSpec> FromProto(const v1::TensorSpec& spec);
+void ToProto(const ConfigMap& config, google::protobuf::Map<std::string, v1::Scalar>* out);
+ConfigMap FromProto(const google::protobuf::Map<std::string, v1::Scalar>& config);
 v1::ErrorReply ToErrorReply(const Error& error);
 Error FromErrorReply(const v1::ErrorReply& reply);
 

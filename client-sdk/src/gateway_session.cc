@@ -1,0 +1,247 @@
+#include "tributary/client/gateway_session.h"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "tributary/protocol/codec.h"
+
+namespace tributary::client {
+
+struct GatewaySession::Impl {
+  SessionOptions options;
+  zmq::context_t context{1};
+  std::unique_ptr<zmq::socket_t> socket;
+  std::unique_ptr<zmq::socket_t> monitor;  // the socket's handshake events
+  uint64_t sockets_made = 0;
+  uint64_t next_request = 1;
+  std::mt19937_64 jitter{std::random_device{}()};
+
+  // A fresh DEALER: replies to requests of the old socket can never arrive.
+  void Reconnect() {
+    monitor.reset();
+    socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
+    socket->set(zmq::sockopt::linger, 0);
+    if (options.curve) {
+      socket->set(zmq::sockopt::curve_serverkey, options.curve->server_public_key);
+      socket->set(zmq::sockopt::curve_publickey, options.curve->client.public_key);
+      socket->set(zmq::sockopt::curve_secretkey, options.curve->client.secret_key);
+    }
+    // A rejected key shows only as a handshake event: watch for it.
+    const std::string events = "inproc://tributary-session-monitor-" +
+                               std::to_string(reinterpret_cast<uintptr_t>(this)) + "-" + std::to_string(sockets_made++);
+    if (zmq_socket_monitor(socket->handle(), events.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
+      monitor = std::make_unique<zmq::socket_t>(context, zmq::socket_type::pair);
+      monitor->set(zmq::sockopt::linger, 0);
+      monitor->connect(events);
+    }
+    socket->connect(options.endpoint);
+  }
+
+  // The reason the gateway refused the handshake, if it did.
+  std::optional<Error> HandshakeRefused() {
+    if (!monitor) return std::nullopt;
+    std::vector<zmq::message_t> event;
+    if (!zmq::recv_multipart(*monitor, std::back_inserter(event), zmq::recv_flags::dontwait) || event.empty() ||
+        event[0].size() < 6) {
+      return std::nullopt;
+    }
+    uint16_t id;
+    uint32_t status;
+    std::memcpy(&id, event[0].data(), 2);
+    std::memcpy(&status, static_cast<const char*>(event[0].data()) + 2, 4);
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+      return MakeError(ErrorCode::kUnknownClient, "the gateway " + options.endpoint + " refused this client's key (ZAP status " +
+                                                      std::to_string(status) + ")");
+    }
+    return MakeError(ErrorCode::kUnknownClient, "security handshake with " + options.endpoint +
+                                                    " failed: the gateway and this client disagree on CURVE settings");
+  }
+
+  // One request and its reply (envelope + optional payload frame). Lost
+  // connections and timeouts are kIo; a server error is its typed Error.
+  Result<std::pair<v1::Envelope, zmq::message_t>> Exchange(v1::Envelope request, std::span<const std::byte> frame) {
+    const uint64_t id = next_request++;
+    request.set_request_id(id);
+    const std::string wire = protocol::EncodeEnvelope(request);
+    const bool more = !frame.empty();
+    if (!socket->send(zmq::buffer(wire), more ? zmq::send_flags::sndmore : zmq::send_flags::none)) {
+      return MakeError(ErrorCode::kIo, "cannot send to the gateway");
+    }
+    if (more) socket->send(zmq::const_buffer(frame.data(), frame.size()), zmq::send_flags::none);
+    const auto deadline = std::chrono::steady_clock::now() + options.request_timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      zmq::pollitem_t items[2] = {{socket->handle(), 0, ZMQ_POLLIN, 0}, {monitor ? monitor->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+      const int ready = left.count() <= 0 ? 0 : zmq::poll(items, monitor ? 2 : 1, left);
+      if (items[1].revents & ZMQ_POLLIN) {
+        if (auto refused = HandshakeRefused()) {
+          Reconnect();
+          return *refused;
+        }
+        continue;
+      }
+      if (ready == 0) {
+        Reconnect();
+        return MakeError(ErrorCode::kIo, "no reply from the gateway " + options.endpoint + " within " +
+                                             std::to_string(options.request_timeout.count()) + " ms");
+      }
+      std::vector<zmq::message_t> parts;
+      (void)zmq::recv_multipart(*socket, std::back_inserter(parts));
+      if (parts.empty() || parts.size() > 2) continue;
+      auto reply = protocol::DecodeEnvelope(
+          std::span<const std::byte>(static_cast<const std::byte*>(parts[0].data()), parts[0].size()), {});
+      if (!reply) return std::move(reply).error();
+      if (reply.value().request_id() != id) continue;  // a late answer to an abandoned request
+      if (reply.value().has_error()) return protocol::FromErrorReply(reply.value().error());
+      return std::make_pair(std::move(reply).value(), parts.size() == 2 ? std::move(parts[1]) : zmq::message_t());
+    }
+  }
+
+  std::chrono::milliseconds Backoff(uint32_t attempt) {
+    const auto cap = std::min<int64_t>(options.retry.max_backoff.count(),
+                                       options.retry.initial_backoff.count() << std::min<uint32_t>(attempt, 20));
+    return std::chrono::milliseconds(std::uniform_int_distribution<int64_t>(0, std::max<int64_t>(cap, 1))(jitter));
+  }
+
+  // Runs `attempt` until it succeeds, fails for good, or the tries run out.
+  template <typename F>
+  auto WithRetries(F&& attempt) -> decltype(attempt()) {
+    for (uint32_t i = 0;; ++i) {
+      auto r = attempt();
+      if (r || !protocol::IsRetryable(r.error().code) || i + 1 >= options.retry.attempts) return r;
+      std::this_thread::sleep_for(Backoff(i));
+    }
+  }
+
+  Result<UploadReceipt> UploadOnce(const UpdateFrame& u, UploadReceipt& receipt) {
+    v1::Envelope e = protocol::NewEnvelope();
+    v1::UpdateHeader& h = *e.mutable_update();
+    h.set_job_id(u.job);
+    h.set_round(u.round);
+    h.set_client_id(options.client_id);
+    h.set_model_version(u.model_version);
+    h.set_sample_count(u.sample_count);
+    for (const auto& t : u.tensors) *h.add_tensors() = protocol::ToProto(t);
+    h.set_payload_bytes(u.payload.size());
+    h.set_payload_xxh3(protocol::PayloadHasher::Of(u.payload));
+    for (const auto& [k, v] : u.metrics) (*h.mutable_metrics())[k] = v;
+    receipt.attempts += 1;
+    TRIBUTARY_ASSIGN_OR_RETURN(auto ready, Exchange(e, {}));
+    if (ready.first.has_update_accepted()) {  // an earlier attempt completed it
+      receipt.payload_bytes = u.payload.size();
+      return receipt;
+    }
+    if (!ready.first.has_upload_ready()) return MakeError(ErrorCode::kMalformedFrame, "expected upload_ready");
+    const v1::UploadReady r = ready.first.upload_ready();
+    const uint64_t chunk = std::max<uint64_t>(1, std::min(options.chunk_bytes, r.max_chunk_bytes()));
+    uint64_t offset = r.received_bytes();
+    receipt.resumed_from = offset;
+    v1::Envelope last = ready.first;
+    while (offset < u.payload.size()) {
+      const uint64_t n = std::min<uint64_t>(chunk, u.payload.size() - offset);
+      v1::Envelope c = protocol::NewEnvelope();
+      c.mutable_upload_chunk()->set_upload_id(r.upload_id());
+      c.mutable_upload_chunk()->set_offset(offset);
+      TRIBUTARY_ASSIGN_OR_RETURN(auto reply, Exchange(c, u.payload.subspan(offset, n)));
+      last = std::move(reply.first);
+      offset += n;
+    }
+    if (!last.has_update_accepted()) return MakeError(ErrorCode::kMalformedFrame, "the gateway did not accept the update");
+    receipt.payload_bytes = u.payload.size();
+    return receipt;
+  }
+};
+
+GatewaySession::GatewaySession(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GatewaySession::~GatewaySession() = default;
+
+Result<std::unique_ptr<GatewaySession>> GatewaySession::Connect(SessionOptions options) {
+  if (options.endpoint.empty()) return MakeError(ErrorCode::kInvalidArgument, "no gateway endpoint");
+  if (options.client_id.empty()) return MakeError(ErrorCode::kInvalidArgument, "no client id");
+  if (options.retry.attempts == 0) return MakeError(ErrorCode::kInvalidArgument, "retry.attempts must be positive");
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  try {
+    impl->Reconnect();
+  } catch (const zmq::error_t& e) {
+    return MakeError(ErrorCode::kInvalidArgument, "cannot connect to '" + impl->options.endpoint + "': " + e.what());
+  }
+  return std::unique_ptr<GatewaySession>(new GatewaySession(std::move(impl)));
+}
+
+const SessionOptions& GatewaySession::options() const { return impl_->options; }
+
+Result<UploadReceipt> GatewaySession::Upload(const UpdateFrame& update) {
+  UploadReceipt receipt;
+  auto r = impl_->WithRetries([&] { return impl_->UploadOnce(update, receipt); });
+  // A retry after a lost final reply finds the update already folded: that
+  // duplicate is this client's own, accepted earlier.
+  if (!r && r.error().code == ErrorCode::kDuplicateUpdate && receipt.attempts > 1) {
+    receipt.payload_bytes = update.payload.size();
+    return receipt;
+  }
+  return r;
+}
+
+Result<TaskPoll> GatewaySession::RequestTask(const ConfigMap& properties) {
+  return impl_->WithRetries([&]() -> Result<TaskPoll> {
+    v1::Envelope e = protocol::NewEnvelope();
+    e.mutable_task_request()->set_client_id(impl_->options.client_id);
+    protocol::ToProto(properties, e.mutable_task_request()->mutable_properties());
+    TRIBUTARY_ASSIGN_OR_RETURN(auto reply, impl_->Exchange(e, {}));
+    TaskPoll poll;
+    if (reply.first.has_task_assignment()) {
+      const v1::TaskAssignment& a = reply.first.task_assignment();
+      poll.task = Task{a.job_id(), a.round(), a.model_version(), protocol::FromProto(a.config())};
+    } else if (reply.first.has_no_task()) {
+      poll.retry_after = std::chrono::milliseconds(reply.first.no_task().retry_after_ms());
+    } else {
+      return MakeError(ErrorCode::kMalformedFrame, "expected task_assignment or no_task");
+    }
+    return poll;
+  });
+}
+
+Result<GlobalModel> GatewaySession::DownloadModel(const std::string& job) {
+  return impl_->WithRetries([&]() -> Result<GlobalModel> {
+    GlobalModel m;
+    m.job = job;
+    v1::ModelChunk head;
+    do {
+      v1::Envelope e = protocol::NewEnvelope();
+      e.mutable_model_request()->set_job_id(job);
+      e.mutable_model_request()->set_offset(m.payload.size());
+      e.mutable_model_request()->set_max_bytes(impl_->options.chunk_bytes);
+      TRIBUTARY_ASSIGN_OR_RETURN(auto reply, impl_->Exchange(e, {}));
+      if (!reply.first.has_model_chunk()) return MakeError(ErrorCode::kMalformedFrame, "expected model_chunk");
+      const v1::ModelChunk& c = reply.first.model_chunk();
+      // A new version published mid-download: start over on it.
+      if (!m.payload.empty() && c.model_version() != head.model_version()) {
+        m.payload.clear();
+        continue;
+      }
+      head = c;
+      if (c.offset() != m.payload.size() || (reply.second.size() == 0 && m.payload.size() < c.total_bytes())) {
+        return MakeError(ErrorCode::kMalformedFrame, "model chunk out of order");
+      }
+      const auto* p = static_cast<const std::byte*>(reply.second.data());
+      m.payload.insert(m.payload.end(), p, p + reply.second.size());
+    } while (m.payload.size() < head.total_bytes());
+    if (protocol::PayloadHasher::Of(m.payload) != head.payload_xxh3()) {
+      return MakeError(ErrorCode::kChecksumMismatch, "global model checksum mismatch");
+    }
+    m.version = head.model_version();
+    for (const auto& t : head.tensors()) {
+      TRIBUTARY_ASSIGN_OR_RETURN(agg::TensorSpec spec, protocol::FromProto(t));
+      m.tensors.push_back(std::move(spec));
+    }
+    return m;
+  });
+}
+
+}  // namespace tributary::client
