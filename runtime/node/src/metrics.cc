@@ -43,6 +43,8 @@ std::string RenderPrometheus(const std::string& node_id, const NodeStats& s) {
         static_cast<double>(s.gateway.uploads_in_progress));
   w.One("tributary_gateway_uploads_expired_total", "counter", "Uploads dropped after the idle timeout.",
         static_cast<double>(s.gateway.uploads_expired));
+  w.One("tributary_gateway_clients_seen", "gauge", "Distinct client ids that asked this gateway for work.",
+        static_cast<double>(s.gateway.clients_seen));
   w.One("tributary_functions_cold_starts_total", "counter", "Function processes started.",
         static_cast<double>(s.functions.cold_starts));
   w.One("tributary_functions_warm_reuses_total", "counter", "Warm functions handed out again.",
