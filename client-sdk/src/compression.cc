@@ -103,7 +103,7 @@ Result<Parameters> Decode(std::span<const agg::TensorSpec> tensors, std::span<co
     const std::byte* p = payload.data() + at;
     switch (spec.dtype) {
       case agg::DType::kF32:
-        std::memcpy(t.values.data(), p, n * 4);
+        if (n > 0) std::memcpy(t.values.data(), p, n * 4);  // an empty tensor has no buffer
         break;
       case agg::DType::kF16:
         for (uint64_t i = 0; i < n; ++i) {

@@ -175,6 +175,7 @@ Result<std::unique_ptr<GatewaySession>> GatewaySession::Connect(SessionOptions o
 }
 
 const SessionOptions& GatewaySession::options() const { return impl_->options; }
+void GatewaySession::set_client_id(std::string client_id) { impl_->options.client_id = std::move(client_id); }
 
 Result<UploadReceipt> GatewaySession::Upload(const UpdateFrame& update) {
   UploadReceipt receipt;

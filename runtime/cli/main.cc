@@ -1,7 +1,9 @@
 // The `tributary` command: one binary, one subcommand per role.
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -140,6 +142,10 @@ int main(int argc, char** argv) {
   function->add_option("--idle-exit-ms", idle_exit_ms, "Exit after this long without work (0: never)")
       ->check(CLI::NonNegativeNumber);
 
+  CLI::App* simulate = app.add_subcommand(
+      "simulate", "Run a simulated federation from a job file: tributary simulate job.yaml [--out DIR] [--rounds N]");
+  simulate->prefix_command();  // everything after `simulate` goes to tributary-simulate
+
   std::string key_name, key_dir = ".";
   CLI::App* keys = app.add_subcommand("keys", "CURVE keys for gateways and clients");
   keys->require_subcommand(1);
@@ -177,6 +183,17 @@ int main(int argc, char** argv) {
     return Report(tributary::bench::RunRoundBench(round, std::cout));
   }
   if (bench_dp->parsed()) return Report(tributary::bench::RunDataplaneBench(dp, std::cout));
+  if (simulate->parsed()) {
+    // A separate executable beside this one, so that only simulations load LibTorch.
+    const std::string exe = (std::filesystem::path(SelfPath()).parent_path() / "tributary-simulate").string();
+    std::vector<std::string> args = {exe};
+    for (const std::string& a : simulate->remaining()) args.push_back(a);
+    std::vector<char*> argv_out;
+    for (std::string& a : args) argv_out.push_back(a.data());
+    argv_out.push_back(nullptr);
+    execv(exe.c_str(), argv_out.data());
+    return Report(tributary::MakeError(tributary::ErrorCode::kNotFound, "cannot run " + exe + ": " + std::strerror(errno)));
+  }
   if (keys_generate->parsed()) {
     auto pair = tributary::client::GenerateKeyPair();
     if (!pair) return Report(std::move(pair).error());

@@ -58,7 +58,9 @@ class FunctionProcessTest : public ::testing::Test {
     return hello.value()->route_key;
   }
 
-  void SendTask(uint32_t fn, uint32_t lease, uint64_t task_id, v1::FunctionRole role, uint32_t fan_in) {
+  // A leaf folds the updates of route keys `keys` in that order.
+  void SendTask(uint32_t fn, uint32_t lease, uint64_t task_id, v1::FunctionRole role, uint32_t fan_in,
+                const std::vector<uint32_t>& keys = {}) {
     v1::FunctionTask t;
     t.set_protocol_version(1);
     t.set_task_id(task_id);
@@ -69,6 +71,7 @@ class FunctionProcessTest : public ::testing::Test {
     t.set_parent_fn(kAgentFn);
     t.set_parent_lease(segment_->lease());
     t.set_parent_task(1000 + task_id);
+    for (uint32_t k : keys) t.add_input_keys(k);
     for (const auto& spec : model_.tensors()) *t.add_model() = protocol::ToProto(spec);
     const std::string wire = t.SerializeAsString();
     auto block = segment_->Allocate(wire.size(), {shm::BlockKind::kModel}).value();
@@ -78,7 +81,8 @@ class FunctionProcessTest : public ::testing::Test {
                                              token.generation, 0})));
   }
 
-  // An f32 (or f16) update handed to the function; returns its decoded values.
+  // An f32 (or f16) update of route key 100 + seed handed to the function;
+  // returns its decoded values.
   std::vector<float> SendUpdate(uint32_t fn, uint32_t lease, uint64_t task_id, uint32_t seed, double weight,
                                 agg::DType dtype = agg::DType::kF32) {
     std::mt19937 rng(seed);
@@ -97,7 +101,8 @@ class FunctionProcessTest : public ::testing::Test {
       std::memcpy(block.bytes().data(), v.data(), bytes);
     }
     const auto token = block.HandOff(lease).value();
-    Descriptor desc = MakeDescriptor({TRB_KIND_UPDATE, fn, 0, task_id, 1, token.offset, bytes, token.generation, weight});
+    Descriptor desc =
+        MakeDescriptor({TRB_KIND_UPDATE, fn, 100 + seed, task_id, 1, token.offset, bytes, token.generation, weight});
     desc.flags = static_cast<uint16_t>(dtype);
     EXPECT_TRUE(agent_->Send(desc));
     return v;
@@ -119,16 +124,20 @@ class FunctionProcessTest : public ::testing::Test {
   std::vector<pid_t> pids_;
 };
 
-TEST_F(FunctionProcessTest, ALeafFoldsItsUpdatesAndHandsThePartialBack) {
+// Updates arrive out of order; the leaf still folds them in its keys' order,
+// so the bits do not depend on arrival.
+TEST_F(FunctionProcessTest, ALeafFoldsItsUpdatesInKeyOrderAndHandsThePartialBack) {
   const uint32_t lease = Spawn(7);
-  SendTask(7, lease, 1, v1::ROLE_LEAF, 5);
-  std::vector<float> want(model_.elements(), 0.0f);
+  SendTask(7, lease, 1, v1::ROLE_LEAF, 5, {100, 101, 102, 103, 104});
+  std::vector<std::vector<float>> values(5);
   double weight = 0;
+  for (uint32_t k : {3u, 0u, 4u, 1u, 2u}) {
+    values[k] = SendUpdate(7, lease, 1, k, 10.0 + k, k == 2 ? agg::DType::kF16 : agg::DType::kF32);
+    weight += 10.0 + k;
+  }
+  std::vector<float> want(model_.elements(), 0.0f);
   for (uint32_t k = 0; k < 5; ++k) {
-    const double w = 10.0 + k;
-    const auto v = SendUpdate(7, lease, 1, k, w, k == 2 ? agg::DType::kF16 : agg::DType::kF32);
-    for (size_t i = 0; i < v.size(); ++i) want[i] = want[i] + static_cast<float>(w) * v[i];
-    weight += w;
+    for (size_t i = 0; i < want.size(); ++i) want[i] = want[i] + static_cast<float>(10.0 + k) * values[k][i];
   }
   shm::BlockRef result = ReceiveResult(1001);
   EXPECT_EQ(result.meta().updates, 5u);
@@ -139,7 +148,7 @@ TEST_F(FunctionProcessTest, ALeafFoldsItsUpdatesAndHandsThePartialBack) {
 
 TEST_F(FunctionProcessTest, AWarmFunctionIsReusedForTheNextTaskAndMergesPartials) {
   const uint32_t lease = Spawn(8);
-  SendTask(8, lease, 1, v1::ROLE_LEAF, 2);
+  SendTask(8, lease, 1, v1::ROLE_LEAF, 2, {101, 102});
   SendUpdate(8, lease, 1, 1, 3.0);
   SendUpdate(8, lease, 1, 2, 4.0);
   shm::BlockRef leaf = ReceiveResult(1001);
@@ -151,11 +160,12 @@ TEST_F(FunctionProcessTest, AWarmFunctionIsReusedForTheNextTaskAndMergesPartials
   std::vector<float> want(other.size());
   std::memcpy(want.data(), leaf.bytes().data(), want.size() * 4);
   for (float& x : want) x = (0.0f + x) + 1.5f;
-  for (shm::BlockRef* b : {&leaf, &block}) {
+  // The second child's partial first: the merge order is the children's index.
+  for (auto [b, index] : {std::pair{&block, 1u}, std::pair{&leaf, 0u}}) {
     const uint64_t bytes = b->bytes().size();
     const double w = b->meta().weight;
     const auto token = b->HandOff(lease).value();
-    ASSERT_TRUE(agent_->Send(MakeDescriptor({TRB_KIND_PARTIAL, 8, 0, 2, 1, token.offset, bytes, token.generation, w})));
+    ASSERT_TRUE(agent_->Send(MakeDescriptor({TRB_KIND_PARTIAL, 8, index, 2, 1, token.offset, bytes, token.generation, w})));
   }
   shm::BlockRef root = ReceiveResult(1002);
   EXPECT_EQ(root.meta().updates, 3u);
@@ -165,10 +175,10 @@ TEST_F(FunctionProcessTest, AWarmFunctionIsReusedForTheNextTaskAndMergesPartials
 
 TEST_F(FunctionProcessTest, InputsOfAnAbandonedTaskAreReleasedNotFolded) {
   const uint32_t lease = Spawn(9);
-  SendTask(9, lease, 1, v1::ROLE_LEAF, 3);
+  SendTask(9, lease, 1, v1::ROLE_LEAF, 3, {101, 102, 104});
   SendUpdate(9, lease, 1, 1, 1.0);
   // The agent re-runs the round: a new task replaces the old one.
-  SendTask(9, lease, 2, v1::ROLE_LEAF, 1);
+  SendTask(9, lease, 2, v1::ROLE_LEAF, 1, {103});
   SendUpdate(9, lease, 1, 2, 1.0);  // late input of task 1
   const auto v = SendUpdate(9, lease, 2, 3, 2.0);
   shm::BlockRef result = ReceiveResult(1002);

@@ -135,12 +135,12 @@ TEST_F(NodeAgentTest, TheNodesPartialEqualsFlatFedAvgAndFunctionsAreReused) {
     EXPECT_EQ(result.value().rebuilds, 0u);
   }
   const NodeStats s = agent_->Stats();
-  EXPECT_EQ(s.functions.cold_starts, 9u);  // 8 leaves + 1 node-root, in round 1
-  EXPECT_EQ(s.functions.warm_reuses, 9u);  // all reused in round 2
+  EXPECT_EQ(s.functions.cold_starts, 11u);  // 8 leaves + 2 intermediates (8 > fan-in 4) + 1 node-root, in round 1
+  EXPECT_EQ(s.functions.warm_reuses, 11u);  // all reused in round 2
   EXPECT_EQ(s.rounds_completed, 2u);
   // Idle past the keep-alive: scale to zero.
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  EXPECT_EQ(agent_->ReapIdleFunctions(), 9u);
+  EXPECT_EQ(agent_->ReapIdleFunctions(), 11u);
   for (int i = 0; i < 100 && agent_->Stats().functions.live > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(agent_->Stats().functions.live, 0u);
   EXPECT_EQ(agent_->Stats().store.live_blocks, 0u);
@@ -154,10 +154,11 @@ TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {
   UploadAll(first, 1);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const auto functions = agent_->RoundFunctions();
-  ASSERT_EQ(functions.size(), 7u);  // 6 leaves + the node-root
-  // The node-root (holding the partials of the leaves done so far) and a
-  // leaf whose clients have not uploaded yet.
+  ASSERT_EQ(functions.size(), 9u);  // 6 leaves, 2 intermediates, the node-root
+  // The node-root, the intermediate holding the partials of the leaves done
+  // so far, and a leaf whose clients have not uploaded yet.
   ASSERT_EQ(kill(functions.back().pid, SIGKILL), 0);
+  ASSERT_EQ(kill(functions[6].pid, SIGKILL), 0);
   ASSERT_EQ(kill(functions[4].pid, SIGKILL), 0);
   UploadAll(rest, 1);
   auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
@@ -165,7 +166,7 @@ TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {
   EXPECT_GE(result.value().rebuilds, 1u);
   EXPECT_EQ(result.value().partial.meta().updates, 24u);
   EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6);
-  EXPECT_EQ(agent_->Stats().functions.deaths, 2u);
+  EXPECT_EQ(agent_->Stats().functions.deaths, 3u);
 }
 
 TEST_F(NodeAgentTest, ACommittedLeafFreesItsUpdates) {
@@ -174,12 +175,12 @@ TEST_F(NodeAgentTest, ACommittedLeafFreesItsUpdates) {
   // The first 12 clients are exactly the first 3 leaves (route keys in order).
   UploadAll(std::vector<Client>(clients.begin(), clients.begin() + 12), 1);
   // Left in the segment: 6 leaf accumulators (3 of them committed results the
-  // agent holds) and the node-root's; none of the 12 updates.
+  // agent holds), 2 intermediates' and the node-root's; none of the 12 updates.
   uint64_t live = 0;
-  for (int i = 0; i < 200 && (live = agent_->Stats().store.live_blocks) != 7; ++i) {
+  for (int i = 0; i < 200 && (live = agent_->Stats().store.live_blocks) != 9; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  EXPECT_EQ(live, 7u);
+  EXPECT_EQ(live, 9u);
   UploadAll(std::vector<Client>(clients.begin() + 12, clients.end()), 1);
   auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
   ASSERT_TRUE(result) << result.error().ToString();

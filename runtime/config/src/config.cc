@@ -238,6 +238,107 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   return c;
 }
 
+namespace {
+
+template <typename T>
+Result<void> ReadOne(const Section& s, const std::string& key, T& out, uint64_t lo, uint64_t hi) {
+  if (!s.Has(key)) return Ok();
+  TRIBUTARY_ASSIGN_OR_RETURN(uint64_t v, s.Integer(key, lo, hi));
+  out = static_cast<T>(v);
+  return Ok();
+}
+
+Result<void> ReadChoice(const Section& s, const std::string& key, std::string& out,
+                        const std::set<std::string>& choices) {
+  if (!s.Has(key)) return Ok();
+  TRIBUTARY_ASSIGN_OR_RETURN(std::string v, s.String(key));
+  if (choices.count(v) == 0) {
+    std::string list;
+    for (const std::string& c : choices) list += (list.empty() ? "" : ", ") + c;
+    return s.Fail(s.node()[key], key, "expected one of: " + list);
+  }
+  out = v;
+  return Ok();
+}
+
+Result<void> ReadPositive(const Section& s, const std::string& key, double& out) {
+  if (!s.Has(key)) return Ok();
+  TRIBUTARY_ASSIGN_OR_RETURN(double v, s.Number(key));
+  if (v < 0) return s.Fail(s.node()[key], key, "must not be negative");
+  out = v;
+  return Ok();
+}
+
+}  // namespace
+
+Result<SimulationJob> ParseSimulationJob(const std::string& yaml_text, const std::string& source_name) {
+  TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
+  Section top(root, source_name, "");
+  TRIBUTARY_TRY(top.ExpectMap());
+  TRIBUTARY_TRY(top.OnlyKeys({"name", "seed", "rounds", "clients", "clients_per_round", "data", "model", "train",
+                              "strategy", "federation"}));
+  SimulationJob j;
+  if (top.Has("name")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(j.name, top.String("name"));
+  }
+  TRIBUTARY_TRY(ReadOne(top, "seed", j.seed, 0, ~uint64_t{0} >> 1));
+  TRIBUTARY_TRY(ReadOne(top, "rounds", j.rounds, 1, 100'000));
+  TRIBUTARY_TRY(ReadOne(top, "clients", j.clients, 1, 1'000'000));
+  TRIBUTARY_TRY(ReadOne(top, "clients_per_round", j.clients_per_round, 1, 1'000'000));
+  if (j.clients_per_round > j.clients) {
+    return top.Fail(root["clients_per_round"], "clients_per_round", "more than `clients`");
+  }
+  TRIBUTARY_TRY(ReadChoice(top, "model", j.model, {"mlp", "cnn"}));
+  if (top.Has("data")) {
+    Section d = top.Child("data");
+    TRIBUTARY_TRY(d.ExpectMap());
+    TRIBUTARY_TRY(d.OnlyKeys({"dataset", "partition", "alpha", "shards_per_client", "samples", "dir"}));
+    TRIBUTARY_TRY(ReadChoice(d, "dataset", j.dataset, {"fashion-mnist", "synthetic"}));
+    TRIBUTARY_TRY(ReadChoice(d, "partition", j.partition, {"iid", "dirichlet", "shards"}));
+    TRIBUTARY_TRY(ReadPositive(d, "alpha", j.alpha));
+    if (j.alpha <= 0) return d.Fail(root["data"]["alpha"], "alpha", "must be positive");
+    TRIBUTARY_TRY(ReadOne(d, "shards_per_client", j.shards_per_client, 1, 1000));
+    TRIBUTARY_TRY(ReadOne(d, "samples", j.synthetic_samples, 100, 10'000'000));
+    if (d.Has("dir")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(j.data_dir, d.String("dir"));
+    }
+  }
+  if (top.Has("train")) {
+    Section t = top.Child("train");
+    TRIBUTARY_TRY(t.ExpectMap());
+    TRIBUTARY_TRY(t.OnlyKeys({"local_epochs", "batch_size", "lr", "momentum", "optimizer", "proximal_mu"}));
+    TRIBUTARY_TRY(ReadOne(t, "local_epochs", j.local_epochs, 1, 1000));
+    TRIBUTARY_TRY(ReadOne(t, "batch_size", j.batch_size, 1, 1'000'000));
+    TRIBUTARY_TRY(ReadPositive(t, "lr", j.lr));
+    TRIBUTARY_TRY(ReadPositive(t, "momentum", j.momentum));
+    TRIBUTARY_TRY(ReadChoice(t, "optimizer", j.optimizer, {"sgd", "adam"}));
+    TRIBUTARY_TRY(ReadPositive(t, "proximal_mu", j.proximal_mu));
+  }
+  if (top.Has("strategy")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(j.strategy, ReadStrategy(top.Child("strategy")));
+  }
+  if (j.strategy.name == "fedprox" && j.proximal_mu <= 0) {
+    return top.Fail(root["strategy"], "strategy", "fedprox needs train.proximal_mu > 0 (the clients apply it)");
+  }
+  if (top.Has("federation")) {
+    Section f = top.Child("federation");
+    TRIBUTARY_TRY(f.ExpectMap());
+    TRIBUTARY_TRY(f.OnlyKeys({"nodes", "fan_in", "dataplane", "compression", "workers", "deadline_s"}));
+    TRIBUTARY_TRY(ReadOne(f, "nodes", j.nodes, 1, 64));
+    TRIBUTARY_TRY(ReadOne(f, "fan_in", j.fan_in, 1, 4096));
+    TRIBUTARY_TRY(ReadChoice(f, "dataplane", j.dataplane, {"auto", "ebpf", "userspace"}));
+    TRIBUTARY_TRY(ReadChoice(f, "compression", j.compression, {"none", "f16", "bf16", "int8"}));
+    TRIBUTARY_TRY(ReadOne(f, "workers", j.workers, 1, 256));
+    TRIBUTARY_TRY(ReadOne(f, "deadline_s", j.deadline_s, 1, 86'400));
+  }
+  return j;
+}
+
+Result<SimulationJob> LoadSimulationJob(const std::string& path) {
+  TRIBUTARY_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseSimulationJob(text, path);
+}
+
 Result<NodeConfig> LoadNodeConfig(const std::string& path) {
   TRIBUTARY_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParseNodeConfig(text, path);

@@ -316,6 +316,7 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
     plan->set_deadline_ms(static_cast<uint64_t>(job.spec.deadline.count()));
     plan->set_reject_non_finite(job.spec.reject_non_finite);
     protocol::ToProto(job.spec.client_config, plan->mutable_client_config());
+    (*plan->mutable_client_config())["round"].set_int_value(static_cast<int64_t>(round));
     impl_->outbox.push_back({node, protocol::EncodeEnvelope(e), {}});
   }
   const auto give_up = Clock::now() + job.spec.deadline + std::chrono::seconds(30);

@@ -34,14 +34,26 @@ struct Input {
   }
 };
 
-// The task in progress: its accumulator and what has been folded.
+// The task in progress: its accumulator, its inputs by slot (the fixed fold
+// order), and how many slots are folded.
 struct Task {
   v1::FunctionTask spec;
   agg::ModelSpec model;
   shm::BlockRef accumulator;       // shared-memory transport
   std::vector<float> private_sum;  // serverful transport
   agg::Partial partial;
-  uint32_t folded = 0;
+  std::map<uint32_t, uint32_t> slot_of_key;  // leaves: route key -> slot
+  std::vector<std::optional<Input>> slots;   // arrived, not yet folded
+  uint32_t folded = 0;                       // slots [0, folded) are in the sum
+
+  // The input's place in the fold order, or nullopt if it is not one of ours.
+  std::optional<uint32_t> SlotOf(const Input& in) const {
+    if (in.d.kind == TRB_KIND_UPDATE) {
+      auto it = slot_of_key.find(in.d.route_key);
+      return it == slot_of_key.end() ? std::nullopt : std::optional<uint32_t>(it->second);
+    }
+    return in.d.route_key < slots.size() ? std::optional<uint32_t>(in.d.route_key) : std::nullopt;
+  }
 };
 
 // Serverful transport: payloads read by the server's threads wait here.
@@ -159,7 +171,9 @@ class Host {
       tensors.push_back(std::move(ts));
     }
     TRIBUTARY_ASSIGN_OR_RETURN(agg::ModelSpec model, agg::ModelSpec::Create(std::move(tensors)));
-    Task t{std::move(spec), std::move(model), {}, {}, {}, 0};
+    Task t{std::move(spec), std::move(model), {}, {}, {}, {}, {}, 0};
+    t.slots.resize(t.spec.fan_in());
+    for (int i = 0; i < t.spec.input_keys_size(); ++i) t.slot_of_key[t.spec.input_keys(i)] = static_cast<uint32_t>(i);
     std::span<float> sum;
     if (t.spec.parent_payload_port() != 0) {
       t.private_sum.assign(t.model.elements(), 0.0f);
@@ -189,18 +203,25 @@ class Host {
     if (inputs.empty()) return Ok();
     std::vector<agg::FiniteUpdate> updates;
     std::vector<agg::PartialView> partials;
-    std::vector<agg::ModelSpec> layouts;  // kept alive for the FiniteUpdates
-    layouts.reserve(inputs.size());
-    std::vector<Input> folding;
+    std::vector<agg::ModelSpec> layouts;  // kept alive for the FiniteUpdates: reserved below, never reallocated
     for (Input& in : inputs) {
       if (!task_ || in.d.job != task_->spec.task_id()) {
         if (early_.size() < 4096 && (!task_ || in.d.job > task_->spec.task_id())) early_.push_back(std::move(in));
         continue;  // an older task's input is released here
       }
-      folding.push_back(std::move(in));
+      const auto slot = task_->SlotOf(in);
+      if (slot && *slot >= task_->folded && !task_->slots[*slot]) task_->slots[*slot] = std::move(in);
+      // else: not ours, or a duplicate: released here
     }
     inputs.clear();
     if (!task_) return Ok();
+    // Eager, in order: fold the arrived inputs that continue the fixed order.
+    std::vector<Input> folding;
+    while (task_->folded + folding.size() < task_->slots.size() && task_->slots[task_->folded + folding.size()]) {
+      folding.push_back(std::move(*task_->slots[task_->folded + folding.size()]));
+      task_->slots[task_->folded + folding.size() - 1].reset();
+    }
+    layouts.reserve(folding.size());
     for (const Input& in : folding) {
       if (in.d.kind == TRB_KIND_UPDATE) {
         const auto dtype = static_cast<agg::DType>(in.d.flags & 0x7);
@@ -218,7 +239,7 @@ class Host {
     }
     TRIBUTARY_TRY(strategy_->Fold(task_->partial, updates));
     TRIBUTARY_TRY(strategy_->Merge(task_->partial, partials));
-    task_->folded += static_cast<uint32_t>(updates.size() + partials.size());
+    task_->folded += static_cast<uint32_t>(folding.size());
     if (task_->folded >= task_->spec.fan_in()) return SendResult();
     return Ok();  // `folding` goes here: inputs released once folded
   }
@@ -240,7 +261,8 @@ class Host {
                                                           t.partial.weight})));
     }
     TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, t.accumulator.HandOff(t.spec.parent_lease()));
-    const Descriptor d = dataplane::MakeDescriptor({TRB_KIND_PARTIAL, t.spec.parent_fn(), 0, t.spec.parent_task(),
+    const Descriptor d = dataplane::MakeDescriptor({TRB_KIND_PARTIAL, t.spec.parent_fn(), t.spec.index_in_parent(),
+                                                    t.spec.parent_task(),
                                                     t.spec.round(), token.offset, bytes, token.generation,
                                                     t.partial.weight});
     task_.reset();
@@ -256,7 +278,7 @@ class Host {
       conn = parents_.emplace(port, std::move(fd)).first;
     }
     const std::span<const std::byte> bytes = std::as_bytes(std::span<const float>(t.private_sum));
-    dataplane::PayloadHeader h{dataplane::MakeDescriptor({TRB_KIND_PARTIAL, t.spec.parent_fn(), 0,
+    dataplane::PayloadHeader h{dataplane::MakeDescriptor({TRB_KIND_PARTIAL, t.spec.parent_fn(), t.spec.index_in_parent(),
                                                           t.spec.parent_task(), t.spec.round(), 0, bytes.size(), 0,
                                                           t.partial.weight}),
                                t.partial.updates};

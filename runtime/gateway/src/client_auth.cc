@@ -124,7 +124,8 @@ struct ClientAuthenticator::Impl {
         spdlog::warn("gateway: refused a connection from {} with an unknown key {}", r[3].to_string(), z85);
       }
     }
-    std::array<zmq::const_buffer, 6> reply = {zmq::str_buffer("1.0"), zmq::buffer(r.size() > 1 ? r[1].to_string() : ""),
+    const std::string request_id = r.size() > 1 ? r[1].to_string() : "";
+    std::array<zmq::const_buffer, 6> reply = {zmq::str_buffer("1.0"), zmq::buffer(request_id),
                                               zmq::buffer(status), zmq::buffer(text), zmq::buffer(user),
                                               zmq::const_buffer()};
     (void)zmq::send_multipart(socket, reply);

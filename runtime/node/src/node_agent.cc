@@ -48,6 +48,9 @@ struct Round {
   std::vector<uint32_t> keys;          // route keys the current tree expects
   std::map<uint32_t, size_t> leaf_of;  // route key -> leaf
   std::vector<Leaf> leaves;
+  // Between leaves and the node-root when there are more than fan-in leaves:
+  // intermediate i merges leaves [i * fan_in, (i + 1) * fan_in).
+  std::vector<std::pair<FunctionInstance, uint64_t>> intermediates;  // function, task
   FunctionInstance root;
   uint64_t root_task = 0;
   uint64_t node_task = 0;  // what the node-root's result carries
@@ -145,6 +148,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     round.died.insert(fn);
     bool ours = round.root.fn == fn;
     for (const Leaf& l : round.leaves) ours = ours || l.f.fn == fn;
+    for (const auto& [f, task] : round.intermediates) ours = ours || f.fn == fn;
     if (ours) {
       round.rebuild = true;
       cv.notify_all();
@@ -194,13 +198,13 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     return written;
   }
 
-  // Sends a committed leaf result to the (new) node-root.
-  Result<void> SendCommitted(const Committed& c) {
+  // Sends a committed leaf result to the (new) node-root as its input `index`.
+  Result<void> SendCommitted(const Committed& c, uint32_t index) {
     TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, c.partial.Clone());
     const uint64_t bytes = copy.bytes().size();
     const double weight = copy.meta().weight;
     TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(round.root.lease));
-    return link->Send(MakeDescriptor({TRB_KIND_PARTIAL, round.root.fn, 0, round.root_task, round.spec.round,
+    return link->Send(MakeDescriptor({TRB_KIND_PARTIAL, round.root.fn, index, round.root_task, round.spec.round,
                                       token.offset, bytes, token.generation, weight}));
   }
 
@@ -216,8 +220,11 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     }
   }
 
+  // `index` is the task's place in its parent's fold order; a leaf folds its
+  // clients in the order of `keys`.
   Result<void> SendTask(const FunctionInstance& f, uint64_t task, v1::FunctionRole role, uint32_t fan_in,
-                        uint32_t parent_fn, uint32_t parent_lease, uint64_t parent_task, uint16_t parent_port) {
+                        uint32_t parent_fn, uint32_t parent_lease, uint64_t parent_task, uint16_t parent_port,
+                        uint32_t index, const std::vector<uint32_t>& keys = {}) {
     v1::FunctionTask t;
     t.set_protocol_version(protocol::kProtocolVersion);
     t.set_task_id(task);
@@ -231,6 +238,8 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     t.set_threads(options.kernel_threads);
     if (role == v1::ROLE_LEAF && !serverful()) t.set_agent_lease(segment->lease());
     t.set_parent_payload_port(parent_port);
+    t.set_index_in_parent(index);
+    for (uint32_t k : keys) t.add_input_keys(k);
     for (const auto& spec : round.spec.model.tensors()) *t.add_model() = protocol::ToProto(spec);
     const std::string wire = t.SerializeAsString();
     TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block, segment->Allocate(wire.size(), {shm::BlockKind::kModel}));
@@ -243,8 +252,10 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   void ReleaseFunctions() {
     payload_links.clear();
     for (const Leaf& l : round.leaves) supervisor->Release(l.f.fn);
+    for (const auto& [f, task] : round.intermediates) supervisor->Release(f.fn);
     if (round.root.fn != 0) supervisor->Release(round.root.fn);
     round.leaves.clear();
+    round.intermediates.clear();
     round.root = {};
   }
 
@@ -264,11 +275,12 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     }
     std::sort(pending.begin(), pending.end());
     const size_t n_leaves = (pending.size() + round.fan_in - 1) / round.fan_in;
+    const size_t n_mid = n_leaves > round.fan_in ? (n_leaves + round.fan_in - 1) / round.fan_in : 0;
     // Acquiring may wait for a cold start; the lock is not needed meanwhile.
     lock.unlock();
     std::vector<FunctionInstance> got;
     Result<void> status = Ok();
-    for (size_t i = 0; i < n_leaves + 1 && status; ++i) {
+    for (size_t i = 0; i < n_leaves + n_mid + 1 && status; ++i) {
       auto f = supervisor->Acquire();
       if (f) {
         got.push_back(f.value());
@@ -293,14 +305,28 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       }
       round.leaves.push_back(l);
     }
-    const uint32_t root_inputs = static_cast<uint32_t>(n_leaves + round.committed.size());
+    for (size_t i = 0; i < n_mid; ++i) round.intermediates.emplace_back(got[n_leaves + i], next_task++);
+    const uint32_t root_inputs = static_cast<uint32_t>((n_mid ? n_mid : n_leaves) + round.committed.size());
     TRIBUTARY_TRY(SendTask(round.root, round.root_task, v1::ROLE_NODE_ROOT, root_inputs, function::kAgentFn,
-                           segment->lease(), round.node_task, payload_server ? payload_server->port() : 0));
-    for (const Leaf& l : round.leaves) {
-      TRIBUTARY_TRY(SendTask(l.f, l.task, v1::ROLE_LEAF, static_cast<uint32_t>(l.keys.size()), round.root.fn,
-                             round.root.lease, round.root_task, round.root.payload_port));
+                           segment->lease(), round.node_task, payload_server ? payload_server->port() : 0, 0));
+    for (size_t i = 0; i < n_mid; ++i) {
+      const auto& [f, task] = round.intermediates[i];
+      const size_t children = std::min(n_leaves, (i + 1) * round.fan_in) - i * round.fan_in;
+      TRIBUTARY_TRY(SendTask(f, task, v1::ROLE_INTERMEDIATE, static_cast<uint32_t>(children), round.root.fn,
+                             round.root.lease, round.root_task, round.root.payload_port, static_cast<uint32_t>(i)));
     }
-    for (const Committed& c : round.committed) TRIBUTARY_TRY(SendCommitted(c));
+    for (size_t i = 0; i < n_leaves; ++i) {
+      const Leaf& l = round.leaves[i];
+      const FunctionInstance& parent = n_mid ? round.intermediates[i / round.fan_in].first : round.root;
+      const uint64_t parent_task = n_mid ? round.intermediates[i / round.fan_in].second : round.root_task;
+      const uint32_t index = static_cast<uint32_t>(n_mid ? i % round.fan_in : i);
+      TRIBUTARY_TRY(SendTask(l.f, l.task, v1::ROLE_LEAF, static_cast<uint32_t>(l.keys.size()), parent.fn,
+                             parent.lease, parent_task, parent.payload_port, index, l.keys));
+    }
+    // The node-root's inputs: its children first, then the committed results.
+    for (size_t k = 0; k < round.committed.size(); ++k) {
+      TRIBUTARY_TRY(SendCommitted(round.committed[k], static_cast<uint32_t>((n_mid ? n_mid : n_leaves) + k)));
+    }
     for (const auto& [key, leaf] : round.leaf_of) TRIBUTARY_TRY(sw->SetRoute(key, round.leaves[leaf].f.fn));
     for (const HeldUpdate& h : round.held) {
       auto leaf = round.leaf_of.find(h.route_key);
@@ -437,6 +463,7 @@ std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
   std::lock_guard lock(impl_->mu);
   std::vector<FunctionInstance> out;
   for (const Leaf& l : impl_->round.leaves) out.push_back(l.f);
+  for (const auto& [f, task] : impl_->round.intermediates) out.push_back(f);
   if (impl_->round.root.fn != 0) out.push_back(impl_->round.root);
   return out;
 }

@@ -111,6 +111,10 @@ class GatewaySession {
   Result<TaskPoll> RequestTask(const ConfigMap& properties = {});
 
   const SessionOptions& options() const;
+  // Speaks for another client from now on: a simulator multiplexes many
+  // simulated clients over one connection. A CURVE gateway binds a
+  // connection to its key's id, so there only that id is accepted.
+  void set_client_id(std::string client_id);
 
  private:
   struct Impl;

@@ -45,6 +45,47 @@ struct NodeConfig {
 Result<NodeConfig> LoadNodeConfig(const std::string& path);
 Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source_name);
 
+// A simulated federation (`tributary simulate job.yaml`):
+//   name: fmnist-fedavg
+//   seed: 1
+//   rounds: 50
+//   clients: 100
+//   clients_per_round: 10
+//   data: {dataset: fashion-mnist, partition: dirichlet, alpha: 0.5}   # or iid, or shards (shards_per_client)
+//   model: cnn                                                          # or mlp
+//   train: {local_epochs: 1, batch_size: 32, lr: 0.05, momentum: 0.9, optimizer: sgd, proximal_mu: 0}
+//   strategy: {name: fedavg}
+//   federation: {nodes: 1, fan_in: 8, dataplane: auto, compression: none, workers: 2, deadline_s: 300}
+struct SimulationJob {
+  std::string name = "simulation";
+  uint64_t seed = 1;
+  uint32_t rounds = 10;
+  uint32_t clients = 100;
+  uint32_t clients_per_round = 10;
+  std::string dataset = "fashion-mnist";  // fashion-mnist | synthetic
+  std::string partition = "iid";          // iid | dirichlet | shards
+  double alpha = 0.5;                     // dirichlet concentration
+  uint32_t shards_per_client = 2;
+  uint32_t synthetic_samples = 12'000;    // synthetic: train samples (test: a sixth)
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::string model = "mlp";              // mlp | cnn
+  uint32_t local_epochs = 1;
+  uint32_t batch_size = 32;
+  double lr = 0.05;
+  double momentum = 0.9;
+  std::string optimizer = "sgd";          // sgd | adam
+  double proximal_mu = 0;                 // FedProx's client term
+  agg::StrategyOptions strategy;
+  uint32_t nodes = 1;
+  uint32_t fan_in = 8;
+  std::string dataplane = "auto";
+  std::string compression = "none";       // none | f16 | bf16 | int8
+  uint32_t workers = 2;                   // client training threads
+  uint64_t deadline_s = 300;
+};
+Result<SimulationJob> LoadSimulationJob(const std::string& path);
+Result<SimulationJob> ParseSimulationJob(const std::string& yaml_text, const std::string& source_name);
+
 // Parses a strategy section:
 //   strategy: {name: fedadam, server_lr: 0.01, beta1: 0.9, beta2: 0.99, tau: 0.001, threads: 0}
 Result<agg::StrategyOptions> ParseStrategyConfig(const std::string& yaml_text, const std::string& source_name);

@@ -40,7 +40,7 @@ struct JobSpec {
   uint32_t fan_in = 8;
   std::chrono::milliseconds deadline{60'000};
   bool reject_non_finite = true;
-  ConfigMap client_config;  // sent to every selected client with its task (epochs, lr...)
+  ConfigMap client_config;  // sent to every selected client with its task (epochs, lr...), plus `round`
 };
 
 struct RoundReport {

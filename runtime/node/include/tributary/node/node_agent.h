@@ -6,8 +6,9 @@
 // merges them into the node's single partial aggregate.
 //
 // A round on a node: OpenRound() takes the round spec (selected clients and
-// their route keys) and the fan-in, plans leaves of at most `fan_in` clients
-// and one node-root, acquires functions (warm ones first), sends them their
+// their route keys) and the fan-in, plans leaves of at most `fan_in` clients,
+// intermediates of at most `fan_in` leaves when there are more than `fan_in`
+// leaves, and one node-root, acquires functions (warm ones first), sends them their
 // tasks and points the route keys at the leaves. Each accepted update is
 // handed to its leaf's lease and sent by route key; the agent keeps its own
 // reference to every update until the leaf that folds it commits (hands the
@@ -91,7 +92,7 @@ class NodeAgent {
   // the deadline with what arrived (kRoundClosed if nothing did).
   Result<NodeRoundResult> WaitRound(std::chrono::steady_clock::time_point deadline);
 
-  // The functions working on the open round: leaves first, the node-root last.
+  // The functions working on the open round: leaves, intermediates, the node-root last.
   std::vector<FunctionInstance> RoundFunctions() const;
 
   uint32_t ReapIdleFunctions();

@@ -16,9 +16,11 @@
 //             proximal_mu > 0 adds FedProx's (mu/2)||w - w_global||^2.
 //             A user TrainStep replaces the default step.
 //   Evaluate  the mean loss and, for integer targets, the accuracy.
-// Training is deterministic for a given seed and round.
+// Training is deterministic for a given seed and the config's `round`, also
+// with several clients training on several threads.
 #pragma once
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <functional>
@@ -72,6 +74,7 @@ class ModuleClient : public Client {
         options_(options) {}
 
   void set_train_step(TrainStep<M> step) { step_ = std::move(step); }
+  void set_seed(uint64_t seed) { options_.seed = seed; }
   void set_eval_data(torch::Tensor inputs, torch::Tensor targets) {
     eval_inputs_ = std::move(inputs);
     eval_targets_ = std::move(targets);
@@ -87,12 +90,13 @@ class ModuleClient : public Client {
     for (const auto& p : model_->parameters()) anchor.push_back(p.detach().clone());
     auto optimizer = MakeOptimizer(*model_, o);
     const int64_t n = inputs_.size(0);
-    torch::manual_seed(o.seed + static_cast<uint64_t>(ConfigInt(config, "round", 0)));
+    // A generator of its own: clients may train on several threads at once.
+    auto generator = at::detail::createCPUGenerator(o.seed + static_cast<uint64_t>(ConfigInt(config, "round", 0)));
     model_->train();
     double loss_sum = 0;
     int64_t batches = 0;
     for (int64_t epoch = 0; epoch < o.local_epochs; ++epoch) {
-      const torch::Tensor order = torch::randperm(n, torch::kLong);
+      const torch::Tensor order = torch::randperm(n, generator, torch::kLong);
       for (int64_t at = 0; at < n; at += o.batch_size) {
         const torch::Tensor idx = order.slice(0, at, std::min(n, at + o.batch_size));
         const torch::Tensor x = inputs_.index_select(0, idx), y = targets_.index_select(0, idx);

@@ -1,0 +1,19 @@
+#include "tributary/simulation/models.h"
+
+namespace tributary::simulation {
+
+Result<torch::nn::Sequential> MakeModel(const std::string& name, uint64_t seed) {
+  torch::manual_seed(seed);  // before the workers start: no other thread draws yet
+  namespace nn = torch::nn;
+  if (name == "mlp") {
+    return nn::Sequential(nn::Flatten(), nn::Linear(784, 200), nn::ReLU(), nn::Linear(200, 10));
+  }
+  if (name == "cnn") {
+    return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(1, 16, 5).padding(2)), nn::ReLU(), nn::MaxPool2d(2),
+                          nn::Conv2d(nn::Conv2dOptions(16, 32, 5).padding(2)), nn::ReLU(), nn::MaxPool2d(2),
+                          nn::Flatten(), nn::Linear(32 * 7 * 7, 128), nn::ReLU(), nn::Linear(128, 10));
+  }
+  return MakeError(ErrorCode::kInvalidArgument, "unknown model '" + name + "' (mlp, cnn)");
+}
+
+}  // namespace tributary::simulation
