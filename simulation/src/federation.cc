@@ -10,6 +10,7 @@
 #include <queue>
 #include <random>
 #include <thread>
+#include <unistd.h>
 
 #include "tributary/client/session.h"
 #include "tributary/client/torch/module_client.h"
@@ -30,6 +31,8 @@ torch::Tensor CrossEntropy(const torch::Tensor& out, const torch::Tensor& y) {
 }
 
 std::string ClientId(uint32_t c) { return "client-" + std::to_string(c); }
+// Unique on the machine: node ids name the data plane's sockets and segments.
+std::string NodeId(uint32_t n) { return "sim" + std::to_string(getpid()) + "-" + std::to_string(n); }
 
 // Flat f32 values in the model's layout -> SDK parameters.
 client::Parameters Unflatten(const agg::ModelSpec& spec, const std::vector<float>& flat) {
@@ -253,8 +256,8 @@ Result<std::vector<RoundMetrics>> RunSimulation(const config::SimulationJob& job
   spdlog::info("simulation: {} node agents, gateways on loopback without authentication (simulation only)", job.nodes);
   for (uint32_t n = 0; n < job.nodes; ++n) {
     node::NodeOptions o;
-    o.node_id = "sim-" + std::to_string(n);
-    o.store = {"tributary.sim-" + std::to_string(getpid()) + "-" + std::to_string(n), segment, 1u << 16};
+    o.node_id = NodeId(n);
+    o.store = {"tributary." + NodeId(n), segment, 1u << 16};
     o.dataplane = dataplane::ParseDataPlaneMode(job.dataplane).value();
     o.binary = options.tributary_binary;
     o.gateway.task_poll_interval = std::chrono::milliseconds(100);
@@ -294,7 +297,7 @@ Result<std::vector<RoundMetrics>> RunSimulation(const config::SimulationJob& job
     }
     std::map<std::string, std::vector<std::string>> by_node;
     for (uint32_t i = 0; i < job.clients_per_round; ++i) {
-      by_node["sim-" + std::to_string(everyone[i] % job.nodes)].push_back(ClientId(everyone[i]));
+      by_node[NodeId(everyone[i] % job.nodes)].push_back(ClientId(everyone[i]));
     }
     const auto t0 = Clock::now();
     auto report = controller->RunRound(job.name, by_node);
