@@ -1,4 +1,5 @@
 #include "aggregate_bench.h"
+#include "layered_model.h"
 
 #include <nlohmann/json.hpp>
 #include <omp.h>
@@ -136,18 +137,6 @@ double FlowerStyle(const std::vector<Buffer>& updates, const agg::ModelSpec& spe
   }
   peak_rss = ProcStatus()["VmRSS"];
   return Seconds(t0, Clock::now());
-}
-
-// A ResNet-18-like split of `params` into layers, so per-layer baselines see layers.
-agg::ModelSpec LayeredSpec(uint64_t params) {
-  std::vector<agg::TensorSpec> tensors;
-  uint64_t left = params;
-  for (int i = 0; left > 0; ++i) {
-    const uint64_t n = std::min<uint64_t>(left, i % 3 == 2 ? 512 : (uint64_t{1} << 20) + 37 * i);
-    tensors.push_back(agg::TensorSpec{"layer" + std::to_string(i), agg::DType::kF32, {static_cast<int64_t>(n)}});
-    left -= n;
-  }
-  return agg::ModelSpec::Create(std::move(tensors)).value();
 }
 
 struct MemoryResult {

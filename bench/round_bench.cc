@@ -1,5 +1,7 @@
 #include "round_bench.h"
 
+#include "layered_model.h"
+
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,17 +24,6 @@ namespace tributary::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-agg::ModelSpec BenchModel(uint64_t params) {
-  std::vector<agg::TensorSpec> tensors;
-  uint64_t left = params;
-  for (int i = 0; left > 0; ++i) {
-    const uint64_t n = std::min<uint64_t>(left, i % 3 == 2 ? 512 : (uint64_t{1} << 20) + 37 * i);
-    tensors.push_back(agg::TensorSpec{"layer" + std::to_string(i), agg::DType::kF32, {static_cast<int64_t>(n)}});
-    left -= n;
-  }
-  return agg::ModelSpec::Create(std::move(tensors)).value();
-}
 
 // CPU seconds of `pid` and its live children, plus children it already reaped.
 double ProcessTreeCpuSeconds(pid_t pid) {
@@ -196,7 +187,7 @@ double RelativeL2(const std::vector<float>& a, const std::vector<float>& b) {
 
 Result<void> RunRoundBench(const RoundBenchOptions& o, std::ostream& out) {
   if (o.binary.empty()) return MakeError(ErrorCode::kInvalidArgument, "the bench needs the tributary binary");
-  const agg::ModelSpec model = BenchModel(o.params);
+  const agg::ModelSpec model = LayeredSpec(o.params);
   std::vector<std::vector<float>> payloads(8, std::vector<float>(model.elements()));
   std::mt19937 rng(7);
   std::normal_distribution<float> d(0.0f, 0.01f);

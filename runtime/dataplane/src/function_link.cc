@@ -10,25 +10,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "loopback.h"
 #include "registration.h"
 
 namespace tributary::dataplane {
 namespace {
 
 Error Os(const std::string& what) { return MakeError(ErrorCode::kIo, what + ": " + std::strerror(errno)); }
-
-Result<UniqueFd> ConnectTcp(uint16_t port) {
-  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return Os("socket");
-  const int one = 1;
-  setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return Os("connect to the switch");
-  return fd;
-}
 
 Result<UniqueFd> ConnectUnix(const std::string& name) {
   UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
@@ -46,7 +34,7 @@ Result<UniqueFd> ConnectUnix(const std::string& name) {
 
 Result<FunctionLink> FunctionLink::Connect(const SwitchAddress& address, uint32_t fn,
                                            std::chrono::milliseconds timeout) {
-  TRIBUTARY_ASSIGN_OR_RETURN(UniqueFd data, ConnectTcp(address.tcp_port));
+  TRIBUTARY_ASSIGN_OR_RETURN(UniqueFd data, internal::ConnectLoopback(address.tcp_port, "the switch"));
   TRIBUTARY_ASSIGN_OR_RETURN(UniqueFd reg, ConnectUnix(address.registration));
 
   internal::RegistrationRequest req;

@@ -13,6 +13,8 @@
 #include <mutex>
 #include <thread>
 
+#include "loopback.h"
+
 namespace tributary::dataplane {
 namespace {
 
@@ -101,18 +103,7 @@ PayloadServer::~PayloadServer() {
   for (auto& c : impl_->connections) c.reader.join();
 }
 
-Result<UniqueFd> ConnectPayload(uint16_t port) {
-  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return Os("socket");
-  const int one = 1;
-  setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return Os("connect payload peer");
-  return fd;
-}
+Result<UniqueFd> ConnectPayload(uint16_t port) { return internal::ConnectLoopback(port, "the payload peer"); }
 
 Result<void> WritePayload(int fd, const PayloadHeader& header, std::span<const std::byte> bytes) {
   TRIBUTARY_TRY(WriteExact(fd, &header, sizeof header));

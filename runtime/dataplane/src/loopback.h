@@ -1,0 +1,34 @@
+// A TCP connection to 127.0.0.1:port with Nagle off: descriptors and payload
+// headers are small and must not wait.
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "tributary/core/error.h"
+#include "tributary/core/unique_fd.h"
+
+namespace tributary::dataplane::internal {
+
+inline Result<UniqueFd> ConnectLoopback(uint16_t port, const std::string& peer) {
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return MakeError(ErrorCode::kIo, std::string("socket: ") + std::strerror(errno));
+  const int one = 1;
+  setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return MakeError(ErrorCode::kIo, "connect to " + peer + ": " + std::strerror(errno));
+  }
+  return fd;
+}
+
+}  // namespace tributary::dataplane::internal
