@@ -191,8 +191,11 @@ class ClientPool {
   std::optional<Error> failure_;
 };
 
+// Runs between rounds, when the client workers are idle: it may use every core.
 std::pair<double, double> Evaluate(torch::nn::Sequential& model, const Dataset& d) {
-  torch::NoGradGuard no_grad;
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+  torch::InferenceMode inference;
   model->eval();
   double loss = 0;
   int64_t correct = 0;
@@ -203,6 +206,7 @@ std::pair<double, double> Evaluate(torch::nn::Sequential& model, const Dataset& 
     loss += torch::nn::functional::cross_entropy(out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
     correct += out.argmax(1).eq(y).sum().item<int64_t>();
   }
+  at::set_num_threads(1);  // back to what the workers train with
   return {static_cast<double>(correct) / static_cast<double>(n), loss / static_cast<double>(n)};
 }
 
