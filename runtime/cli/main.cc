@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
 
   CLI::App* simulate = app.add_subcommand(
       "simulate", "Run a simulated federation from a job file: tributary simulate job.yaml [--out DIR] [--rounds N]");
-  simulate->prefix_command();  // everything after `simulate` goes to tributary-simulate
+  simulate->prefix_command();  // everything after `simulate` goes to tributary-simulate,
+  simulate->set_help_flag();   // --help included: it has the options
 
   std::string key_name, key_dir = ".";
   CLI::App* keys = app.add_subcommand("keys", "CURVE keys for gateways and clients");
