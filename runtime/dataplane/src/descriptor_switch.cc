@@ -16,11 +16,12 @@
 #include <unordered_map>
 
 #include "registration.h"
+#include "sockets.h"
 
 namespace tributary::dataplane {
 namespace {
 
-Error Os(const std::string& what) { return MakeError(ErrorCode::kIo, what + ": " + std::strerror(errno)); }
+using internal::OsError;
 
 // epoll tags: kind in the top byte, id below.
 enum Tag : uint64_t { kStop = 1, kTcpListener, kUnixListener, kRegistration, kData };
@@ -346,7 +347,7 @@ Result<std::unique_ptr<DescriptorSwitch>> DescriptorSwitch::Start(const std::str
   impl->callbacks = std::move(callbacks);
   impl->epoll.reset(epoll_create1(EPOLL_CLOEXEC));
   impl->stop.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!impl->epoll || !impl->stop) return Os("epoll/eventfd");
+  if (!impl->epoll || !impl->stop) return OsError("epoll/eventfd");
 
   impl->tcp.reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   sockaddr_in addr{};
@@ -356,7 +357,7 @@ Result<std::unique_ptr<DescriptorSwitch>> DescriptorSwitch::Start(const std::str
   if (!impl->tcp || bind(impl->tcp.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
       listen(impl->tcp.get(), 1024) != 0 ||
       getsockname(impl->tcp.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return Os("listen on loopback");
+    return OsError("listen on loopback");
   }
   impl->port = ntohs(addr.sin_port);
 
@@ -368,7 +369,7 @@ Result<std::unique_ptr<DescriptorSwitch>> DescriptorSwitch::Start(const std::str
   const socklen_t ulen = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + impl->name.size());
   if (!impl->unix_listener || bind(impl->unix_listener.get(), reinterpret_cast<sockaddr*>(&ua), ulen) != 0 ||
       listen(impl->unix_listener.get(), 1024) != 0) {
-    return Os("listen on @" + impl->name);
+    return OsError("listen on @" + impl->name);
   }
   impl->Watch(impl->stop.get(), Pack(kStop, 0));
   impl->Watch(impl->tcp.get(), Pack(kTcpListener, 0));

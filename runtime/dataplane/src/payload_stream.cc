@@ -13,12 +13,12 @@
 #include <mutex>
 #include <thread>
 
-#include "loopback.h"
+#include "sockets.h"
 
 namespace tributary::dataplane {
 namespace {
 
-Error Os(const std::string& what) { return MakeError(ErrorCode::kIo, what + ": " + std::strerror(errno)); }
+using internal::OsError;
 
 Result<void> ReadExact(int fd, void* into, size_t n) {
   auto* p = static_cast<char*>(into);
@@ -26,7 +26,7 @@ Result<void> ReadExact(int fd, void* into, size_t n) {
     const ssize_t got = recv(fd, p, n, 0);
     if (got == 0) return MakeError(ErrorCode::kIo, "payload peer closed the connection");
     if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return Os("recv payload");
+    if (got < 0) return OsError("recv payload");
     p += got;
     n -= static_cast<size_t>(got);
   }
@@ -38,7 +38,7 @@ Result<void> WriteExact(int fd, const void* from, size_t n) {
   while (n > 0) {
     const ssize_t sent = send(fd, p, n, MSG_NOSIGNAL);
     if (sent < 0 && errno == EINTR) continue;
-    if (sent < 0) return Os("send payload");
+    if (sent < 0) return OsError("send payload");
     p += sent;
     n -= static_cast<size_t>(sent);
   }
@@ -82,14 +82,14 @@ Result<std::unique_ptr<PayloadServer>> PayloadServer::Start(FrameReader read_fra
   auto impl = std::make_unique<Impl>();
   impl->read_frame = std::move(read_frame);
   impl->listener = UniqueFd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!impl->listener) return Os("socket");
+  if (!impl->listener) return OsError("socket");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof addr;
-  if (bind(impl->listener.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) return Os("bind payload listener");
-  if (listen(impl->listener.get(), 256) != 0) return Os("listen");
-  if (getsockname(impl->listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return Os("getsockname");
+  if (bind(impl->listener.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) return OsError("bind payload listener");
+  if (listen(impl->listener.get(), 256) != 0) return OsError("listen");
+  if (getsockname(impl->listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return OsError("getsockname");
   Impl* self = impl.get();
   impl->acceptor = std::thread([self] { self->Accept(); });
   return std::unique_ptr<PayloadServer>(new PayloadServer(std::move(impl), ntohs(addr.sin_port)));

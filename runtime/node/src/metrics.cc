@@ -11,10 +11,11 @@ class Writer {
   void Metric(const char* name, const char* type, const char* help) {
     out_ << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
   }
-  // A metric with a single sample.
-  void One(const char* name, const char* type, const char* help, double value, const std::string& labels = "") {
+  // A metric with a single sample (any counter or gauge type, printed as a double).
+  template <typename T>
+  void One(const char* name, const char* type, const char* help, T value, const std::string& labels = "") {
     Metric(name, type, help);
-    Sample(name, value, labels);
+    Sample(name, static_cast<double>(value), labels);
   }
   void Sample(const char* name, double value, const std::string& labels = "") {
     out_ << name << "{node=\"" << node_ << '"' << (labels.empty() ? "" : ",") << labels << "} " << value << '\n';
@@ -31,41 +32,34 @@ class Writer {
 std::string RenderPrometheus(const std::string& node_id, const NodeStats& s) {
   Writer w(node_id);
   w.One("tributary_gateway_updates_accepted_total", "counter", "Client updates accepted by the gateway.",
-        static_cast<double>(s.gateway.accepted));
+        s.gateway.accepted);
   w.One("tributary_gateway_update_bytes_total", "counter", "Payload bytes of accepted updates.",
-        static_cast<double>(s.gateway.accepted_bytes));
+        s.gateway.accepted_bytes);
   w.Metric("tributary_gateway_rejected_total", "counter", "Rejected client requests, by error code.");
   for (const auto& [code, n] : s.gateway.rejected) {
     w.Sample("tributary_gateway_rejected_total", static_cast<double>(n),
              "code=\"" + std::string(ErrorCodeName(code)) + "\"");
   }
   w.One("tributary_gateway_uploads_in_progress", "gauge", "Uploads reserved and not yet complete.",
-        static_cast<double>(s.gateway.uploads_in_progress));
+        s.gateway.uploads_in_progress);
   w.One("tributary_gateway_uploads_expired_total", "counter", "Uploads dropped after the idle timeout.",
-        static_cast<double>(s.gateway.uploads_expired));
+        s.gateway.uploads_expired);
   w.One("tributary_gateway_clients_seen", "gauge", "Distinct client ids that asked this gateway for work.",
-        static_cast<double>(s.gateway.clients_seen));
-  w.One("tributary_functions_cold_starts_total", "counter", "Function processes started.",
-        static_cast<double>(s.functions.cold_starts));
+        s.gateway.clients_seen);
+  w.One("tributary_functions_cold_starts_total", "counter", "Function processes started.", s.functions.cold_starts);
   w.One("tributary_functions_warm_reuses_total", "counter", "Warm functions handed out again.",
-        static_cast<double>(s.functions.warm_reuses));
+        s.functions.warm_reuses);
   w.One("tributary_functions_reaped_total", "counter", "Idle functions stopped after the keep-alive.",
-        static_cast<double>(s.functions.reaped));
-  w.One("tributary_functions_deaths_total", "counter", "Functions that exited unasked.",
-        static_cast<double>(s.functions.deaths));
+        s.functions.reaped);
+  w.One("tributary_functions_deaths_total", "counter", "Functions that exited unasked.", s.functions.deaths);
   w.One("tributary_functions_live", "gauge", "Function processes alive.", s.functions.live);
   w.One("tributary_functions_idle", "gauge", "Warm functions waiting for work.", s.functions.idle);
-  w.One("tributary_store_capacity_bytes", "gauge", "Size of the node's shared-memory segment.",
-        static_cast<double>(s.store.capacity_bytes));
-  w.One("tributary_store_payload_bytes", "gauge", "Bytes of live blocks' payloads.",
-        static_cast<double>(s.store.payload_bytes_in_use));
-  w.One("tributary_store_live_blocks", "gauge", "Live blocks in the segment.",
-        static_cast<double>(s.store.live_blocks));
+  w.One("tributary_store_capacity_bytes", "gauge", "Size of the node's shared-memory segment.", s.store.capacity_bytes);
+  w.One("tributary_store_payload_bytes", "gauge", "Bytes of live blocks' payloads.", s.store.payload_bytes_in_use);
+  w.One("tributary_store_live_blocks", "gauge", "Live blocks in the segment.", s.store.live_blocks);
   w.One("tributary_store_leases", "gauge", "Processes mapping the segment.", s.store.live_leases);
-  w.One("tributary_rounds_completed_total", "counter", "Rounds whose node partial was produced.",
-        static_cast<double>(s.rounds_completed));
-  w.One("tributary_round_rebuilds_total", "counter", "Node trees rebuilt (function failures, deadlines).",
-        static_cast<double>(s.rebuilds));
+  w.One("tributary_rounds_completed_total", "counter", "Rounds whose node partial was produced.", s.rounds_completed);
+  w.One("tributary_round_rebuilds_total", "counter", "Node trees rebuilt (function failures, deadlines).", s.rebuilds);
   w.One("tributary_dataplane_info", "gauge", "The data plane in use.", 1, "mode=\"" + s.dataplane + "\"");
   return w.str();
 }

@@ -171,15 +171,23 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
 
   // ---- under `mu`
 
+  // Hands a hold on `block` to `lease` and sends `d` (whose block fields are
+  // filled in here) pointing at it; the agent keeps its own hold.
+  Result<void> HandOver(const shm::BlockRef& block, uint32_t lease, Descriptor d) {
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, block.Clone());
+    d.length = copy.bytes().size();
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(lease));
+    d.offset = token.offset;
+    d.generation = token.generation;
+    return link->Send(d);
+  }
+
   Result<void> SendUpdate(const HeldUpdate& h, const Leaf& leaf, bool by_route) {
     if (serverful()) return WriteUpdate(h, leaf);
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, h.block.Clone());
-    const uint64_t bytes = copy.bytes().size();
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(leaf.f.lease));
     Descriptor d = MakeDescriptor({TRB_KIND_UPDATE, by_route ? TRB_NO_FUNCTION : leaf.f.fn, h.route_key, leaf.task,
-                                   round.spec.round, token.offset, bytes, token.generation, h.weight});
+                                   round.spec.round, 0, 0, 0, h.weight});
     d.flags = h.dtype;
-    return link->Send(d);
+    return HandOver(h.block, leaf.f.lease, d);
   }
 
   // Serverful transport: the whole update to the leaf's port.
@@ -200,12 +208,9 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
 
   // Sends a committed leaf result to the (new) node-root as its input `index`.
   Result<void> SendCommitted(const Committed& c, uint32_t index) {
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, c.partial.Clone());
-    const uint64_t bytes = copy.bytes().size();
-    const double weight = copy.meta().weight;
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(round.root.lease));
-    return link->Send(MakeDescriptor({TRB_KIND_PARTIAL, round.root.fn, index, round.root_task, round.spec.round,
-                                      token.offset, bytes, token.generation, weight}));
+    return HandOver(c.partial, round.root.lease,
+                    MakeDescriptor({TRB_KIND_PARTIAL, round.root.fn, index, round.root_task, round.spec.round, 0, 0, 0,
+                                    c.partial.meta().weight}));
   }
 
   // A leaf of the current tree handed the agent its result: its updates are
@@ -244,9 +249,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     const std::string wire = t.SerializeAsString();
     TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block, segment->Allocate(wire.size(), {shm::BlockKind::kModel}));
     std::memcpy(block.bytes().data(), wire.data(), wire.size());
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, block.HandOff(f.lease));
-    return link->Send(MakeDescriptor(
-        {TRB_KIND_CONTROL, f.fn, 0, task, round.spec.round, token.offset, wire.size(), token.generation, 0}));
+    return HandOver(block, f.lease, MakeDescriptor({TRB_KIND_CONTROL, f.fn, 0, task, round.spec.round, 0, 0, 0, 0}));
   }
 
   void ReleaseFunctions() {

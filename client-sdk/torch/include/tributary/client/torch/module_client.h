@@ -74,12 +74,10 @@ class ModuleClient : public Client {
         options_(options) {}
 
   void set_train_step(TrainStep<M> step) { step_ = std::move(step); }
-  void set_seed(uint64_t seed) { options_.seed = seed; }
   void set_eval_data(torch::Tensor inputs, torch::Tensor targets) {
     eval_inputs_ = std::move(inputs);
     eval_targets_ = std::move(targets);
   }
-  M& model() { return model_; }
 
   Parameters GetParameters() override { return ToParameters(*model_); }
 
