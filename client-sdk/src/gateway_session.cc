@@ -216,6 +216,7 @@ Result<GlobalModel> GatewaySession::DownloadModel(const std::string& job) {
     do {
       v1::Envelope e = protocol::NewEnvelope();
       e.mutable_model_request()->set_job_id(job);
+      e.mutable_model_request()->set_client_id(impl_->options.client_id);
       e.mutable_model_request()->set_offset(m.payload.size());
       e.mutable_model_request()->set_max_bytes(impl_->options.chunk_bytes);
       TRIBUTARY_ASSIGN_OR_RETURN(auto reply, impl_->Exchange(e, {}));

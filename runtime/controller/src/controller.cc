@@ -40,11 +40,19 @@ struct Incoming {
   bool done = false;
 };
 
+// One client's update of a personalized round, complete and checksummed.
+struct ClientEvent {
+  std::string client;
+  double weight = 0;
+  std::string bytes;  // f32 values
+};
+
 struct Pending {
   std::string job;
   uint64_t round = 0;
   std::map<std::string, Incoming> partials;  // by node
   std::map<std::string, Error> failures;
+  std::deque<ClientEvent> events;  // personalized rounds: updates not yet handed to the function
 };
 
 std::string CheckpointPath(const std::string& dir, const std::string& job) { return dir + "/" + job + ".ckpt"; }
@@ -124,6 +132,7 @@ struct Controller::Impl {
       pending->partials[from] = Incoming{h, {}, false};
       pending->partials[from].bytes.reserve(h.payload_bytes());
       Complete(pending->partials[from]);
+      TakeClientUpdate(from);
     } else if (e.has_node_partial_chunk() && frame != nullptr) {
       const auto& c = e.node_partial_chunk();
       auto it = pending->partials.find(from);
@@ -134,12 +143,45 @@ struct Controller::Impl {
       } else {
         in.bytes.append(static_cast<const char*>(frame->data()), frame->size());
         Complete(in);
+        TakeClientUpdate(from);
       }
     } else if (e.has_node_round_failed()) {
       const auto& f = e.node_round_failed();
       if (f.job_id() == pending->job && f.round() == pending->round) pending->failures[from] = protocol::FromErrorReply(f.error());
     }
     cv.notify_all();
+  }
+
+  // A complete client update (personalized rounds) becomes an event; the
+  // node's own partial (no client) stays as its end-of-round mark.
+  void TakeClientUpdate(const std::string& node) {
+    auto it = pending->partials.find(node);
+    if (it == pending->partials.end() || !it->second.done || it->second.header.client_id().empty()) return;
+    pending->events.push_back({it->second.header.client_id(), it->second.header.weight(), std::move(it->second.bytes)});
+    pending->partials.erase(it);
+  }
+
+  // The model a node's gateway serves for `job`: the global one, or (with
+  // `client`) that client's personal one.
+  void Publish(const std::string& node, const std::string& job, uint64_t version, const agg::ModelSpec& spec,
+               const std::vector<float>& values, const std::string& client) {
+    const std::string_view bytes(reinterpret_cast<const char*>(values.data()), values.size() * 4);
+    v1::Envelope publish = protocol::NewEnvelope();
+    auto* mp = publish.mutable_model_publish();
+    mp->set_job_id(job);
+    mp->set_model_version(version);
+    for (const auto& t : spec.tensors()) *mp->add_model() = protocol::ToProto(t);
+    mp->set_payload_bytes(bytes.size());
+    mp->set_payload_xxh3(protocol::PayloadHasher::Of(std::as_bytes(std::span(bytes.data(), bytes.size()))));
+    mp->set_client_id(client);
+    outbox.push_back({node, protocol::EncodeEnvelope(publish), {}});
+    for (uint64_t off = 0; off < bytes.size(); off += kChunkBytes) {
+      v1::Envelope chunk = protocol::NewEnvelope();
+      chunk.mutable_model_publish_chunk()->set_job_id(job);
+      chunk.mutable_model_publish_chunk()->set_model_version(version);
+      chunk.mutable_model_publish_chunk()->set_offset(off);
+      outbox.push_back({node, protocol::EncodeEnvelope(chunk), std::string(bytes.substr(off, kChunkBytes))});
+    }
   }
 
   void Complete(Incoming& in) {
@@ -256,6 +298,16 @@ Result<void> Controller::WaitForNodes(size_t count, std::chrono::milliseconds ti
 }
 
 Result<void> Controller::AddJob(JobSpec spec) {
+  if (spec.personalized) {
+    if (spec.model.tensors() != spec.personalized->update_model().tensors()) {
+      return MakeError(ErrorCode::kShapeMismatch, "a personalized job's model must be its function's update model");
+    }
+    Job j;
+    j.spec = std::move(spec);
+    std::lock_guard lock(impl_->mu);
+    impl_->jobs[j.spec.id] = std::move(j);
+    return Ok();
+  }
   if (spec.initial_model.size() != spec.model.elements()) {
     return MakeError(ErrorCode::kShapeMismatch, "initial model has " + std::to_string(spec.initial_model.size()) +
                                                     " values, the model spec " + std::to_string(spec.model.elements()));
@@ -279,31 +331,35 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
   if (jit == impl_->jobs.end()) return MakeError(ErrorCode::kUnknownJob, "no job '" + job_id + "'");
   Job& job = jit->second;
   const uint64_t round = job.version + 1;
-  impl_->pending = Pending{job_id, round, {}, {}};
-  uint32_t key = 1;
-  const std::string_view model_bytes(reinterpret_cast<const char*>(job.model.data()), job.model.size() * 4);
-  const uint64_t model_xxh3 = protocol::PayloadHasher::Of(std::as_bytes(std::span(model_bytes.data(), model_bytes.size())));
   for (const auto& [node, clients] : clients_by_node) {
-    if (impl_->nodes.count(node) == 0) {
-      impl_->pending.reset();
-      return MakeError(ErrorCode::kNotFound, "node '" + node + "' is not connected");
+    if (impl_->nodes.count(node) == 0) return MakeError(ErrorCode::kNotFound, "node '" + node + "' is not connected");
+  }
+  agg::PersonalizedFunction* personal = job.spec.personalized.get();
+  // Personal models are generated before the round opens, without the lock
+  // (the job's rounds run one at a time, so `job` stays put).
+  std::map<std::string, std::vector<float>> personal_models;
+  if (personal) {
+    lock.unlock();
+    for (const auto& [node, clients] : clients_by_node) {
+      for (const std::string& c : clients) {
+        TRIBUTARY_ASSIGN_OR_RETURN(personal_models[c], personal->ModelFor(c, round));
+        if (personal_models[c].size() != personal->personal_model().elements()) {
+          return MakeError(ErrorCode::kShapeMismatch, "the personalized function's model for " + c + " has the wrong size");
+        }
+      }
     }
-    // The model the round starts from, for the node's gateway to serve.
-    v1::Envelope publish = protocol::NewEnvelope();
-    auto* mp = publish.mutable_model_publish();
-    mp->set_job_id(job_id);
-    mp->set_model_version(job.version);
-    for (const auto& t : job.spec.model.tensors()) *mp->add_model() = protocol::ToProto(t);
-    mp->set_payload_bytes(model_bytes.size());
-    mp->set_payload_xxh3(model_xxh3);
-    impl_->outbox.push_back({node, protocol::EncodeEnvelope(publish), {}});
-    for (uint64_t off = 0; off < model_bytes.size(); off += kChunkBytes) {
-      v1::Envelope chunk = protocol::NewEnvelope();
-      chunk.mutable_model_publish_chunk()->set_job_id(job_id);
-      chunk.mutable_model_publish_chunk()->set_model_version(job.version);
-      chunk.mutable_model_publish_chunk()->set_offset(off);
-      impl_->outbox.push_back({node, protocol::EncodeEnvelope(chunk),
-                               std::string(model_bytes.substr(off, kChunkBytes))});
+    lock.lock();
+  }
+  impl_->pending = Pending{job_id, round, {}, {}, {}};
+  uint32_t key = 1;
+  for (const auto& [node, clients] : clients_by_node) {
+    // The models the round starts from, for the node's gateway to serve.
+    if (personal) {
+      for (const std::string& c : clients) {
+        impl_->Publish(node, job_id, job.version, personal->personal_model(), personal_models[c], c);
+      }
+    } else {
+      impl_->Publish(node, job_id, job.version, job.spec.model, job.model, "");
     }
     v1::Envelope e = protocol::NewEnvelope();
     auto* plan = e.mutable_round_plan();
@@ -315,16 +371,38 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
     plan->set_fan_in(job.spec.fan_in);
     plan->set_deadline_ms(static_cast<uint64_t>(job.spec.deadline.count()));
     plan->set_reject_non_finite(job.spec.reject_non_finite);
+    plan->set_personalized(personal != nullptr);
     protocol::ToProto(job.spec.client_config, plan->mutable_client_config());
     (*plan->mutable_client_config())["round"].set_int_value(static_cast<int64_t>(round));
     impl_->outbox.push_back({node, protocol::EncodeEnvelope(e), {}});
   }
   const auto give_up = Clock::now() + job.spec.deadline + std::chrono::seconds(30);
-  const bool all = impl_->cv.wait_until(lock, give_up, [&] {
-    size_t done = 0;
-    for (const auto& [node, in] : impl_->pending->partials) done += in.done;
-    return !impl_->pending->failures.empty() || done == clients_by_node.size();
-  });
+  RoundReport report;
+  bool all = false;
+  for (;;) {
+    all = impl_->cv.wait_until(lock, give_up, [&] {
+      size_t done = 0;
+      for (const auto& [node, in] : impl_->pending->partials) done += in.done;
+      return !impl_->pending->failures.empty() || !impl_->pending->events.empty() || done == clients_by_node.size();
+    });
+    if (!all || impl_->pending->events.empty()) break;
+    // Events go to the stateful function in arrival order, without the lock.
+    ClientEvent ev = std::move(impl_->pending->events.front());
+    impl_->pending->events.pop_front();
+    lock.unlock();
+    Result<void> applied =
+        ev.bytes.size() != job.spec.model.elements() * 4
+            ? Result<void>(MakeError(ErrorCode::kShapeMismatch, "client " + ev.client + "'s update has the wrong size"))
+            : personal->OnUpdate(ev.client, round, ev.weight,
+                                 std::span(reinterpret_cast<const float*>(ev.bytes.data()), ev.bytes.size() / 4));
+    lock.lock();
+    if (!applied) {
+      impl_->pending.reset();
+      return MakeError(applied.error().code, "round " + std::to_string(round) + ": " + applied.error().reason);
+    }
+    report.updates += 1;
+    report.weight += ev.weight;
+  }
   Pending pending = std::move(*impl_->pending);
   impl_->pending.reset();
   if (!pending.failures.empty()) {
@@ -332,9 +410,16 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
     return MakeError(err.code, "round " + std::to_string(round) + " failed on node " + node + ": " + err.reason);
   }
   if (!all) return MakeError(ErrorCode::kRoundClosed, "round " + std::to_string(round) + ": nodes did not answer in time");
+  report.round = round;
+  if (personal) {
+    for (const auto& [node, in] : pending.partials) report.updates_by_node[node] = in.header.updates();
+    job.version += 1;
+    report.model_version = job.version;
+    report.seconds = Clock::now() - start;
+    return report;
+  }
 
   // The root: merge the nodes' partials (in node order: deterministic), finalize.
-  RoundReport report;
   std::vector<float> sum(job.model.size(), 0.0f);
   agg::Partial total{sum, 0, 0};
   for (const auto& [node, in] : pending.partials) {
@@ -350,7 +435,6 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
   job.steps = state.steps;
   job.version += 1;
   TRIBUTARY_TRY(impl_->Checkpoint(job));
-  report.round = round;
   report.model_version = job.version;
   report.updates = total.updates;
   report.weight = total.weight;

@@ -114,8 +114,10 @@ struct Gateway::Impl {
                                                          "an upload_chunk carries exactly one payload frame"));
         break;
       case v1::Envelope::kModelRequest:
-        r = payload_frames == 0 ? OnModelRequest(identity, e.request_id(), e.model_request())
-                                : Result<void>(MakeError(ErrorCode::kMalformedFrame, "a model request has no frames"));
+        r = payload_frames == 0
+                ? (e.model_request().client_id().empty() ? Ok() : SameClient(e.model_request().client_id(), authenticated))
+                : Result<void>(MakeError(ErrorCode::kMalformedFrame, "a model request has no frames"));
+        if (r) r = OnModelRequest(identity, e.request_id(), e.model_request());
         break;
       case v1::Envelope::kTaskRequest:
         r = payload_frames == 0 ? SameClient(e.task_request().client_id(), authenticated)
@@ -196,7 +198,7 @@ struct Gateway::Impl {
   }
 
   Result<void> OnModelRequest(const zmq::message_t& identity, uint64_t request_id, const v1::ModelRequest& m) {
-    TRIBUTARY_ASSIGN_OR_RETURN(PublishedModel model, models->Get(m.job_id()));
+    TRIBUTARY_ASSIGN_OR_RETURN(PublishedModel model, models->Get(m.job_id(), m.client_id()));
     const uint64_t total = model.block.bytes().size();
     if (m.offset() > total) {
       return MakeError(ErrorCode::kInvalidArgument, "offset " + std::to_string(m.offset()) + " is past the model's " +

@@ -2,20 +2,28 @@
 
 namespace tributary::gateway {
 
-void ModelStore::Publish(const std::string& job, PublishedModel model) {
+void ModelStore::Publish(const std::string& job, PublishedModel model, const std::string& client) {
   std::lock_guard lock(mu_);
-  auto it = models_.find(job);
+  auto it = models_.find({job, client});
   if (it != models_.end() && it->second.version >= model.version) return;
-  models_[job] = std::move(model);
+  models_[{job, client}] = std::move(model);
 }
 
-Result<PublishedModel> ModelStore::Get(const std::string& job) const {
+Result<PublishedModel> ModelStore::Get(const std::string& job, const std::string& client) const {
   std::lock_guard lock(mu_);
-  auto it = models_.find(job);
-  if (it == models_.end()) return MakeError(ErrorCode::kNotFound, "no global model published for job '" + job + "'");
+  auto it = client.empty() ? models_.end() : models_.find({job, client});
+  if (it == models_.end()) it = models_.find({job, ""});
+  if (it == models_.end()) return MakeError(ErrorCode::kNotFound, "no model published for job '" + job + "'");
   const PublishedModel& m = it->second;
   TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block, m.block.Clone());
   return PublishedModel{m.version, m.spec, m.xxh3, std::move(block)};
+}
+
+void ModelStore::DropPersonalBefore(const std::string& job, uint64_t version) {
+  std::lock_guard lock(mu_);
+  std::erase_if(models_, [&](const auto& kv) {
+    return kv.first.first == job && !kv.first.second.empty() && kv.second.version < version;
+  });
 }
 
 void ModelStore::Clear() {

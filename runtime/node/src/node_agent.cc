@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "tributary/aggregator/kernels.h"
 #include "tributary/dataplane/descriptor_switch.h"
 #include "tributary/dataplane/payload_stream.h"
 #include "tributary/function/function_host.h"
@@ -41,8 +42,18 @@ struct Committed {
   std::vector<uint32_t> keys;
 };
 
+// An accepted update of a personalized round, waiting for the caller's thread.
+struct PersonalUpdate {
+  std::string client;
+  agg::ModelSpec layout;
+  double weight = 0;
+  shm::BlockRef block;
+};
+
 struct Round {
   bool active = false;
+  bool personal = false;                 // RunPersonalRound: no tree, updates go to the caller
+  std::deque<PersonalUpdate> arrived;    // personal rounds only
   gateway::RoundSpec spec;
   uint32_t fan_in = 1;
   std::vector<uint32_t> keys;          // route keys the current tree expects
@@ -158,6 +169,11 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   void Accept(const gateway::AcceptedUpdate& u, shm::BlockRef block) override {
     std::lock_guard lock(mu);
     if (!round.active || u.admission.job != round.spec.job || u.admission.round != round.spec.round) return;
+    if (round.personal) {
+      round.arrived.push_back({u.admission.client, u.layout, static_cast<double>(u.sample_count), std::move(block)});
+      cv.notify_all();
+      return;
+    }
     HeldUpdate h{std::move(block), u.admission.route_key, static_cast<uint16_t>(u.layout.runs().front().dtype),
                  static_cast<double>(u.sample_count)};
     auto leaf = round.leaf_of.find(h.route_key);
@@ -460,6 +476,48 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
     impl_->cv.wait_until(lock, r.deadline_passed ? Clock::now() + std::chrono::milliseconds(100)
                                                  : std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
   }
+}
+
+Result<uint64_t> NodeAgent::RunPersonalRound(gateway::RoundSpec spec, Clock::time_point deadline,
+                                             const std::function<Result<void>(ClientUpdate)>& on_update) {
+  if (spec.selected.empty()) return MakeError(ErrorCode::kInvalidArgument, "no clients selected");
+  const size_t expected = spec.selected.size();
+  std::unique_lock lock(impl_->mu);
+  Round& r = impl_->round;
+  if (r.active) return MakeError(ErrorCode::kInvalidArgument, "a round is already open on this node");
+  r.active = true;
+  r.personal = true;
+  r.spec = spec;
+  impl_->rounds.OpenRound(std::move(spec));
+  uint64_t handled = 0, delivered = 0;  // a non-finite update (if the job admits them) is handled, not delivered
+  Result<void> outcome = Ok();
+  while (outcome && handled < expected) {
+    if (r.arrived.empty()) {
+      if (Clock::now() >= deadline) break;
+      impl_->cv.wait_until(lock, deadline);
+      continue;
+    }
+    PersonalUpdate u = std::move(r.arrived.front());
+    r.arrived.pop_front();
+    lock.unlock();
+    // Decoded to f32 by folding it once into zeros: the kernels read every transport dtype.
+    ClientUpdate out{u.client, u.weight, std::vector<float>(u.layout.elements(), 0.0f)};
+    auto finite = agg::FiniteUpdate::Check(u.layout, u.block.bytes(), 1.0, {1});
+    if (finite) {
+      agg::FoldUpdates(out.values, std::span(&finite.value(), 1), {1});
+      outcome = on_update(std::move(out));
+      delivered += 1;
+    }
+    handled += 1;
+    u.block = {};
+    lock.lock();
+  }
+  impl_->rounds.CloseRound(r.spec.job);
+  r = Round{};
+  if (!outcome) return std::move(outcome).error();
+  if (delivered == 0) return MakeError(ErrorCode::kRoundClosed, "no update arrived before the deadline");
+  impl_->rounds_completed += 1;
+  return delivered;
 }
 
 std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {

@@ -105,7 +105,8 @@ struct NodeService::Impl {
     if (protocol::PayloadHasher::Of(incoming->block.bytes()) == incoming->header.payload_xxh3()) {
       agent->models().Publish(incoming->header.job_id(),
                               gateway::PublishedModel{incoming->header.model_version(), std::move(incoming->spec),
-                                                      incoming->header.payload_xxh3(), std::move(incoming->block)});
+                                                      incoming->header.payload_xxh3(), std::move(incoming->block)},
+                              incoming->header.client_id());
     }
     incoming.reset();
   }
@@ -137,16 +138,34 @@ struct NodeService::Impl {
     TRIBUTARY_ASSIGN_OR_RETURN(spec.model, agg::ModelSpec::Create(std::move(tensors)));
     for (const auto& [client, key] : plan.clients()) spec.selected[client] = key;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(plan.deadline_ms());
+    if (plan.personalized()) {
+      agent->models().DropPersonalBefore(plan.job_id(), plan.model_version());
+      TRIBUTARY_ASSIGN_OR_RETURN(
+          const uint64_t updates, agent->RunPersonalRound(std::move(spec), deadline, [&](ClientUpdate u) -> Result<void> {
+            SendPartial(plan, u.client, u.weight, 1, std::as_bytes(std::span(u.values)));
+            return Ok();
+          }));
+      SendPartial(plan, "", 0, updates, {});  // the node's round is over
+      return Ok();
+    }
     TRIBUTARY_TRY(agent->OpenRound(std::move(spec), plan.fan_in()));
     TRIBUTARY_ASSIGN_OR_RETURN(NodeRoundResult result, agent->WaitRound(deadline));
-    const auto bytes = result.partial.bytes();
+    SendPartial(plan, "", result.partial.meta().weight, result.partial.meta().updates, result.partial.bytes());
+    return Ok();
+  }
+
+  // A NodePartial and its chunks: the node's aggregate, or (with `client`)
+  // one client's update of a personalized round.
+  void SendPartial(const v1::RoundPlan& plan, const std::string& client, double weight, uint64_t updates,
+                   std::span<const std::byte> bytes) {
     v1::Envelope head = protocol::NewEnvelope();
     auto* p = head.mutable_node_partial();
     p->set_job_id(plan.job_id());
     p->set_round(plan.round());
     p->set_node_id(options.node_id);
-    p->set_weight(result.partial.meta().weight);
-    p->set_updates(result.partial.meta().updates);
+    p->set_client_id(client);
+    p->set_weight(weight);
+    p->set_updates(updates);
     p->set_payload_bytes(bytes.size());
     p->set_payload_xxh3(protocol::PayloadHasher::Of(bytes));
     Send(head);
@@ -159,7 +178,6 @@ struct NodeService::Impl {
       chunk->set_offset(off);
       Send(c, bytes.data() + off, std::min<uint64_t>(kChunkBytes, bytes.size() - off));
     }
-    return Ok();
   }
 };
 

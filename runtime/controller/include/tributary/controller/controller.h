@@ -10,6 +10,14 @@
 // (write, fsync, rename). AddJob() resumes a job from its checkpoint when one
 // exists, so a restarted controller continues where it stopped.
 //
+// A personalized job (JobSpec.personalized, e.g. SemiPFL) has no global
+// model: before each round the controller asks the job's stateful function
+// for every selected client's personal model and publishes it to that
+// client's node; the nodes send each accepted update on its own, and the
+// controller hands them to the function as events, in arrival order, on the
+// RunRound caller's thread. Such jobs are not checkpointed here (the
+// function owns its state).
+//
 // Thread safety: public methods may be called from any thread; rounds of one
 // job run one at a time.
 #pragma once
@@ -21,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "tributary/aggregator/personalized.h"
 #include "tributary/aggregator/strategy.h"
 #include "tributary/core/config_map.h"
 #include "tributary/core/error.h"
@@ -41,6 +50,9 @@ struct JobSpec {
   std::chrono::milliseconds deadline{60'000};
   bool reject_non_finite = true;
   ConfigMap client_config;  // sent to every selected client with its task (epochs, lr...), plus `round`
+  // Set: a personalized job; `model` must be personalized->update_model(),
+  // `strategy` and `initial_model` are unused.
+  std::shared_ptr<agg::PersonalizedFunction> personalized;
 };
 
 struct RoundReport {

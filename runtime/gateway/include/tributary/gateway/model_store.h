@@ -1,5 +1,6 @@
-// The global models a node serves to its clients: per job, the latest
-// published version, in a shared-memory block.
+// The models a node serves to its clients: per job, the latest published
+// global version, and personal models (one per client, for personalized jobs
+// such as SemiPFL), each in a shared-memory block.
 //
 // The node's controller link publishes; the gateway reads. A reader gets its
 // own reference to the block, so a newer version can be published while an
@@ -28,15 +29,22 @@ struct PublishedModel {
 
 class ModelStore {
  public:
-  // Replaces the job's model if `model.version` is newer; older ones are ignored.
-  void Publish(const std::string& job, PublishedModel model);
-  // The job's current model (its block held for the caller); kNotFound if none.
-  Result<PublishedModel> Get(const std::string& job) const;
+  // Replaces the job's model (or `client`'s personal one) if `model.version`
+  // is newer; older ones are ignored. Publishing a global version drops the
+  // job's personal models of older versions.
+  void Publish(const std::string& job, PublishedModel model, const std::string& client = "");
+  // `client`'s personal model if one is published, else the job's model (its
+  // block held for the caller); kNotFound if neither.
+  Result<PublishedModel> Get(const std::string& job, const std::string& client = "") const;
+  // Drops the job's personal models older than `version` (their clients were
+  // not selected again).
+  void DropPersonalBefore(const std::string& job, uint64_t version);
   void Clear();  // drops every model (before the segment goes)
 
  private:
+  using Key = std::pair<std::string, std::string>;  // job, client ("" = the job's)
   mutable std::mutex mu_;
-  std::map<std::string, PublishedModel> models_;
+  std::map<Key, PublishedModel> models_;
 };
 
 }  // namespace tributary::gateway

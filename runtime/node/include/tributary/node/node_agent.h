@@ -21,6 +21,11 @@
 // abandoned tasks are ignored). At the deadline, the tree is rebuilt for the
 // updates that arrived. WaitRound() returns the node's partial aggregate.
 //
+// RunPersonalRound() is a personalized job's round (SemiPFL): there is
+// nothing to fold, so no functions run; each accepted update is decoded to
+// f32 and handed to the caller as it arrives, for the controller's stateful
+// function.
+//
 // AggregationTransport::kTcp runs the same tree the serverful way, for the
 // round benchmark's comparison: each update is written whole to its leaf over
 // loopback TCP and released, and functions pass whole payloads to their
@@ -33,6 +38,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,6 +70,13 @@ struct NodeRoundResult {
   uint32_t rebuilds = 0;  // tree rebuilds (function failures, deadline)
 };
 
+// One client's update in a personalized round.
+struct ClientUpdate {
+  std::string client;
+  double weight = 0;          // its sample count
+  std::vector<float> values;  // the update decoded to f32
+};
+
 struct NodeStats {
   gateway::GatewayStats gateway;
   SupervisorStats functions;
@@ -91,6 +104,14 @@ class NodeAgent {
   // The node's partial once every selected client's update is folded, or at
   // the deadline with what arrived (kRoundClosed if nothing did).
   Result<NodeRoundResult> WaitRound(std::chrono::steady_clock::time_point deadline);
+
+  // Opens a personalized round and hands each accepted update to `on_update`
+  // on the calling thread, in arrival order, until every selected client has
+  // delivered or the deadline passes (then the round closes). Returns the
+  // number of updates handed over; kRoundClosed if none arrived; the first
+  // error `on_update` returns ends the round with that error.
+  Result<uint64_t> RunPersonalRound(gateway::RoundSpec spec, std::chrono::steady_clock::time_point deadline,
+                                    const std::function<Result<void>(ClientUpdate)>& on_update);
 
   // The functions working on the open round: leaves, intermediates, the node-root last.
   std::vector<FunctionInstance> RoundFunctions() const;

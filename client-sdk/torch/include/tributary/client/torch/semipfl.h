@@ -1,0 +1,93 @@
+// SemiPFL on the device (Tashakori et al., arXiv 2203.08176): the model
+// family the server generates, and the client's two jobs in a round.
+//
+// A SemiPFL client's personal model holds its autoencoder (tensors named
+// "ae.<i>.weight|bias") followed by M base classifiers ("base<m>.<...>",
+// BatchNorm buffers included) that the server trained on the latent space of
+// that autoencoder's encoder. Each round the client
+//  1. combines the base models with its few labels (Combine): combination
+//     weights a = softmax(w) over the M models, p(y|x) = sum_m a_m
+//     softmax(base_m(enc(x))), w fitted by minimizing the negative
+//     log-likelihood of the labelled samples (Adam, full batch); without
+//     labels the weights stay uniform. Predict classifies with them.
+//  2. trains a copy of the autoencoder on all its samples, labels unused
+//     (reconstruction MSE, Adam), and sends that copy back (TrainAutoencoder:
+//     the "ae." tensors only, the update the server's hypernetwork learns from).
+// Predict keeps using the encoder as received, the one the base models fit.
+//
+// Architecture (the paper's): encoder input -> h1 -> ... -> latent with ReLU
+// between and a linear latent; decoder mirrored with ReLU between and Tanh at
+// the end, so samples must lie in [-1, 1]; base model BatchNorm(latent),
+// latent -> base_hidden, ReLU, BatchNorm, base_hidden -> classes.
+//
+// Thread safety: a SemiPflLearner is used by one thread at a time.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tributary/client/types.h"
+#include "tributary/core/error.h"
+
+namespace tributary::client::torch_adapter {
+
+struct SemiPflArchitecture {
+  int64_t input = 0;                           // a flattened sample's size
+  std::vector<int64_t> encoder{256, 128, 64};  // widths; the last is the latent size
+  int64_t classes = 0;
+  int64_t base_hidden = 16;
+  uint32_t base_models = 1;
+
+  int64_t latent() const { return encoder.back(); }
+  Result<void> Validate() const;
+};
+
+torch::nn::Sequential MakeAutoencoder(const SemiPflArchitecture& arch);
+// The encoder half of an autoencoder from MakeAutoencoder.
+torch::Tensor Encode(torch::nn::Sequential& autoencoder, const torch::Tensor& x);
+torch::nn::Sequential MakeBaseModel(const SemiPflArchitecture& arch);
+
+// The names and shapes of the update (autoencoder) and of the personal model
+// (autoencoder, then the base models), in wire order.
+Parameters AutoencoderLayout(const SemiPflArchitecture& arch);
+Parameters PersonalModelLayout(const SemiPflArchitecture& arch);
+
+// Per-sample reconstruction mean squared error, [N].
+torch::Tensor ReconstructionError(torch::nn::Sequential& autoencoder, const torch::Tensor& x);
+
+struct SemiPflTrainOptions {
+  int64_t epochs = 5;
+  double lr = 1e-3;
+  int64_t batch_size = 32;
+  int64_t combine_steps = 100;
+  double combine_lr = 0.1;
+  uint64_t seed = 0;
+};
+
+class SemiPflLearner {
+ public:
+  explicit SemiPflLearner(SemiPflArchitecture arch);
+
+  // Takes a personal model (names and shapes checked against the layout).
+  Result<void> Load(const Parameters& personal);
+  // Fits the combination weights on labelled samples x [N, input], y [N].
+  void Combine(const torch::Tensor& x, const torch::Tensor& y, const SemiPflTrainOptions& options);
+  // Class probabilities [N, classes] of the combined base models.
+  torch::Tensor Predict(const torch::Tensor& x);
+  std::vector<float> combination() const;  // softmax(w)
+
+  // Trains a copy of the received autoencoder on x; the update to send back,
+  // with metrics "reconstruction_loss" (mean of the last epoch) and "samples".
+  Result<FitResult> TrainAutoencoder(const torch::Tensor& x, const SemiPflTrainOptions& options);
+
+ private:
+  SemiPflArchitecture arch_;
+  torch::nn::Sequential autoencoder_;
+  std::vector<torch::nn::Sequential> bases_;
+  torch::Tensor weights_;  // combination logits, [M]
+};
+
+}  // namespace tributary::client::torch_adapter

@@ -1,0 +1,193 @@
+#include "tributary/client/torch/semipfl.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "tributary/client/torch/module_client.h"
+
+namespace tributary::client::torch_adapter {
+namespace {
+
+Parameters Prefixed(const std::string& prefix, Parameters p) {
+  for (Tensor& t : p) t.name = prefix + t.name;
+  return p;
+}
+
+// The tensors of `from` [begin, begin + n) with `prefix` stripped from their names.
+Result<Parameters> Slice(const Parameters& from, size_t begin, size_t n, const std::string& prefix) {
+  if (from.size() < begin + n) return MakeError(ErrorCode::kShapeMismatch, "the personal model has too few tensors");
+  Parameters out(from.begin() + static_cast<int64_t>(begin), from.begin() + static_cast<int64_t>(begin + n));
+  for (Tensor& t : out) {
+    if (t.name.rfind(prefix, 0) != 0) {
+      return MakeError(ErrorCode::kShapeMismatch, "tensor '" + t.name + "' should start with '" + prefix + "'");
+    }
+    t.name.erase(0, prefix.size());
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<void> SemiPflArchitecture::Validate() const {
+  if (input <= 0 || classes < 2 || encoder.empty() || base_hidden <= 0 || base_models == 0) {
+    return MakeError(ErrorCode::kConfig, "a SemiPFL architecture needs input > 0, classes >= 2, encoder widths, "
+                                         "base_hidden > 0 and base_models > 0");
+  }
+  for (int64_t w : encoder) {
+    if (w <= 0) return MakeError(ErrorCode::kConfig, "autoencoder widths must be positive");
+  }
+  return Ok();
+}
+
+torch::nn::Sequential MakeAutoencoder(const SemiPflArchitecture& arch) {
+  torch::nn::Sequential s;
+  std::vector<int64_t> widths{arch.input};
+  widths.insert(widths.end(), arch.encoder.begin(), arch.encoder.end());
+  for (size_t i = 1; i < widths.size(); ++i) {
+    if (i > 1) s->push_back(torch::nn::ReLU());
+    s->push_back(torch::nn::Linear(widths[i - 1], widths[i]));
+  }
+  for (size_t i = widths.size() - 1; i > 0; --i) {
+    s->push_back(torch::nn::ReLU());
+    s->push_back(torch::nn::Linear(widths[i], widths[i - 1]));
+  }
+  s->push_back(torch::nn::Tanh());
+  return s;
+}
+
+torch::Tensor Encode(torch::nn::Sequential& autoencoder, const torch::Tensor& x) {
+  // Encoder modules: Linear, then (ReLU, Linear) per further width; the
+  // decoder has one more module per width, plus the Tanh.
+  const size_t encoder_modules = (autoencoder->size() - 2) / 2;
+  torch::Tensor h = x;
+  auto it = autoencoder->begin();
+  for (size_t i = 0; i < encoder_modules; ++i, ++it) h = it->forward(h);
+  return h;
+}
+
+torch::nn::Sequential MakeBaseModel(const SemiPflArchitecture& arch) {
+  return torch::nn::Sequential(torch::nn::BatchNorm1d(arch.latent()), torch::nn::Linear(arch.latent(), arch.base_hidden),
+                               torch::nn::ReLU(), torch::nn::BatchNorm1d(arch.base_hidden),
+                               torch::nn::Linear(arch.base_hidden, arch.classes));
+}
+
+Parameters AutoencoderLayout(const SemiPflArchitecture& arch) {
+  return Prefixed("ae.", ToParameters(*MakeAutoencoder(arch)));
+}
+
+Parameters PersonalModelLayout(const SemiPflArchitecture& arch) {
+  Parameters out = AutoencoderLayout(arch);
+  const Parameters base = ToParameters(*MakeBaseModel(arch));
+  for (uint32_t m = 0; m < arch.base_models; ++m) {
+    Parameters p = Prefixed("base" + std::to_string(m) + ".", base);
+    out.insert(out.end(), p.begin(), p.end());
+  }
+  return out;
+}
+
+torch::Tensor ReconstructionError(torch::nn::Sequential& autoencoder, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  return (autoencoder->forward(x) - x).pow(2).mean(1);
+}
+
+SemiPflLearner::SemiPflLearner(SemiPflArchitecture arch)
+    : arch_(std::move(arch)), autoencoder_(MakeAutoencoder(arch_)),
+      weights_(torch::zeros({static_cast<int64_t>(arch_.base_models)})) {
+  for (uint32_t m = 0; m < arch_.base_models; ++m) bases_.push_back(MakeBaseModel(arch_));
+}
+
+Result<void> SemiPflLearner::Load(const Parameters& personal) {
+  const size_t ae = AutoencoderLayout(arch_).size();
+  const size_t per_base = ToParameters(*bases_.front()).size();
+  if (personal.size() != ae + per_base * bases_.size()) {
+    return MakeError(ErrorCode::kShapeMismatch, "a personal model of " + std::to_string(personal.size()) +
+                                                    " tensors, the architecture has " +
+                                                    std::to_string(ae + per_base * bases_.size()));
+  }
+  TRIBUTARY_ASSIGN_OR_RETURN(Parameters a, Slice(personal, 0, ae, "ae."));
+  TRIBUTARY_TRY(LoadParameters(*autoencoder_, a));
+  for (size_t m = 0; m < bases_.size(); ++m) {
+    TRIBUTARY_ASSIGN_OR_RETURN(Parameters b, Slice(personal, ae + m * per_base, per_base, "base" + std::to_string(m) + "."));
+    TRIBUTARY_TRY(LoadParameters(*bases_[m], b));
+    bases_[m]->eval();
+  }
+  weights_ = torch::zeros({static_cast<int64_t>(bases_.size())});
+  return Ok();
+}
+
+namespace {
+
+// [M, N, classes] log-probabilities of each base model.
+torch::Tensor BaseLogProbabilities(torch::nn::Sequential& autoencoder, std::vector<torch::nn::Sequential>& bases,
+                                   const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor z = Encode(autoencoder, x);
+  std::vector<torch::Tensor> out;
+  for (auto& b : bases) out.push_back(torch::log_softmax(b->forward(z), 1));
+  return torch::stack(out);
+}
+
+// log sum_m softmax(w)_m p_m, [N, classes].
+torch::Tensor Mix(const torch::Tensor& weights, const torch::Tensor& log_p) {
+  return torch::logsumexp(torch::log_softmax(weights, 0).view({-1, 1, 1}) + log_p, 0);
+}
+
+}  // namespace
+
+void SemiPflLearner::Combine(const torch::Tensor& x, const torch::Tensor& y, const SemiPflTrainOptions& options) {
+  weights_ = torch::zeros({static_cast<int64_t>(bases_.size())});
+  if (x.size(0) == 0 || bases_.size() == 1) return;
+  const torch::Tensor log_p = BaseLogProbabilities(autoencoder_, bases_, x);
+  torch::Tensor w = weights_.clone().requires_grad_(true);
+  torch::optim::Adam opt({w}, torch::optim::AdamOptions(options.combine_lr));
+  for (int64_t step = 0; step < options.combine_steps; ++step) {
+    opt.zero_grad();
+    torch::nll_loss(Mix(w, log_p), y).backward();
+    opt.step();
+  }
+  weights_ = w.detach();
+}
+
+torch::Tensor SemiPflLearner::Predict(const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  return Mix(weights_, BaseLogProbabilities(autoencoder_, bases_, x)).exp();
+}
+
+std::vector<float> SemiPflLearner::combination() const {
+  const torch::Tensor a = torch::softmax(weights_, 0).contiguous();
+  return std::vector<float>(a.data_ptr<float>(), a.data_ptr<float>() + a.numel());
+}
+
+Result<FitResult> SemiPflLearner::TrainAutoencoder(const torch::Tensor& x, const SemiPflTrainOptions& options) {
+  if (x.dim() != 2 || x.size(1) != arch_.input || x.size(0) == 0) {
+    return MakeError(ErrorCode::kShapeMismatch, "autoencoder training needs samples of shape [N, " +
+                                                    std::to_string(arch_.input) + "]");
+  }
+  auto copy = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(autoencoder_->clone());
+  torch::nn::Sequential ae(copy);
+  ae->train();
+  torch::optim::Adam opt(ae->parameters(), torch::optim::AdamOptions(options.lr));
+  torch::Generator gen = at::detail::createCPUGenerator(options.seed);
+  const int64_t n = x.size(0), batch = std::max<int64_t>(1, options.batch_size);
+  double last = 0;
+  for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
+    const torch::Tensor order = torch::randperm(n, gen, torch::kLong);
+    double sum = 0;
+    for (int64_t at = 0; at < n; at += batch) {
+      const torch::Tensor xb = x.index_select(0, order.slice(0, at, std::min(n, at + batch)));
+      opt.zero_grad();  // per batch: gradients do not carry over
+      const torch::Tensor loss = torch::mse_loss(ae->forward(xb), xb);
+      loss.backward();
+      opt.step();
+      sum += loss.item<double>() * static_cast<double>(xb.size(0));
+    }
+    last = sum / static_cast<double>(n);
+  }
+  FitResult fit;
+  fit.parameters = Prefixed("ae.", ToParameters(*ae));
+  fit.num_examples = static_cast<uint64_t>(n);
+  fit.metrics["reconstruction_loss"] = last;
+  fit.metrics["samples"] = static_cast<double>(n);
+  return fit;
+}
+
+}  // namespace tributary::client::torch_adapter
