@@ -8,15 +8,21 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "tributary/simulation/dataset.h"
 #include "tributary/simulation/federation.h"
+#include "tributary/simulation/semipfl_federation.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Run a simulated federation: controller, node agents and clients on this machine"};
   std::string job_file, run_dir, cache_dir = tributary::simulation::DefaultCacheDir();
   uint32_t rounds = 0;
+  std::optional<uint64_t> seed;
+  std::optional<double> label_ratio;
   app.add_option("job", job_file, "The job (YAML; see examples/*.yaml)")->required();
+  app.add_option("--seed", seed, "Override the job's seed");
+  app.add_option("--label-ratio", label_ratio, "Override data.label_ratio (semipfl)")->check(CLI::Range(0.0, 1.0));
   app.add_option("--out", run_dir, "Run directory (default: runs/<job name>-<time>)");
   app.add_option("--rounds", rounds, "Override the job's rounds");
   app.add_option("--cache-dir", cache_dir, "Where datasets are decompressed")->capture_default_str();
@@ -28,6 +34,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (rounds > 0) job.value().rounds = rounds;
+  if (seed) job.value().seed = *seed;
+  if (label_ratio) job.value().label_ratio = *label_ratio;
   if (run_dir.empty()) {
     char stamp[32];
     const std::time_t now = std::time(nullptr);
@@ -42,6 +50,16 @@ int main(int argc, char** argv) {
   spdlog::info("simulate {}: {} rounds, {} clients ({} per round); results in {}", job.value().name,
                job.value().rounds, job.value().clients, job.value().clients_per_round, run_dir);
   const auto t0 = std::chrono::steady_clock::now();
+  if (job.value().strategy.name == "semipfl") {
+    auto result = tributary::simulation::RunSemiPflSimulation(job.value(), o, std::cout);
+    if (!result) {
+      std::cerr << "tributary simulate: " << result.error().ToString() << "\n";
+      return 1;
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::cout << "done in " << seconds << " s; per-user results: " << run_dir << "/semipfl-users.csv\n";
+    return 0;
+  }
   auto result = tributary::simulation::RunSimulation(job.value(), o, std::cout);
   if (!result) {
     std::cerr << "tributary simulate: " << result.error().ToString() << "\n";

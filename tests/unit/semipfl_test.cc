@@ -113,7 +113,7 @@ TEST(SemiPflServer, PersonalModelsHaveTheLayoutAndUnknownClientsAreTyped) {
   const std::vector<float> wrong(3, 0.0f);
   EXPECT_EQ(server.value()->OnUpdate("alice", 1, 1, wrong).error().code, ErrorCode::kShapeMismatch);
   EXPECT_EQ(server.value()->OnUpdate("mallory", 1, 1, wrong).error().code, ErrorCode::kUnknownClient);
-  EXPECT_DOUBLE_EQ(server.value()->stats().mean_kept, 1.0);  // a threshold every sample passes
+  EXPECT_DOUBLE_EQ(server.value()->stats().kept_sum, 1.0);  // a threshold every sample passes
   // Deterministic: same client and round, same model.
   EXPECT_EQ(server.value()->ModelFor("alice", 1).value(), model.value());
 }
@@ -122,7 +122,7 @@ TEST(SemiPflServer, TheThresholdKeepsOnlyWellReconstructedSamples) {
   auto server = MakeServer(0.0, 8);  // nothing passes: the 8 best of 200 per set
   ASSERT_TRUE(server);
   ASSERT_TRUE(server.value()->ModelFor("bob", 1));
-  EXPECT_DOUBLE_EQ(server.value()->stats().mean_kept, 8.0 / 200.0);
+  EXPECT_DOUBLE_EQ(server.value()->stats().kept_sum, 8.0 / 200.0);
   EXPECT_FALSE(MakeServer(1.0, 1));  // BatchNorm needs two samples
 }
 

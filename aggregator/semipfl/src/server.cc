@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "tributary/client/torch/module_client.h"
 
@@ -88,43 +89,63 @@ Result<std::vector<float>> Server::ModelFor(const std::string& client, uint64_t 
   out.reserve(personal_.elements());
   for (const torch::Tensor& t : generated) Append(out, t);
 
-  auto gen = at::detail::createCPUGenerator(options_.seed * 1'000'003 + static_cast<uint64_t>(idx) * 7919 + round);
-  double kept = 0;
-  for (size_t m = 0; m < sets_.size(); ++m) {
-    const LabelledSet& set = sets_[m];
-    // The samples this client's autoencoder reconstructs well.
+  // The M base models train independently: in parallel, each from its own
+  // generator, so the result does not depend on the thread count.
+  std::vector<std::vector<float>> bases(sets_.size());
+  std::vector<double> kept(sets_.size());
+  const size_t threads = std::max<size_t>(1, std::min<size_t>(sets_.size(), std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (size_t m = t; m < sets_.size(); m += threads) bases[m] = TrainBase(ae, m, idx, round, kept[m]);
+    });
+  }
+  for (auto& t : pool) t.join();
+  for (const auto& b : bases) out.insert(out.end(), b.begin(), b.end());
+  double kept_mean = 0;
+  for (double k : kept) kept_mean += k / static_cast<double>(sets_.size());
+  stats_.models += 1;
+  stats_.kept_sum += kept_mean;
+  return out;
+}
+
+std::vector<float> Server::TrainBase(torch::nn::Sequential& ae, size_t m, int64_t client, uint64_t round,
+                                     double& kept) const {
+  const LabelledSet& set = sets_[m];
+  auto gen = at::detail::createCPUGenerator(options_.seed * 1'000'003 + static_cast<uint64_t>(client) * 7919 +
+                                            round * 131 + m);
+  // The samples this client's autoencoder reconstructs well.
+  torch::Tensor z, keep;
+  {
+    torch::NoGradGuard no_grad;
     const torch::Tensor error = ta::ReconstructionError(ae, set.x);
-    torch::Tensor keep = (error < options_.threshold).nonzero().view({-1});
+    keep = (error < options_.threshold).nonzero().view({-1});
     if (keep.size(0) < options_.min_samples) {
       keep = std::get<1>(error.topk(std::min<int64_t>(options_.min_samples, set.x.size(0)), 0, /*largest=*/false));
     }
-    kept += static_cast<double>(keep.size(0)) / static_cast<double>(set.x.size(0));
-    torch::Tensor z, y = set.y.index_select(0, keep);
-    {
-      torch::NoGradGuard no_grad;
-      z = ta::Encode(ae, set.x.index_select(0, keep));
-    }
-    torch::nn::Sequential base = ta::MakeBaseModel(arch);
-    Initialize(base, gen);
-    base->train();
-    torch::optim::Adam opt(base->parameters(), torch::optim::AdamOptions(options_.base_lr));
-    const int64_t n = z.size(0), batch = std::max<int64_t>(2, options_.base_batch_size);
-    for (int64_t epoch = 0; epoch < options_.base_epochs; ++epoch) {
-      const torch::Tensor order = torch::randperm(n, gen, torch::kLong);
-      for (int64_t at = 0; at < n; at += batch) {
-        const int64_t end = std::min(n, at + batch);
-        if (end - at < 2) break;  // BatchNorm needs two samples
-        const torch::Tensor rows = order.slice(0, at, end);
-        opt.zero_grad();
-        torch::nn::functional::cross_entropy(base->forward(z.index_select(0, rows)), y.index_select(0, rows)).backward();
-        opt.step();
-      }
-    }
-    base->eval();
-    for (const auto& t : ta::ToParameters(*base)) out.insert(out.end(), t.values.begin(), t.values.end());
+    z = ta::Encode(ae, set.x.index_select(0, keep));
   }
-  model_calls_ += 1;
-  stats_.mean_kept += (kept / static_cast<double>(sets_.size()) - stats_.mean_kept) / static_cast<double>(model_calls_);
+  kept = static_cast<double>(keep.size(0)) / static_cast<double>(set.x.size(0));
+  const torch::Tensor y = set.y.index_select(0, keep);
+  torch::nn::Sequential base = ta::MakeBaseModel(options_.architecture);
+  Initialize(base, gen);
+  base->train();
+  torch::optim::Adam opt(base->parameters(), torch::optim::AdamOptions(options_.base_lr));
+  const int64_t n = z.size(0), batch = std::max<int64_t>(2, options_.base_batch_size);
+  for (int64_t epoch = 0; epoch < options_.base_epochs; ++epoch) {
+    const torch::Tensor order = torch::randperm(n, gen, torch::kLong);
+    for (int64_t at = 0; at < n; at += batch) {
+      const int64_t end = std::min(n, at + batch);
+      if (end - at < 2) break;  // BatchNorm needs two samples
+      const torch::Tensor rows = order.slice(0, at, end);
+      opt.zero_grad();
+      torch::nn::functional::cross_entropy(base->forward(z.index_select(0, rows)), y.index_select(0, rows)).backward();
+      opt.step();
+    }
+  }
+  base->eval();
+  std::vector<float> out;
+  for (const auto& t : ta::ToParameters(*base)) out.insert(out.end(), t.values.begin(), t.values.end());
   return out;
 }
 

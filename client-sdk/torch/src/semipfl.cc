@@ -133,6 +133,24 @@ torch::Tensor Mix(const torch::Tensor& weights, const torch::Tensor& log_p) {
 
 }  // namespace
 
+void SemiPflLearner::AdaptBatchNorm(const torch::Tensor& x) {
+  if (x.size(0) < 2) return;
+  torch::NoGradGuard no_grad;
+  const torch::Tensor z = Encode(autoencoder_, x);
+  for (auto& base : bases_) {
+    // One full batch with a cumulative average: the running statistics become this batch's.
+    for (auto& m : base->modules(/*include_self=*/false)) {
+      if (auto* bn = m->as<torch::nn::BatchNorm1d>()) {
+        bn->reset_running_stats();
+        bn->options.momentum(c10::nullopt);
+      }
+    }
+    base->train();
+    base->forward(z);
+    base->eval();
+  }
+}
+
 void SemiPflLearner::Combine(const torch::Tensor& x, const torch::Tensor& y, const SemiPflTrainOptions& options) {
   weights_ = torch::zeros({static_cast<int64_t>(bases_.size())});
   if (x.size(0) == 0 || bases_.size() == 1) return;

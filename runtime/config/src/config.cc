@@ -269,6 +269,58 @@ Result<void> ReadPositive(const Section& s, const std::string& key, double& out)
   return Ok();
 }
 
+Result<SemiPflJob> ReadSemiPfl(const Section& s, const YAML::Node& node) {
+  TRIBUTARY_TRY(s.OnlyKeys({"name", "autoencoder", "embedding", "hidden", "depth", "hypernet_lr", "clip", "ae_epochs",
+                            "ae_lr", "base_models", "server_samples", "base_hidden", "base_epochs", "base_lr",
+                            "threshold", "min_samples", "combine_steps", "combine_lr", "adapt_batchnorm"}));
+  SemiPflJob j;
+  if (s.Has("adapt_batchnorm")) {
+    const YAML::Node v = node["adapt_batchnorm"];
+    if (!v.IsScalar() || !YAML::convert<bool>::decode(v, j.adapt_batchnorm)) {
+      return s.Fail(v, "adapt_batchnorm", "expected true or false");
+    }
+  }
+  if (s.Has("autoencoder")) {
+    const YAML::Node a = node["autoencoder"];
+    if (!a.IsSequence() || a.size() == 0) return s.Fail(a, "autoencoder", "expected a list of widths, e.g. [256, 128, 64]");
+    j.autoencoder.clear();
+    for (const auto& w : a) {
+      int64_t v = 0;
+      if (!w.IsScalar() || !YAML::convert<int64_t>::decode(w, v) || v < 1 || v > 65536) {
+        return s.Fail(w, "autoencoder", "widths are integers in [1, 65536]");
+      }
+      j.autoencoder.push_back(v);
+    }
+  }
+  uint64_t n = 0;
+  for (auto [key, field, lo, hi] : {std::tuple{"embedding", &j.embedding, 0ull, 4096ull},
+                                    std::tuple{"hidden", &j.hidden, 1ull, 65536ull},
+                                    std::tuple{"base_hidden", &j.base_hidden, 1ull, 4096ull}}) {
+    if (s.Has(key)) {
+      TRIBUTARY_ASSIGN_OR_RETURN(n, s.Integer(key, lo, hi));
+      *field = static_cast<int64_t>(n);
+    }
+  }
+  TRIBUTARY_TRY(ReadOne(s, "depth", j.depth, 1, 64));
+  TRIBUTARY_TRY(ReadOne(s, "ae_epochs", j.ae_epochs, 1, 1000));
+  TRIBUTARY_TRY(ReadOne(s, "base_models", j.base_models, 1, 64));
+  TRIBUTARY_TRY(ReadOne(s, "server_samples", j.server_samples, 8, 1'000'000));
+  TRIBUTARY_TRY(ReadOne(s, "base_epochs", j.base_epochs, 1, 1000));
+  TRIBUTARY_TRY(ReadOne(s, "min_samples", j.min_samples, 2, 1'000'000));
+  TRIBUTARY_TRY(ReadOne(s, "combine_steps", j.combine_steps, 0, 100'000));
+  for (auto [key, field] : {std::pair{"hypernet_lr", &j.hypernet_lr}, std::pair{"clip", &j.clip},
+                            std::pair{"ae_lr", &j.ae_lr}, std::pair{"base_lr", &j.base_lr},
+                            std::pair{"threshold", &j.threshold}, std::pair{"combine_lr", &j.combine_lr}}) {
+    if (s.Has(key)) {
+      TRIBUTARY_ASSIGN_OR_RETURN(const double v, s.Number(key));
+      if (v <= 0) return s.Fail(node[key], key, "must be positive");
+      *field = v;
+    }
+  }
+  if (j.min_samples > j.server_samples) return s.Fail(node, "min_samples", "more than server_samples");
+  return j;
+}
+
 }  // namespace
 
 Result<SimulationJob> ParseSimulationJob(const std::string& yaml_text, const std::string& source_name) {
@@ -292,8 +344,14 @@ Result<SimulationJob> ParseSimulationJob(const std::string& yaml_text, const std
   if (top.Has("data")) {
     Section d = top.Child("data");
     TRIBUTARY_TRY(d.ExpectMap());
-    TRIBUTARY_TRY(d.OnlyKeys({"dataset", "partition", "alpha", "shards_per_client", "samples", "dir"}));
-    TRIBUTARY_TRY(ReadChoice(d, "dataset", j.dataset, {"fashion-mnist", "synthetic"}));
+    TRIBUTARY_TRY(d.OnlyKeys({"dataset", "partition", "alpha", "shards_per_client", "samples", "dir", "label_ratio",
+                              "samples_per_client"}));
+    TRIBUTARY_TRY(ReadChoice(d, "dataset", j.dataset, {"fashion-mnist", "synthetic", "synthetic-har"}));
+    if (d.Has("label_ratio")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(j.label_ratio, d.Number("label_ratio"));
+      if (j.label_ratio < 0 || j.label_ratio > 1) return d.Fail(root["data"]["label_ratio"], "label_ratio", "must be in [0, 1]");
+    }
+    TRIBUTARY_TRY(ReadOne(d, "samples_per_client", j.samples_per_client, 8, 1'000'000));
     TRIBUTARY_TRY(ReadChoice(d, "partition", j.partition, {"iid", "dirichlet", "shards"}));
     TRIBUTARY_TRY(ReadPositive(d, "alpha", j.alpha));
     if (j.alpha <= 0) return d.Fail(root["data"]["alpha"], "alpha", "must be positive");
@@ -314,8 +372,15 @@ Result<SimulationJob> ParseSimulationJob(const std::string& yaml_text, const std
     TRIBUTARY_TRY(ReadChoice(t, "optimizer", j.optimizer, {"sgd", "adam"}));
     TRIBUTARY_TRY(ReadPositive(t, "proximal_mu", j.proximal_mu));
   }
-  if (top.Has("strategy")) {
+  if (top.Has("strategy") && root["strategy"].IsMap() && root["strategy"]["name"].IsScalar() &&
+      root["strategy"]["name"].Scalar() == "semipfl") {
+    j.strategy.name = "semipfl";
+    TRIBUTARY_ASSIGN_OR_RETURN(j.semipfl, ReadSemiPfl(top.Child("strategy"), root["strategy"]));
+  } else if (top.Has("strategy")) {
     TRIBUTARY_ASSIGN_OR_RETURN(j.strategy, ReadStrategy(top.Child("strategy")));
+  }
+  if (j.dataset == "synthetic-har" && j.strategy.name != "semipfl") {
+    return top.Fail(root["data"]["dataset"], "data.dataset", "synthetic-har is a per-user dataset for strategy semipfl");
   }
   if (j.strategy.name == "fedprox" && j.proximal_mu <= 0) {
     return top.Fail(root["strategy"], "strategy", "fedprox needs train.proximal_mu > 0 (the clients apply it)");

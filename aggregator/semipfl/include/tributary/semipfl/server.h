@@ -43,14 +43,15 @@ struct ServerOptions {
   int64_t min_samples = 32;
   int64_t base_epochs = 20;
   double base_lr = 1e-2;
-  int64_t base_batch_size = 64;
+  int64_t base_batch_size = 128;
   uint64_t seed = 0;
 };
 
 struct ServerStats {
   uint64_t events = 0;
   double last_delta_norm = 0;
-  double mean_kept = 0;  // fraction of server samples that trained base models, over ModelFor calls
+  uint64_t models = 0;  // ModelFor calls
+  double kept_sum = 0;  // sum over them of the fraction of server samples that trained base models
 };
 
 class Server final : public agg::PersonalizedFunction {
@@ -70,6 +71,9 @@ class Server final : public agg::PersonalizedFunction {
  private:
   Server(ServerOptions options, std::map<std::string, int64_t> index, std::vector<LabelledSet> sets);
   Result<int64_t> IndexOf(const std::string& client) const;
+  // Base model m for `client` on autoencoder `ae` (read-only here); `kept`:
+  // the fraction of set m that passed the threshold.
+  std::vector<float> TrainBase(torch::nn::Sequential& ae, size_t m, int64_t client, uint64_t round, double& kept) const;
 
   ServerOptions options_;
   std::map<std::string, int64_t> index_;
@@ -78,7 +82,6 @@ class Server final : public agg::PersonalizedFunction {
   agg::ModelSpec personal_, update_;
   HyperNetwork hypernetwork_;
   ServerStats stats_;
-  uint64_t model_calls_ = 0;
 };
 
 }  // namespace tributary::semipfl

@@ -73,6 +73,10 @@ class SemiPflLearner {
 
   // Takes a personal model (names and shapes checked against the layout).
   Result<void> Load(const Parameters& personal);
+  // Re-estimates the base models' BatchNorm statistics on the client's own
+  // samples x [N, input] (unlabelled), so that the server-trained
+  // classifiers see the client's latent distribution normalized (AdaBN).
+  void AdaptBatchNorm(const torch::Tensor& x);
   // Fits the combination weights on labelled samples x [N, input], y [N].
   void Combine(const torch::Tensor& x, const torch::Tensor& y, const SemiPflTrainOptions& options);
   // Class probabilities [N, classes] of the combined base models.

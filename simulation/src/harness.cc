@@ -1,0 +1,142 @@
+#include "harness.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+namespace tributary::simulation {
+
+std::string ClientId(uint32_t c) { return "client-" + std::to_string(c); }
+std::string NodeId(uint32_t n) { return "sim" + std::to_string(getpid()) + "-" + std::to_string(n); }
+
+Result<LocalRuntime> StartLocalRuntime(const config::SimulationJob& job, const SimulationOptions& options,
+                                       uint64_t segment_bytes) {
+  LocalRuntime rt;
+  controller::ControllerOptions co;
+  co.checkpoint_dir = options.run_dir + "/checkpoints";
+  TRIBUTARY_ASSIGN_OR_RETURN(rt.controller, controller::Controller::Start(co));
+  spdlog::info("simulation: {} node agents, gateways on loopback without authentication (simulation only)", job.nodes);
+  for (uint32_t n = 0; n < job.nodes; ++n) {
+    node::NodeOptions o;
+    o.node_id = NodeId(n);
+    o.store = {"tributary." + NodeId(n), segment_bytes, 1u << 16};
+    o.dataplane = dataplane::ParseDataPlaneMode(job.dataplane).value();
+    o.binary = options.tributary_binary;
+    o.gateway.task_poll_interval = std::chrono::milliseconds(100);
+    TRIBUTARY_ASSIGN_OR_RETURN(auto service, node::NodeService::Start(o, rt.controller->endpoint()));
+    rt.nodes.push_back(std::move(service));
+  }
+  TRIBUTARY_TRY(rt.controller->WaitForNodes(job.nodes, std::chrono::seconds(30)));
+  spdlog::info("simulation: data plane {}", rt.nodes.front()->agent().dataplane_reason());
+  for (auto& n : rt.nodes) rt.gateways.push_back(n->agent().gateway_endpoint());
+  return rt;
+}
+
+std::map<std::string, std::vector<std::string>> ByNode(const std::vector<uint32_t>& clients, uint32_t nodes) {
+  std::map<std::string, std::vector<std::string>> out;
+  for (uint32_t c : clients) out[NodeId(c % nodes)].push_back(ClientId(c));
+  return out;
+}
+
+ClientPool::ClientPool(const config::SimulationJob& job, std::vector<std::string> gateways, uint64_t model_bytes,
+                       ClientWork work)
+    : job_(job), gateways_(std::move(gateways)), model_bytes_(model_bytes), work_(std::move(work)) {
+  pace_ = std::chrono::milliseconds(std::max<int64_t>(50, job.clients * 2));
+  for (uint32_t c = 0; c < job.clients; ++c) due_.push({Clock::now(), c});
+}
+
+Result<void> ClientPool::Start() {
+  TRIBUTARY_ASSIGN_OR_RETURN(const client::Compression compression, client::ParseCompression(job_.compression));
+  for (uint32_t w = 0; w < job_.workers; ++w) {
+    Worker worker;
+    for (const std::string& g : gateways_) {
+      client::SessionOptions o;
+      o.endpoint = g;
+      o.client_id = ClientId(0);
+      o.request_timeout = std::chrono::seconds(60);
+      TRIBUTARY_ASSIGN_OR_RETURN(auto s, client::Session::Connect(o, compression));
+      worker.sessions.push_back(std::move(s));
+    }
+    workers_.push_back(std::move(worker));
+  }
+  for (size_t w = 0; w < workers_.size(); ++w) threads_.emplace_back([this, w] { Serve(w); });
+  return Ok();
+}
+
+ClientPool::~ClientPool() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+ClientTally ClientPool::TakeTally() {
+  std::lock_guard lock(mu_);
+  return std::exchange(tally_, ClientTally{});
+}
+
+std::optional<Error> ClientPool::failure() {
+  std::lock_guard lock(mu_);
+  return failure_;
+}
+
+void ClientPool::Serve(size_t w) {
+  torch::set_num_threads(1);  // the workers are the parallelism
+  for (;;) {
+    uint32_t c;
+    {
+      std::unique_lock lock(mu_);
+      for (;;) {
+        if (stop_) return;
+        if (!due_.empty() && due_.top().first <= Clock::now()) break;
+        if (due_.empty()) {
+          wake_.wait(lock);
+        } else {
+          wake_.wait_until(lock, due_.top().first);
+        }
+      }
+      c = due_.top().second;
+      due_.pop();
+    }
+    const auto next = Visit(w, c);
+    {
+      std::lock_guard lock(mu_);
+      due_.push({Clock::now() + next, c});
+    }
+    wake_.notify_one();
+  }
+}
+
+std::chrono::milliseconds ClientPool::Visit(size_t w, uint32_t c) {
+  client::Session& s = *workers_[w].sessions[c % workers_[w].sessions.size()];
+  s.transport().set_client_id(ClientId(c));
+  auto poll = s.NextTask();
+  if (!poll) return Fail(poll.error());
+  if (!poll.value().task) return std::max(pace_, poll.value().retry_after);
+  const client::Task& task = *poll.value().task;
+  auto model = s.FetchModel(task);
+  if (!model) return model.error().code == ErrorCode::kReplay ? pace_ : Fail(model.error());
+  auto fit = work_(c, w, task, model.value());
+  if (!fit) return Fail(fit.error());
+  auto sent = s.Submit(task, fit.value());
+  if (!sent && (sent.error().code == ErrorCode::kRoundClosed || sent.error().code == ErrorCode::kReplay)) return pace_;
+  if (!sent) return Fail(sent.error());
+  std::lock_guard lock(mu_);
+  tally_.bytes_up += sent.value().bytes_sent;
+  tally_.bytes_down += model_bytes_;
+  tally_.updates += 1;
+  auto loss = fit.value().metrics.find("train_loss");
+  if (loss != fit.value().metrics.end()) tally_.train_loss += loss->second;
+  tally_.last_upload = Clock::now();
+  return pace_;
+}
+
+std::chrono::milliseconds ClientPool::Fail(const Error& e) {
+  std::lock_guard lock(mu_);
+  if (!failure_) failure_ = e;
+  return pace_;
+}
+
+}  // namespace tributary::simulation

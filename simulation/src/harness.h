@@ -1,0 +1,95 @@
+// Internal to the simulator: the deployment a simulated federation runs on
+// (a controller and node agents in this process) and the client pool that
+// plays the clients through the SDK. Shared by the FedAvg-family runner
+// (federation.cc) and the SemiPFL runner (semipfl_federation.cc).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <queue>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tributary/client/session.h"
+#include "tributary/config/config.h"
+#include "tributary/controller/controller.h"
+#include "tributary/node/node_service.h"
+#include "tributary/simulation/federation.h"
+
+namespace tributary::simulation {
+
+std::string ClientId(uint32_t c);
+// Unique on the machine: node ids name the data plane's sockets and segments.
+std::string NodeId(uint32_t n);
+
+struct LocalRuntime {
+  std::unique_ptr<controller::Controller> controller;
+  std::vector<std::unique_ptr<node::NodeService>> nodes;  // destroyed before the controller
+  std::vector<std::string> gateways;
+};
+
+// A controller and job.nodes node agents (segments of `segment_bytes`),
+// connected and ready; gateways without authentication on loopback.
+Result<LocalRuntime> StartLocalRuntime(const config::SimulationJob& job, const SimulationOptions& options,
+                                       uint64_t segment_bytes);
+
+// `clients` spread over the nodes (client c on node c % nodes).
+std::map<std::string, std::vector<std::string>> ByNode(const std::vector<uint32_t>& clients, uint32_t nodes);
+
+// What one simulated client does with its task and downloaded model, on
+// worker thread `worker` (state kept per worker needs no lock).
+using ClientWork = std::function<Result<client::FitResult>(uint32_t client, size_t worker, const client::Task& task,
+                                                           const client::Parameters& model)>;
+
+// What the clients did in a round, for the metrics.
+struct ClientTally {
+  uint64_t bytes_up = 0, bytes_down = 0, updates = 0;
+  double train_loss = 0;  // sum of the fits' "train_loss" metrics
+  std::chrono::steady_clock::time_point last_upload{};
+};
+
+// The simulated clients: `job.workers` threads serving every client in turn,
+// each with one SDK session per node; an idle client costs nothing but its
+// place in the queue. Clients ask for tasks at a pace of ~500 asks/s in all.
+class ClientPool {
+ public:
+  ClientPool(const config::SimulationJob& job, std::vector<std::string> gateways, uint64_t model_bytes, ClientWork work);
+  ~ClientPool();
+
+  Result<void> Start();
+  ClientTally TakeTally();
+  std::optional<Error> failure();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  using Due = std::pair<Clock::time_point, uint32_t>;
+  struct Worker {
+    std::vector<std::unique_ptr<client::Session>> sessions;  // one per node
+  };
+
+  void Serve(size_t w);
+  std::chrono::milliseconds Visit(size_t w, uint32_t c);
+  std::chrono::milliseconds Fail(const Error& e);
+
+  const config::SimulationJob& job_;
+  std::vector<std::string> gateways_;
+  uint64_t model_bytes_;
+  ClientWork work_;
+  std::chrono::milliseconds pace_;
+  std::vector<Worker> workers_;
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::priority_queue<Due, std::vector<Due>, std::greater<>> due_;
+  bool stop_ = false;
+  ClientTally tally_;
+  std::optional<Error> failure_;
+};
+
+}  // namespace tributary::simulation
