@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include "tributary/client/torch/module_client.h"
+#include "tributary/simulation/personal_data.h"
+#include "tributary/simulation/semipfl_federation.h"
 
 namespace tributary::semipfl {
 namespace {
@@ -164,6 +166,70 @@ TEST(SemiPflLearner, CombinationFollowsTheClientsLabels) {
   // The learner's prediction still uses the received encoder.
   EXPECT_EQ(learner.Predict(test.x).argmax(1).eq(test.y).to(torch::kFloat).mean().item<double>(), accuracy);
   EXPECT_EQ(learner.TrainAutoencoder(torch::zeros({4, 5}), t).error().code, ErrorCode::kShapeMismatch);
+}
+
+TEST(SemiPflLearner, BatchNormAdaptationTakesTheClientsLatentStatistics) {
+  auto server = MakeServer(10.0, 8);
+  ASSERT_TRUE(server);
+  auto flat = server.value()->ModelFor("bob", 3);
+  ASSERT_TRUE(flat);
+  client::Parameters personal = ta::PersonalModelLayout(SmallArchitecture(2));
+  size_t at = 0;
+  for (auto& t : personal) {
+    std::copy(flat.value().begin() + static_cast<int64_t>(at),
+              flat.value().begin() + static_cast<int64_t>(at + t.values.size()), t.values.begin());
+    at += t.values.size();
+  }
+  ta::SemiPflLearner learner(SmallArchitecture(2));
+  ASSERT_TRUE(learner.Load(personal));
+  const LabelledSet mine = Patterns(64, 11);
+  const torch::Tensor before = learner.Predict(mine.x);
+  learner.AdaptBatchNorm(mine.x);
+  const torch::Tensor after = learner.Predict(mine.x);
+  EXPECT_FALSE(torch::allclose(before, after));  // the statistics changed
+  EXPECT_NEAR(after.sum(1).mean().item<double>(), 1.0, 1e-5);  // still probabilities
+  // The statistics come from these samples alone: adapting again changes nothing.
+  learner.AdaptBatchNorm(mine.x);
+  EXPECT_TRUE(torch::allclose(learner.Predict(mine.x), after, 1e-6, 1e-6));
+  // A new personal model brings the server's statistics back.
+  ASSERT_TRUE(learner.Load(personal));
+  EXPECT_TRUE(torch::allclose(learner.Predict(mine.x), before, 1e-6, 1e-6));
+}
+
+TEST(SemiPflMetrics, WeightedF1MatchesAHandComputedCase) {
+  // truth: 0 0 0 1 1 2; predicted: 0 0 1 1 2 2
+  // class 0: tp 2 fp 0 fn 1 -> 0.8; class 1: tp 1 fp 1 fn 1 -> 0.5; class 2: tp 1 fp 1 fn 0 -> 2/3
+  const torch::Tensor truth = torch::tensor({0, 0, 0, 1, 1, 2}, torch::kLong);
+  const torch::Tensor predicted = torch::tensor({0, 0, 1, 1, 2, 2}, torch::kLong);
+  EXPECT_NEAR(simulation::WeightedF1(predicted, truth, 3), 3.0 / 6 * 0.8 + 2.0 / 6 * 0.5 + 1.0 / 6 * (2.0 / 3), 1e-12);
+  EXPECT_DOUBLE_EQ(simulation::WeightedF1(truth, truth, 3), 1.0);
+}
+
+TEST(PersonalData, SyntheticHarUsersDifferAndKeepFewLabels) {
+  simulation::PersonalDataSpec spec;
+  spec.users = 5;
+  spec.samples_per_user = 200;
+  spec.label_ratio = 0.01;
+  spec.server_sets = 3;
+  spec.server_samples = 100;
+  const auto d = simulation::MakeSyntheticHar(spec);
+  ASSERT_EQ(d.users.size(), 5u);
+  ASSERT_EQ(d.server_sets.size(), 3u);
+  EXPECT_EQ(d.input, 90);
+  EXPECT_EQ(d.classes, 6);
+  for (const auto& u : d.users) {
+    EXPECT_EQ(u.test_x.size(0), 50);
+    EXPECT_EQ(u.train_x.size(0), 150);
+    EXPECT_EQ(u.labelled_x.size(0), 2);  // 1% of 150, rounded
+    EXPECT_LE(u.train_x.abs().max().item<double>(), 1.0);
+  }
+  EXPECT_EQ(d.server_sets[0].x.size(0), 100);
+  // Users really differ: per-channel means of two users are apart.
+  const torch::Tensor m0 = d.users[0].train_x.view({-1, 30, 3}).mean(std::vector<int64_t>{0, 1});
+  const torch::Tensor m1 = d.users[1].train_x.view({-1, 30, 3}).mean(std::vector<int64_t>{0, 1});
+  EXPECT_GT((m0 - m1).abs().max().item<double>(), 0.05);
+  // A pure function of the seed.
+  EXPECT_TRUE(torch::equal(simulation::MakeSyntheticHar(spec).users[3].train_x, d.users[3].train_x));
 }
 
 }  // namespace
