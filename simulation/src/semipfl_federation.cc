@@ -255,15 +255,11 @@ Result<SemiPflResult> RunSemiPflSimulation(const config::SimulationJob& job, con
                         const client::Parameters& model) -> Result<client::FitResult> {
     ta::SemiPflLearner& learner = learners[w];
     const UserData& u = data.users[c];
-    ta::SemiPflTrainOptions o;
-    o.epochs = client::ConfigInt(task.config, "ae_epochs", 5);
-    o.lr = client::ConfigDouble(task.config, "ae_lr", 1e-3);
-    o.batch_size = client::ConfigInt(task.config, "batch_size", 32);
-    o.combine_steps = client::ConfigInt(task.config, "combine_steps", 100);
-    o.combine_lr = client::ConfigDouble(task.config, "combine_lr", 0.1);
-    o.seed = job.seed * 1'000'003 + c * 7919 + task.round;
+    ta::SemiPflTrainOptions defaults;
+    defaults.seed = job.seed * 7919 + c;
+    const ta::SemiPflTrainOptions o = ta::WithConfig(defaults, task.config);
     TRIBUTARY_TRY(learner.Load(model));
-    if (client::ConfigBool(task.config, "adapt_batchnorm", true)) learner.AdaptBatchNorm(u.train_x);
+    if (o.adapt_batchnorm) learner.AdaptBatchNorm(u.train_x);
     learner.Combine(u.labelled_x, u.labelled_y, o);
     const UserScore s = Score(learner.Predict(u.test_x), u.test_y, data.classes);
     TRIBUTARY_ASSIGN_OR_RETURN(client::FitResult fit, learner.TrainAutoencoder(u.train_x, o));

@@ -1,15 +1,19 @@
 // Personalized jobs through the runtime: each selected client downloads its
 // own model through its node's gateway, and every client's update reaches
-// the controller's stateful function as one event, decoded to f32.
+// the controller's stateful function as one event, decoded to f32. Last, the
+// real SemiPFL server with SDK clients in Run() loops.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <mutex>
 #include <thread>
 
+#include "tributary/client/run.h"
 #include "tributary/client/session.h"
+#include "tributary/client/torch/semipfl.h"
 #include "tributary/controller/controller.h"
 #include "tributary/node/node_service.h"
+#include "tributary/semipfl/server.h"
 
 namespace tributary {
 namespace {
@@ -177,6 +181,66 @@ TEST_F(PersonalizedRoundTest, AClientWithoutAPersonalModelGetsNotFoundAndTheRoun
   auto refused = controller_->RunRound("short", {{ids_[0], {"mallory"}}});
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, ErrorCode::kUnknownClient);
+}
+
+TEST_F(PersonalizedRoundTest, SemiPflClientsInRunLoopsFeedTheHypernetwork) {
+  namespace ta = client::torch_adapter;
+  ta::SemiPflArchitecture arch;
+  arch.input = 8;
+  arch.encoder = {6, 3};
+  arch.classes = 2;
+  arch.base_models = 2;
+  torch::manual_seed(1);
+  auto labelled = [](int64_t n) {
+    const torch::Tensor y = torch::randint(0, 2, {n}, torch::kLong);
+    return std::pair{(y.to(torch::kFloat).view({-1, 1}) * 1.2 - 0.6 + torch::randn({n, 8}) * 0.1).clamp(-1, 1), y};
+  };
+  semipfl::ServerOptions so;
+  so.architecture = arch;
+  so.hypernetwork.hidden = 8;
+  so.hypernetwork.depth = 1;
+  so.min_samples = 8;
+  so.base_epochs = 3;
+  auto [x0, y0] = labelled(40);
+  auto [x1, y1] = labelled(40);
+  auto made = semipfl::Server::Create(so, {"c0", "c1", "c2"}, {{x0, y0}, {x1, y1}});
+  ASSERT_TRUE(made) << made.error().ToString();
+  std::shared_ptr<semipfl::Server> server = std::move(made).value();
+  controller::JobSpec j;
+  j.id = "semipfl";
+  j.model = server->update_model();
+  j.personalized = server;
+  j.deadline = std::chrono::seconds(30);
+  j.client_config = {{"ae_epochs", int64_t{2}}};
+  ASSERT_TRUE(controller_->AddJob(j));
+
+  std::vector<Result<client::RunSummary>> summaries(3, client::RunSummary{});
+  std::vector<std::thread> clients;
+  for (int n = 0; n < 3; ++n) {
+    clients.emplace_back([&, n] {
+      auto [x, y] = labelled(30);
+      ta::SemiPflClient c(arch, x, x.slice(0, 0, 4), y.slice(0, 0, 4));
+      client::RunOptions o;
+      o.session.endpoint = nodes_[n % 2]->agent().gateway_endpoint();
+      o.session.client_id = "c" + std::to_string(n);
+      o.max_rounds = 2;
+      o.max_idle = std::chrono::seconds(20);
+      summaries[n] = client::Run(c, o);
+    });
+  }
+  for (int round = 0; round < 2; ++round) {
+    auto report = controller_->RunRound("semipfl", {{ids_[0], {"c0", "c2"}}, {ids_[1], {"c1"}}});
+    ASSERT_TRUE(report) << report.error().ToString();
+    EXPECT_EQ(report.value().updates, 3u);
+  }
+  for (auto& t : clients) t.join();
+  for (const auto& s : summaries) {
+    ASSERT_TRUE(s) << s.error().ToString();
+    EXPECT_EQ(s.value().rounds, 2u);
+  }
+  EXPECT_EQ(server->stats().events, 6u);
+  EXPECT_EQ(server->stats().models, 6u);
+  EXPECT_GT(server->stats().last_delta_norm, 0);
 }
 
 }  // namespace

@@ -208,4 +208,46 @@ Result<FitResult> SemiPflLearner::TrainAutoencoder(const torch::Tensor& x, const
   return fit;
 }
 
+SemiPflTrainOptions WithConfig(SemiPflTrainOptions o, const Config& config) {
+  o.epochs = ConfigInt(config, "ae_epochs", o.epochs);
+  o.lr = ConfigDouble(config, "ae_lr", o.lr);
+  o.batch_size = std::max<int64_t>(1, ConfigInt(config, "batch_size", o.batch_size));
+  o.combine_steps = ConfigInt(config, "combine_steps", o.combine_steps);
+  o.combine_lr = ConfigDouble(config, "combine_lr", o.combine_lr);
+  o.adapt_batchnorm = ConfigBool(config, "adapt_batchnorm", o.adapt_batchnorm);
+  o.seed = o.seed * 1'000'003 + static_cast<uint64_t>(ConfigInt(config, "round", 0));
+  return o;
+}
+
+SemiPflClient::SemiPflClient(SemiPflArchitecture arch, torch::Tensor samples, torch::Tensor labelled_x,
+                             torch::Tensor labelled_y, SemiPflTrainOptions options)
+    : arch_(std::move(arch)), samples_(std::move(samples)), labelled_x_(std::move(labelled_x)),
+      labelled_y_(std::move(labelled_y)), options_(options), learner_(arch_) {}
+
+Parameters SemiPflClient::GetParameters() { return PersonalModelLayout(arch_); }
+
+Result<SemiPflTrainOptions> SemiPflClient::Prepare(const Parameters& personal, const Config& config) {
+  const SemiPflTrainOptions o = WithConfig(options_, config);
+  TRIBUTARY_TRY(learner_.Load(personal));
+  if (o.adapt_batchnorm) learner_.AdaptBatchNorm(samples_);
+  learner_.Combine(labelled_x_, labelled_y_, o);
+  return o;
+}
+
+Result<FitResult> SemiPflClient::Fit(const Parameters& personal, const Config& config) {
+  TRIBUTARY_ASSIGN_OR_RETURN(const SemiPflTrainOptions o, Prepare(personal, config));
+  return learner_.TrainAutoencoder(samples_, o);
+}
+
+Result<EvaluateResult> SemiPflClient::Evaluate(const Parameters& personal, const Config& config) {
+  TRIBUTARY_TRY(Prepare(personal, config));
+  EvaluateResult r;
+  r.num_examples = static_cast<uint64_t>(labelled_x_.size(0));
+  if (r.num_examples == 0) return r;
+  const torch::Tensor p = learner_.Predict(labelled_x_);
+  r.loss = torch::nll_loss(p.clamp_min(1e-12).log(), labelled_y_).item<double>();
+  r.metrics["accuracy"] = p.argmax(1).eq(labelled_y_).to(torch::kDouble).mean().item<double>();
+  return r;
+}
+
 }  // namespace tributary::client::torch_adapter

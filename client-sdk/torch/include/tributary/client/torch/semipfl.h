@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "tributary/client/client.h"
 #include "tributary/client/types.h"
 #include "tributary/core/error.h"
 
@@ -64,8 +65,12 @@ struct SemiPflTrainOptions {
   int64_t batch_size = 32;
   int64_t combine_steps = 100;
   double combine_lr = 0.1;
+  bool adapt_batchnorm = true;
   uint64_t seed = 0;
 };
+// `options` with the task's config applied: ae_epochs, ae_lr, batch_size,
+// combine_steps, combine_lr, adapt_batchnorm; the seed moves with `round`.
+SemiPflTrainOptions WithConfig(SemiPflTrainOptions options, const Config& config);
 
 class SemiPflLearner {
  public:
@@ -92,6 +97,31 @@ class SemiPflLearner {
   torch::nn::Sequential autoencoder_;
   std::vector<torch::nn::Sequential> bases_;
   torch::Tensor weights_;  // combination logits, [M]
+};
+
+// SemiPFL behind the SDK's Client interface, for Run(): the device's data
+// stays here; GetParameters() is the personal model's layout (what Run
+// checks a download against); Fit() adapts, combines, trains the
+// autoencoder and returns it (the update); Evaluate() scores the combined
+// model on the labelled samples. Predict() classifies with the last
+// combination, for the application.
+class SemiPflClient final : public Client {
+ public:
+  SemiPflClient(SemiPflArchitecture arch, torch::Tensor samples, torch::Tensor labelled_x, torch::Tensor labelled_y,
+                SemiPflTrainOptions options = {});
+
+  Parameters GetParameters() override;
+  Result<FitResult> Fit(const Parameters& personal, const Config& config) override;
+  Result<EvaluateResult> Evaluate(const Parameters& personal, const Config& config) override;
+  torch::Tensor Predict(const torch::Tensor& x) { return learner_.Predict(x); }
+
+ private:
+  Result<SemiPflTrainOptions> Prepare(const Parameters& personal, const Config& config);
+
+  SemiPflArchitecture arch_;
+  torch::Tensor samples_, labelled_x_, labelled_y_;
+  SemiPflTrainOptions options_;
+  SemiPflLearner learner_;
 };
 
 }  // namespace tributary::client::torch_adapter
