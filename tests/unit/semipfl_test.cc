@@ -101,6 +101,19 @@ Result<std::unique_ptr<Server>> MakeServer(double threshold, int64_t min_samples
   return Server::Create(o, {"alice", "bob"}, {Patterns(200, 7), Patterns(200, 7, second_permuted)});
 }
 
+// A client's personal model from the server, as the SDK decodes it.
+Result<client::Parameters> PersonalModel(Server& server, const std::string& client, uint64_t round) {
+  TRIBUTARY_ASSIGN_OR_RETURN(std::vector<float> flat, server.ModelFor(client, round));
+  client::Parameters personal = ta::PersonalModelLayout(SmallArchitecture(2));
+  size_t at = 0;
+  for (auto& t : personal) {
+    std::copy(flat.begin() + static_cast<int64_t>(at), flat.begin() + static_cast<int64_t>(at + t.values.size()),
+              t.values.begin());
+    at += t.values.size();
+  }
+  return personal;
+}
+
 TEST(SemiPflServer, PersonalModelsHaveTheLayoutAndUnknownClientsAreTyped) {
   auto server = MakeServer(10.0, 8);
   ASSERT_TRUE(server) << server.error().reason;
@@ -133,17 +146,10 @@ TEST(SemiPflLearner, CombinationFollowsTheClientsLabels) {
   // client's few labels must put the weight on base 0.
   auto server = MakeServer(10.0, 8);
   ASSERT_TRUE(server);
-  auto flat = server.value()->ModelFor("alice", 1);
-  ASSERT_TRUE(flat);
-  client::Parameters personal = ta::PersonalModelLayout(SmallArchitecture(2));
-  size_t at = 0;
-  for (auto& t : personal) {
-    std::copy(flat.value().begin() + static_cast<int64_t>(at),
-              flat.value().begin() + static_cast<int64_t>(at + t.values.size()), t.values.begin());
-    at += t.values.size();
-  }
+  auto personal = PersonalModel(*server.value(), "alice", 1);
+  ASSERT_TRUE(personal);
   ta::SemiPflLearner learner(SmallArchitecture(2));
-  ASSERT_TRUE(learner.Load(personal));
+  ASSERT_TRUE(learner.Load(personal.value()));
   EXPECT_NEAR(learner.combination()[0], 0.5, 1e-6);  // uniform before any labels
   const LabelledSet mine = Patterns(10, 7);
   learner.Combine(mine.x, mine.y, {});
@@ -171,17 +177,10 @@ TEST(SemiPflLearner, CombinationFollowsTheClientsLabels) {
 TEST(SemiPflLearner, BatchNormAdaptationTakesTheClientsLatentStatistics) {
   auto server = MakeServer(10.0, 8);
   ASSERT_TRUE(server);
-  auto flat = server.value()->ModelFor("bob", 3);
-  ASSERT_TRUE(flat);
-  client::Parameters personal = ta::PersonalModelLayout(SmallArchitecture(2));
-  size_t at = 0;
-  for (auto& t : personal) {
-    std::copy(flat.value().begin() + static_cast<int64_t>(at),
-              flat.value().begin() + static_cast<int64_t>(at + t.values.size()), t.values.begin());
-    at += t.values.size();
-  }
+  auto personal = PersonalModel(*server.value(), "bob", 3);
+  ASSERT_TRUE(personal);
   ta::SemiPflLearner learner(SmallArchitecture(2));
-  ASSERT_TRUE(learner.Load(personal));
+  ASSERT_TRUE(learner.Load(personal.value()));
   const LabelledSet mine = Patterns(64, 11);
   const torch::Tensor before = learner.Predict(mine.x);
   learner.AdaptBatchNorm(mine.x);
@@ -192,7 +191,7 @@ TEST(SemiPflLearner, BatchNormAdaptationTakesTheClientsLatentStatistics) {
   learner.AdaptBatchNorm(mine.x);
   EXPECT_TRUE(torch::allclose(learner.Predict(mine.x), after, 1e-6, 1e-6));
   // A new personal model brings the server's statistics back.
-  ASSERT_TRUE(learner.Load(personal));
+  ASSERT_TRUE(learner.Load(personal.value()));
   EXPECT_TRUE(torch::allclose(learner.Predict(mine.x), before, 1e-6, 1e-6));
 }
 
