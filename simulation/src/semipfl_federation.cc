@@ -250,10 +250,11 @@ Result<SemiPflResult> RunSemiPflSimulation(const config::SimulationJob& job, con
   std::mutex mu;
   std::map<uint32_t, UserScore> scores;  // this round's
   double reconstruction = 0;
-  std::vector<ta::SemiPflLearner> learners(job.workers, ta::SemiPflLearner(arch));
+  std::vector<std::unique_ptr<ta::SemiPflLearner>> learners;
+  for (uint32_t w = 0; w < job.workers; ++w) learners.push_back(std::make_unique<ta::SemiPflLearner>(arch));
   ClientWork work = [&](uint32_t c, size_t w, const client::Task& task,
                         const client::Parameters& model) -> Result<client::FitResult> {
-    ta::SemiPflLearner& learner = learners[w];
+    ta::SemiPflLearner& learner = *learners[w];
     const UserData& u = data.users[c];
     ta::SemiPflTrainOptions defaults;
     defaults.seed = job.seed * 7919 + c;

@@ -75,6 +75,10 @@ SemiPflTrainOptions WithConfig(SemiPflTrainOptions options, const Config& config
 class SemiPflLearner {
  public:
   explicit SemiPflLearner(SemiPflArchitecture arch);
+  // Not copyable: LibTorch modules are shared handles, and copies would
+  // share (and race on) one set of weights.
+  SemiPflLearner(const SemiPflLearner&) = delete;
+  SemiPflLearner& operator=(const SemiPflLearner&) = delete;
 
   // Takes a personal model (names and shapes checked against the layout).
   Result<void> Load(const Parameters& personal);
