@@ -259,9 +259,7 @@ Result<SemiPflResult> RunSemiPflSimulation(const config::SimulationJob& job, con
     ta::SemiPflTrainOptions defaults;
     defaults.seed = job.seed * 7919 + c;
     const ta::SemiPflTrainOptions o = ta::WithConfig(defaults, task.config);
-    TRIBUTARY_TRY(learner.Load(model));
-    if (o.adapt_batchnorm) learner.AdaptBatchNorm(u.train_x);
-    learner.Combine(u.labelled_x, u.labelled_y, o);
+    TRIBUTARY_TRY(learner.Personalize(model, u.train_x, u.labelled_x, u.labelled_y, o));
     const UserScore s = Score(learner.Predict(u.test_x), u.test_y, data.classes);
     TRIBUTARY_ASSIGN_OR_RETURN(client::FitResult fit, learner.TrainAutoencoder(u.train_x, o));
     fit.metrics["accuracy"] = s.accuracy;

@@ -133,6 +133,15 @@ torch::Tensor Mix(const torch::Tensor& weights, const torch::Tensor& log_p) {
 
 }  // namespace
 
+Result<void> SemiPflLearner::Personalize(const Parameters& personal, const torch::Tensor& samples,
+                                         const torch::Tensor& labelled_x, const torch::Tensor& labelled_y,
+                                         const SemiPflTrainOptions& options) {
+  TRIBUTARY_TRY(Load(personal));
+  if (options.adapt_batchnorm) AdaptBatchNorm(samples);
+  Combine(labelled_x, labelled_y, options);
+  return Ok();
+}
+
 void SemiPflLearner::AdaptBatchNorm(const torch::Tensor& x) {
   if (x.size(0) < 2) return;
   torch::NoGradGuard no_grad;
@@ -228,9 +237,7 @@ Parameters SemiPflClient::GetParameters() { return PersonalModelLayout(arch_); }
 
 Result<SemiPflTrainOptions> SemiPflClient::Prepare(const Parameters& personal, const Config& config) {
   const SemiPflTrainOptions o = WithConfig(options_, config);
-  TRIBUTARY_TRY(learner_.Load(personal));
-  if (o.adapt_batchnorm) learner_.AdaptBatchNorm(samples_);
-  learner_.Combine(labelled_x_, labelled_y_, o);
+  TRIBUTARY_TRY(learner_.Personalize(personal, samples_, labelled_x_, labelled_y_, o));
   return o;
 }
 

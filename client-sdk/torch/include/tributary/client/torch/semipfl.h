@@ -86,6 +86,10 @@ class SemiPflLearner {
   // samples x [N, input] (unlabelled), so that the server-trained
   // classifiers see the client's latent distribution normalized (AdaBN).
   void AdaptBatchNorm(const torch::Tensor& x);
+  // A round's preparation: Load(personal), AdaptBatchNorm(samples) if the
+  // options say so, Combine(labelled_x, labelled_y).
+  Result<void> Personalize(const Parameters& personal, const torch::Tensor& samples, const torch::Tensor& labelled_x,
+                           const torch::Tensor& labelled_y, const SemiPflTrainOptions& options);
   // Fits the combination weights on labelled samples x [N, input], y [N].
   void Combine(const torch::Tensor& x, const torch::Tensor& y, const SemiPflTrainOptions& options);
   // Class probabilities [N, classes] of the combined base models.
