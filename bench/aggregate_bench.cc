@@ -162,7 +162,7 @@ Result<MemoryResult> StreamThroughStore(const agg::Strategy& strategy, const agg
   MemoryResult r;
   r.baseline_anon = ProcStatus()["RssAnon"];
   TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef acc_block, segment->Allocate(spec.accumulator_bytes(), {shm::BlockKind::kPartial}));
-  std::span<float> acc(reinterpret_cast<float*>(acc_block.bytes().data()), spec.elements());
+  std::span<float> acc(reinterpret_cast<float*>(acc_block.mutable_bytes().data()), spec.elements());
   std::fill(acc.begin(), acc.end(), 0.0f);
   agg::Partial partial{acc, 0, 0};
 
@@ -172,15 +172,15 @@ Result<MemoryResult> StreamThroughStore(const agg::Strategy& strategy, const agg
   uint64_t stalls = 0;
   std::thread producer([&] {
     for (uint32_t j = 0; j < n_updates; ++j) {
-      Result<shm::BlockRef> block = segment->Allocate(model_bytes, {shm::BlockKind::kUpdate, 1, 1, Weight(j), 1});
+      Result<shm::BlockRef> block = segment->Allocate(model_bytes, {.kind = shm::BlockKind::kUpdate, .round = 1, .weight = Weight(j), .updates = 1});
       while (!block) {  // full: wait for the folder to release one
         ++stalls;
         std::unique_lock lock(mu);
         cv.wait_for(lock, std::chrono::milliseconds(1));
         lock.unlock();
-        block = segment->Allocate(model_bytes, {shm::BlockKind::kUpdate, 1, 1, Weight(j), 1});
+        block = segment->Allocate(model_bytes, {.kind = shm::BlockKind::kUpdate, .round = 1, .weight = Weight(j), .updates = 1});
       }
-      Fill(reinterpret_cast<float*>(block.value().bytes().data()), spec.elements(), j, 1);
+      Fill(reinterpret_cast<float*>(block.value().mutable_bytes().data()), spec.elements(), j, 1);
       std::lock_guard lock(mu);
       arrived.push_back(std::move(block).value());
       cv.notify_all();

@@ -36,8 +36,11 @@ double Percentile(std::vector<double> v, double p) {
 Result<Hop> DescriptorHop(dataplane::DescriptorSwitch& sw, uint64_t length, const DataplaneBenchOptions& o) {
   TRIBUTARY_ASSIGN_OR_RETURN(FunctionLink a, FunctionLink::Connect(sw.address(), 2));
   TRIBUTARY_ASSIGN_OR_RETURN(FunctionLink b, FunctionLink::Connect(sw.address(), 3));
-  const Descriptor to_b = dataplane::MakeDescriptor({TRB_KIND_PARTIAL, 3, 0, 1, 1, 4096, length, 1, 1.0});
-  const Descriptor to_a = dataplane::MakeDescriptor({TRB_KIND_PARTIAL, 2, 0, 1, 1, 4096, length, 1, 1.0});
+  const dataplane::BlockAddress block{.offset = 4096, .length = length, .generation = 1};
+  const Descriptor to_b =
+      dataplane::MakePartial({.dest_fn = 3, .src_fn = 2, .task = 1, .round = 1, .weight = 1.0, .block = block});
+  const Descriptor to_a =
+      dataplane::MakePartial({.dest_fn = 2, .src_fn = 3, .task = 1, .round = 1, .weight = 1.0, .block = block});
   const uint32_t warmup = 500;
   std::thread echo([&] {
     for (uint64_t i = 0; i < warmup + o.round_trips; ++i) {

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   app.add_option("--cache-dir", cache_dir, "Where datasets are decompressed")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  auto job = tributary::config::LoadSimulationJob(job_file);
+  auto job = tributary::simulation::LoadSimulationJob(job_file);
   if (!job) {
     std::cerr << "tributary simulate: " << job.error().ToString() << "\n";
     return 1;

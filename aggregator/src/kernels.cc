@@ -214,6 +214,14 @@ bool AllFinite(const ModelSpec& layout, std::span<const std::byte> payload, Para
 
 Result<FiniteUpdate> FiniteUpdate::Check(const ModelSpec& layout, std::span<const std::byte> payload, double weight,
                                          Parallelism parallelism) {
+  TRIBUTARY_ASSIGN_OR_RETURN(FiniteUpdate u, Trusted(layout, payload, weight));
+  if (!AllFinite(layout, payload, parallelism)) {
+    return MakeError(ErrorCode::kNonFinite, "update contains NaN or Inf");
+  }
+  return u;
+}
+
+Result<FiniteUpdate> FiniteUpdate::Trusted(const ModelSpec& layout, std::span<const std::byte> payload, double weight) {
   if (payload.size() != layout.payload_bytes()) {
     return MakeError(ErrorCode::kShapeMismatch, "payload has " + std::to_string(payload.size()) +
                                                     " bytes, the model spec needs " +
@@ -221,9 +229,6 @@ Result<FiniteUpdate> FiniteUpdate::Check(const ModelSpec& layout, std::span<cons
   }
   if (!(weight > 0.0) || weight > 1e15) {
     return MakeError(ErrorCode::kInvalidArgument, "update weight must be positive and finite");
-  }
-  if (!AllFinite(layout, payload, parallelism)) {
-    return MakeError(ErrorCode::kNonFinite, "update contains NaN or Inf");
   }
   return FiniteUpdate(&layout, payload, weight);
 }

@@ -238,10 +238,7 @@ Result<GlobalModel> GatewaySession::DownloadModel(const std::string& job) {
       return MakeError(ErrorCode::kChecksumMismatch, "global model checksum mismatch");
     }
     m.version = head.model_version();
-    for (const auto& t : head.tensors()) {
-      TRIBUTARY_ASSIGN_OR_RETURN(agg::TensorSpec spec, protocol::FromProto(t));
-      m.tensors.push_back(std::move(spec));
-    }
+    TRIBUTARY_ASSIGN_OR_RETURN(m.tensors, protocol::TensorSpecsFromProto(head.tensors()));
     return m;
   });
 }

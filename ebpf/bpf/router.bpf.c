@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 /* sk_msg descriptor router. Runs on every sendmsg of a socket in
- * trb_sockets (the gateway's and each function's): each 64-byte descriptor
+ * trb_sockets (the node agent's link and each function's): each descriptor
  * is redirected into the receive queue of its destination function's socket.
- * Everything else is passed on to the sender's peer, which is the node agent:
- * malformed input (counted in slot 0, then dropped by the agent) and
- * descriptors whose destination has no socket (not registered, or dead),
- * which the agent re-dispatches. Nothing is ever delivered to the wrong
- * function. */
+ * Everything else is passed on to the sender's peer, the node agent's
+ * descriptor switch: malformed input (counted in slot 0, then dropped) and
+ * descriptors whose destination has no socket (no route yet, not registered,
+ * or dead), counted as undelivered and dropped there; the agent holds every
+ * update until it is folded and re-sends it when it rebuilds the tree.
+ * Nothing is ever delivered to the wrong function. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 

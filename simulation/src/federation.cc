@@ -68,7 +68,7 @@ void Print(std::ostream& out, const RoundMetrics& m, uint32_t rounds, bool bar) 
 
 }  // namespace
 
-Result<std::vector<RoundMetrics>> RunSimulation(const config::SimulationJob& job, const SimulationOptions& options,
+Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const SimulationOptions& options,
                                                 std::ostream& out) {
   // Data and partition.
   Dataset data;

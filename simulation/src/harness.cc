@@ -9,7 +9,7 @@ namespace tributary::simulation {
 std::string ClientId(uint32_t c) { return "client-" + std::to_string(c); }
 std::string NodeId(uint32_t n) { return "sim" + std::to_string(getpid()) + "-" + std::to_string(n); }
 
-Result<LocalRuntime> StartLocalRuntime(const config::SimulationJob& job, const SimulationOptions& options,
+Result<LocalRuntime> StartLocalRuntime(const SimulationJob& job, const SimulationOptions& options,
                                        uint64_t segment_bytes) {
   LocalRuntime rt;
   controller::ControllerOptions co;
@@ -38,7 +38,7 @@ std::map<std::string, std::vector<std::string>> ByNode(const std::vector<uint32_
   return out;
 }
 
-ClientPool::ClientPool(const config::SimulationJob& job, std::vector<std::string> gateways, uint64_t model_bytes,
+ClientPool::ClientPool(const SimulationJob& job, std::vector<std::string> gateways, uint64_t model_bytes,
                        ClientWork work)
     : job_(job), gateways_(std::move(gateways)), model_bytes_(model_bytes), work_(std::move(work)) {
   pace_ = std::chrono::milliseconds(std::max<int64_t>(50, job.clients * 2));

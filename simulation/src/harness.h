@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "tributary/client/session.h"
-#include "tributary/config/config.h"
+#include "tributary/simulation/job.h"
 #include "tributary/controller/controller.h"
 #include "tributary/node/node_service.h"
 #include "tributary/simulation/federation.h"
@@ -36,7 +36,7 @@ struct LocalRuntime {
 
 // A controller and job.nodes node agents (segments of `segment_bytes`),
 // connected and ready; gateways without authentication on loopback.
-Result<LocalRuntime> StartLocalRuntime(const config::SimulationJob& job, const SimulationOptions& options,
+Result<LocalRuntime> StartLocalRuntime(const SimulationJob& job, const SimulationOptions& options,
                                        uint64_t segment_bytes);
 
 // `clients` spread over the nodes (client c on node c % nodes).
@@ -59,7 +59,7 @@ struct ClientTally {
 // place in the queue. Clients ask for tasks at a pace of ~500 asks/s in all.
 class ClientPool {
  public:
-  ClientPool(const config::SimulationJob& job, std::vector<std::string> gateways, uint64_t model_bytes, ClientWork work);
+  ClientPool(const SimulationJob& job, std::vector<std::string> gateways, uint64_t model_bytes, ClientWork work);
   ~ClientPool();
 
   Result<void> Start();
@@ -77,7 +77,7 @@ class ClientPool {
   std::chrono::milliseconds Visit(size_t w, uint32_t c);
   std::chrono::milliseconds Fail(const Error& e);
 
-  const config::SimulationJob& job_;
+  const SimulationJob& job_;
   std::vector<std::string> gateways_;
   uint64_t model_bytes_;
   ClientWork work_;

@@ -84,7 +84,7 @@ std::string Chart(const std::string& title, const std::vector<Series>& series, b
 
 }  // namespace
 
-Result<void> WriteReport(const std::string& run_dir, const config::SimulationJob& job,
+Result<void> WriteReport(const std::string& run_dir, const SimulationJob& job,
                          const std::vector<RoundMetrics>& rounds, const FinalModel& model) {
   namespace fs = std::filesystem;
   std::error_code ec;

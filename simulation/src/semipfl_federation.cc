@@ -56,7 +56,7 @@ torch::nn::Sequential MakeClassifier(const ta::SemiPflArchitecture& arch) {
 }
 
 void TrainClassifier(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y, int64_t epochs,
-                     const config::SimulationJob& job, torch::Generator& gen) {
+                     const SimulationJob& job, torch::Generator& gen) {
   model->train();
   std::unique_ptr<torch::optim::Optimizer> opt;
   if (job.optimizer == "adam") {
@@ -85,7 +85,7 @@ MethodScores Evaluate(torch::nn::Sequential& model, const PersonalDataset& d) {
   return m;
 }
 
-MethodScores LocalOnly(const PersonalDataset& d, const ta::SemiPflArchitecture& arch, const config::SimulationJob& job) {
+MethodScores LocalOnly(const PersonalDataset& d, const ta::SemiPflArchitecture& arch, const SimulationJob& job) {
   MethodScores m;
   for (size_t u = 0; u < d.users.size(); ++u) {
     torch::manual_seed(job.seed * 31 + u);
@@ -102,7 +102,7 @@ MethodScores LocalOnly(const PersonalDataset& d, const ta::SemiPflArchitecture& 
 
 // FedAvg over the users' labelled samples, with the SemiPFL run's selections.
 MethodScores FedAvgLabelled(const PersonalDataset& d, const ta::SemiPflArchitecture& arch,
-                            const config::SimulationJob& job, const std::vector<std::vector<uint32_t>>& selections) {
+                            const SimulationJob& job, const std::vector<std::vector<uint32_t>>& selections) {
   torch::manual_seed(job.seed * 17);
   torch::nn::Sequential global = MakeClassifier(arch), local = MakeClassifier(arch);
   for (size_t r = 0; r < selections.size(); ++r) {
@@ -142,7 +142,7 @@ nlohmann::json ToJson(const MethodScores& m) {
   return {{"mean_accuracy", m.mean_accuracy}, {"mean_weighted_f1", m.mean_weighted_f1}, {"users", users}};
 }
 
-Result<void> WriteResults(const std::string& dir, const config::SimulationJob& job, const PersonalDataset& d,
+Result<void> WriteResults(const std::string& dir, const SimulationJob& job, const PersonalDataset& d,
                           const SemiPflResult& r) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -193,10 +193,10 @@ double WeightedF1(const at::Tensor& predicted, const at::Tensor& truth, int64_t 
   return f1;
 }
 
-Result<SemiPflResult> RunSemiPflSimulation(const config::SimulationJob& job, const SimulationOptions& options,
+Result<SemiPflResult> RunSemiPflSimulation(const SimulationJob& job, const SimulationOptions& options,
                                            std::ostream& out) {
   // Users, their labels and the server's labelled sets.
-  const config::SemiPflJob& sp = job.semipfl;
+  const SemiPflJob& sp = job.semipfl;
   PersonalDataSpec ds{job.clients, job.samples_per_client, job.label_ratio, sp.base_models, sp.server_samples, job.seed};
   PersonalDataset data;
   if (job.dataset == "synthetic-har") {

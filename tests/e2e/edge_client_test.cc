@@ -61,7 +61,7 @@ TEST(EdgeClient, TrainsOneRoundOverCurveWithGeneratedKeys) {
   const agg::ModelSpec m = EdgeModel();
   auto block = agent.value()->segment().Allocate(m.payload_bytes(), {shm::BlockKind::kModel});
   ASSERT_TRUE(block);
-  std::memset(block.value().bytes().data(), 0, m.payload_bytes());
+  std::memset(block.value().mutable_bytes().data(), 0, m.payload_bytes());
   const uint64_t xxh3 = protocol::PayloadHasher::Of(block.value().bytes());
   agent.value()->models().Publish("job", gateway::PublishedModel{0, m, xxh3, std::move(block).value()});
   gateway::RoundSpec spec;

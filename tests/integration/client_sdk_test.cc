@@ -77,7 +77,7 @@ class ClientSdkTest : public ::testing::Test {
     const agg::ModelSpec m = Model();
     auto block = agent_->segment().Allocate(m.payload_bytes(), {shm::BlockKind::kModel});
     ASSERT_TRUE(block);
-    std::memcpy(block.value().bytes().data(), values.data(), values.size() * 4);
+    std::memcpy(block.value().mutable_bytes().data(), values.data(), values.size() * 4);
     const uint64_t xxh3 = protocol::PayloadHasher::Of(block.value().bytes());
     agent_->models().Publish("job", gateway::PublishedModel{version, m, xxh3, std::move(block).value()});
   }

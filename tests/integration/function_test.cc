@@ -21,7 +21,9 @@ namespace tributary::function {
 namespace {
 
 using dataplane::Descriptor;
-using dataplane::MakeDescriptor;
+using dataplane::MakePartial;
+using dataplane::MakeTask;
+using dataplane::MakeUpdate;
 
 class FunctionProcessTest : public ::testing::Test {
  protected:
@@ -54,8 +56,9 @@ class FunctionProcessTest : public ::testing::Test {
     pids_.push_back(pid);
     auto hello = agent_->Receive(std::chrono::seconds(10));
     EXPECT_TRUE(hello && hello.value()) << "no hello from function " << fn;
-    EXPECT_EQ(hello.value()->kind, TRB_KIND_CONTROL);
-    return hello.value()->route_key;
+    EXPECT_EQ(hello.value()->kind, TRB_KIND_HELLO);
+    EXPECT_EQ(hello.value()->src_fn, fn);
+    return hello.value()->lease;
   }
 
   // A leaf folds the updates of route keys `keys` in that order.
@@ -72,13 +75,13 @@ class FunctionProcessTest : public ::testing::Test {
     t.set_parent_lease(segment_->lease());
     t.set_parent_task(1000 + task_id);
     for (uint32_t k : keys) t.add_input_keys(k);
-    for (const auto& spec : model_.tensors()) *t.add_model() = protocol::ToProto(spec);
+    protocol::ToProto(model_, t.mutable_model());
     const std::string wire = t.SerializeAsString();
-    auto block = segment_->Allocate(wire.size(), {shm::BlockKind::kModel}).value();
-    std::memcpy(block.bytes().data(), wire.data(), wire.size());
+    auto block = segment_->Allocate(wire.size(), {.kind = shm::BlockKind::kTask}).value();
+    std::memcpy(block.mutable_bytes().data(), wire.data(), wire.size());
     const auto token = block.HandOff(lease).value();
-    ASSERT_TRUE(agent_->Send(MakeDescriptor({TRB_KIND_CONTROL, fn, 0, task_id, 1, token.offset, wire.size(),
-                                             token.generation, 0})));
+    ASSERT_TRUE(agent_->Send(MakeTask(
+        {.dest_fn = fn, .task = task_id, .round = 1, .block = {token.offset, wire.size(), token.generation}})));
   }
 
   // An f32 (or f16) update of route key 100 + seed handed to the function;
@@ -90,21 +93,24 @@ class FunctionProcessTest : public ::testing::Test {
     std::vector<float> v(model_.elements());
     for (float& x : v) x = d(rng);
     const uint64_t bytes = model_.elements() * agg::DTypeSize(dtype);
-    auto block = segment_->Allocate(bytes, {shm::BlockKind::kUpdate, 0, 1, weight, 1}).value();
+    auto block = segment_->Allocate(bytes, {.kind = shm::BlockKind::kUpdate, .round = 1, .weight = weight, .updates = 1}).value();
     if (dtype == agg::DType::kF16) {
-      auto* h = reinterpret_cast<_Float16*>(block.bytes().data());
+      auto* h = reinterpret_cast<_Float16*>(block.mutable_bytes().data());
       for (size_t i = 0; i < v.size(); ++i) {
         h[i] = static_cast<_Float16>(v[i]);
         v[i] = static_cast<float>(h[i]);
       }
     } else {
-      std::memcpy(block.bytes().data(), v.data(), bytes);
+      std::memcpy(block.mutable_bytes().data(), v.data(), bytes);
     }
     const auto token = block.HandOff(lease).value();
-    Descriptor desc =
-        MakeDescriptor({TRB_KIND_UPDATE, fn, 100 + seed, task_id, 1, token.offset, bytes, token.generation, weight});
-    desc.flags = static_cast<uint16_t>(dtype);
-    EXPECT_TRUE(agent_->Send(desc));
+    EXPECT_TRUE(agent_->Send(MakeUpdate({.dest_fn = fn,
+                                         .route_key = 100 + seed,
+                                         .task = task_id,
+                                         .round = 1,
+                                         .dtype = static_cast<uint8_t>(dtype),
+                                         .weight = weight,
+                                         .block = {token.offset, bytes, token.generation}})));
     return v;
   }
 
@@ -112,7 +118,7 @@ class FunctionProcessTest : public ::testing::Test {
     auto got = agent_->Receive(std::chrono::seconds(10));
     EXPECT_TRUE(got && got.value()) << "no result";
     EXPECT_EQ(got.value()->kind, TRB_KIND_PARTIAL);
-    EXPECT_EQ(got.value()->job, parent_task);
+    EXPECT_EQ(got.value()->task, parent_task);
     return segment_->Adopt({got.value()->offset, got.value()->generation}).value();
   }
 
@@ -155,8 +161,8 @@ TEST_F(FunctionProcessTest, AWarmFunctionIsReusedForTheNextTaskAndMergesPartials
   // The same process, next task: merge the leaf's partial with another one.
   SendTask(8, lease, 2, v1::ROLE_NODE_ROOT, 2);
   std::vector<float> other(model_.elements(), 1.5f);
-  auto block = segment_->Allocate(other.size() * 4, {shm::BlockKind::kPartial, 0, 1, 2.0, 1}).value();
-  std::memcpy(block.bytes().data(), other.data(), other.size() * 4);
+  auto block = segment_->Allocate(other.size() * 4, {.kind = shm::BlockKind::kPartial, .round = 1, .weight = 2.0, .updates = 1}).value();
+  std::memcpy(block.mutable_bytes().data(), other.data(), other.size() * 4);
   std::vector<float> want(other.size());
   std::memcpy(want.data(), leaf.bytes().data(), want.size() * 4);
   for (float& x : want) x = (0.0f + x) + 1.5f;
@@ -165,7 +171,13 @@ TEST_F(FunctionProcessTest, AWarmFunctionIsReusedForTheNextTaskAndMergesPartials
     const uint64_t bytes = b->bytes().size();
     const double w = b->meta().weight;
     const auto token = b->HandOff(lease).value();
-    ASSERT_TRUE(agent_->Send(MakeDescriptor({TRB_KIND_PARTIAL, 8, index, 2, 1, token.offset, bytes, token.generation, w})));
+    ASSERT_TRUE(agent_->Send(MakePartial({.dest_fn = 8,
+                                          .src_fn = kAgentFn,
+                                          .slot = index,
+                                          .task = 2,
+                                          .round = 1,
+                                          .weight = w,
+                                          .block = {token.offset, bytes, token.generation}})));
   }
   shm::BlockRef root = ReceiveResult(1002);
   EXPECT_EQ(root.meta().updates, 3u);

@@ -101,11 +101,14 @@ TEST_F(GatewayTest, AcceptedUpdatesLandInSharedMemoryByteForByte) {
     EXPECT_EQ(u.admission.client, "client-" + std::to_string(c));
     EXPECT_EQ(u.admission.route_key, 100u + c);
     EXPECT_EQ(block.meta().weight, 60.0);
+    EXPECT_TRUE(block.meta().checked_finite);  // the functions will not scan it again
     ASSERT_EQ(block.bytes().size(), payloads[c].size());
     EXPECT_EQ(std::memcmp(block.bytes().data(), payloads[c].data(), payloads[c].size()), 0);
   }
   EXPECT_EQ(gateway_->Stats().accepted, 5u);
-  EXPECT_EQ(rounds_.Delivered("job").size(), 5u);
+  for (int c = 0; c < 5; ++c) {  // each client delivered: admitted no more
+    EXPECT_EQ(rounds_.Admit("job", 3, 7, "client-" + std::to_string(c)).error().code, ErrorCode::kDuplicateUpdate);
+  }
   sink_.got.clear();
   EXPECT_EQ(segment_->Stats().live_blocks, 0u);
 }
@@ -267,7 +270,7 @@ TEST_F(GatewayTest, ClientsDownloadTheGlobalModelInChunksFromSharedMemory) {
   EXPECT_EQ(c.DownloadModel("job").error().code, ErrorCode::kNotFound);
   const std::string payload = Payload(Model(), 9);
   auto block = segment_->Allocate(payload.size(), {shm::BlockKind::kModel}).value();
-  std::memcpy(block.bytes().data(), payload.data(), payload.size());
+  std::memcpy(block.mutable_bytes().data(), payload.data(), payload.size());
   const uint64_t xxh3 = protocol::PayloadHasher::Of(block.bytes());
   models_.Publish("job", PublishedModel{5, Model(), xxh3, std::move(block)});
   auto got = c.DownloadModel("job", 50'000);

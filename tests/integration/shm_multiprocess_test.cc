@@ -73,8 +73,8 @@ TEST(ShmMultiProcess, WriterAndReaderShareBlocksByReference) {
   uint32_t reader_lease;
   ASSERT_TRUE(up.Read(reader_lease));
   for (int k = 0; k < kBlocks; ++k) {
-    auto block = seg->Allocate(4096 + k * 100, {BlockKind::kUpdate, 1, static_cast<uint64_t>(k), 1.0, 1}).value();
-    auto bytes = block.bytes();
+    auto block = seg->Allocate(4096 + k * 100, {.kind = BlockKind::kUpdate, .round = static_cast<uint64_t>(k), .weight = 1.0, .updates = 1}).value();
+    auto bytes = block.mutable_bytes();
     for (uint64_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::byte>(Pattern(k, i));
     down.Write(block.HandOff(reader_lease).value());
   }
@@ -147,8 +147,8 @@ TEST(ShmMultiProcess, KilledAtRandomMomentsCountsStayExact) {
   for (int attempt = 0; attempt < 400 && (kills < 20 || recoveries + seg->Stats().lock_recoveries < 3); ++attempt) {
     std::vector<BlockRef> mine;
     for (int k = 0; k < 4; ++k) {
-      auto b = seg->Allocate(256, {BlockKind::kModel, 0, static_cast<uint64_t>(k)}).value();
-      std::memset(b.bytes().data(), k, 256);
+      auto b = seg->Allocate(256, {.kind = BlockKind::kModel, .round = static_cast<uint64_t>(k)}).value();
+      std::memset(b.mutable_bytes().data(), k, 256);
       mine.push_back(std::move(b));
     }
     Pipe up, down;

@@ -21,12 +21,12 @@ TEST(Segment, AllocateWriteReleaseReturnsEverything) {
   auto seg = MakeSegment("basic");
   const SegmentStats before = seg->Stats();
   {
-    auto block = seg->Allocate(1000, {BlockKind::kUpdate, 1, 2, 60.0, 1});
+    auto block = seg->Allocate(1000, {.kind = BlockKind::kUpdate, .round = 2, .weight = 60.0, .updates = 1});
     ASSERT_TRUE(block) << block.error().ToString();
     auto b = std::move(block).value();
     EXPECT_EQ(b.bytes().size(), 1000u);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(b.bytes().data()) % 64, 0u);
-    std::memset(b.bytes().data(), 0xab, 1000);
+    std::memset(b.mutable_bytes().data(), 0xab, 1000);
     EXPECT_EQ(b.meta().weight, 60.0);
     EXPECT_EQ(seg->Stats().live_blocks, 1u);
     EXPECT_EQ(seg->Stats().payload_bytes_in_use, 1000u);
@@ -84,7 +84,7 @@ TEST(Segment, HandOffAndAdoptMoveOneHoldBetweenLeases) {
   EXPECT_NE(other.value()->lease(), owner->lease());
 
   auto block = owner->Allocate(128, {BlockKind::kPartial}).value();
-  std::memset(block.bytes().data(), 7, 128);
+  std::memset(block.mutable_bytes().data(), 7, 128);
   const BlockToken token = block.HandOff(other.value()->lease()).value();
   EXPECT_FALSE(block);
   EXPECT_EQ(owner->Stats().live_blocks, 1u);  // parked in the inbox
@@ -141,7 +141,7 @@ TEST(Segment, NoLeakAfterAMillionAllocateReleaseCycles) {
   const uint64_t baseline = seg->Stats().allocator_bytes_in_use;
   std::vector<BlockRef> window;
   for (int i = 0; i < 1'000'000; ++i) {
-    auto b = seg->Allocate(64 + (i % 97) * 512, {BlockKind::kUpdate, 0, static_cast<uint64_t>(i)});
+    auto b = seg->Allocate(64 + (i % 97) * 512, {.kind = BlockKind::kUpdate, .round = static_cast<uint64_t>(i)});
     ASSERT_TRUE(b) << i << ": " << b.error().ToString();
     window.push_back(std::move(b).value());
     if (i % 3 == 0) window.push_back(window.back().Clone().value());

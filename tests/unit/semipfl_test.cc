@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "tributary/client/torch/module_client.h"
+#include "tributary/client/torch/semipfl.h"
 #include "tributary/simulation/personal_data.h"
 #include "tributary/simulation/semipfl_federation.h"
 
@@ -40,7 +41,7 @@ TEST(HyperNetwork, StepsMoveTheClientsGenerationTowardItsTrainedTensors) {
   o.hidden = 32;
   o.depth = 2;
   o.lr = 1e-2;
-  HyperNetwork hn(o, ta::AutoencoderLayout(SmallArchitecture(1)));
+  HyperNetwork hn(o, semipfl::AutoencoderLayout(SmallArchitecture(1)));
   const auto start = hn.Generate(2);
   std::vector<torch::Tensor> target;
   for (const auto& t : start) target.push_back(t + 0.5);
@@ -62,7 +63,7 @@ TEST(HyperNetwork, StepsMoveTheClientsGenerationTowardItsTrainedTensors) {
 TEST(HyperNetwork, FirstGenerationsHaveALinearLayersDefaultSpread) {
   HyperNetworkOptions o;
   o.clients = 8;
-  HyperNetwork hn(o, ta::AutoencoderLayout(SmallArchitecture(1)));
+  HyperNetwork hn(o, semipfl::AutoencoderLayout(SmallArchitecture(1)));
   const double expected = 1.0 / std::sqrt(3.0 * 12);  // ae.0.weight, fan-in 12
   EXPECT_NEAR(hn.Generate(0)[0].std().item<double>(), expected, 1e-3);  // the client it was calibrated on
   for (int64_t c = 1; c < 8; ++c) {
@@ -80,7 +81,7 @@ TEST(HyperNetwork, TheGradientIsTheVectorJacobianProductOfTheDelta) {
   o.hidden = 16;
   o.depth = 1;
   o.lr = 1e-3;
-  HyperNetwork hn(o, ta::AutoencoderLayout(SmallArchitecture(1)));
+  HyperNetwork hn(o, semipfl::AutoencoderLayout(SmallArchitecture(1)));
   auto gen = hn.Generate(1);
   std::vector<torch::Tensor> target;
   for (const auto& t : gen) target.push_back(torch::randn_like(t));
@@ -101,10 +102,33 @@ Result<std::unique_ptr<Server>> MakeServer(double threshold, int64_t min_samples
   return Server::Create(o, {"alice", "bob"}, {Patterns(200, 7), Patterns(200, 7, second_permuted)});
 }
 
+// The model family's layouts (server side) follow the LibTorch adapter's
+// wire order (client side): the one contract both sides rest on.
+TEST(SemiPflModel, LayoutsFollowTheAdaptersWireOrder) {
+  const SemiPflArchitecture arch = SmallArchitecture(2);
+  const client::Parameters ae = ta::ToParameters(*MakeAutoencoder(arch));
+  const client::Parameters base = ta::ToParameters(*MakeBaseModel(arch));
+  const std::vector<agg::TensorSpec> personal = PersonalModelLayout(arch);
+  ASSERT_EQ(AutoencoderLayout(arch).size(), ae.size());
+  ASSERT_EQ(personal.size(), ae.size() + 2 * base.size());
+  for (size_t i = 0; i < personal.size(); ++i) {
+    const bool in_ae = i < ae.size();
+    const size_t m = in_ae ? 0 : (i - ae.size()) / base.size();
+    const client::Tensor& t = in_ae ? ae[i] : base[(i - ae.size()) % base.size()];
+    EXPECT_EQ(personal[i].name, (in_ae ? std::string("ae.") : "base" + std::to_string(m) + ".") + t.name);
+    EXPECT_EQ(personal[i].shape, t.shape);
+  }
+  EXPECT_EQ(FlattenState(*MakeBaseModel(arch)).size(), [&] {
+    size_t n = 0;
+    for (const auto& t : base) n += t.values.size();
+    return n;
+  }());
+}
+
 // A client's personal model from the server, as the SDK decodes it.
 Result<client::Parameters> PersonalModel(Server& server, const std::string& client, uint64_t round) {
   TRIBUTARY_ASSIGN_OR_RETURN(std::vector<float> flat, server.ModelFor(client, round));
-  client::Parameters personal = ta::PersonalModelLayout(SmallArchitecture(2));
+  client::Parameters personal = ta::PersonalModelParameters(SmallArchitecture(2));
   size_t at = 0;
   for (auto& t : personal) {
     std::copy(flat.begin() + static_cast<int64_t>(at), flat.begin() + static_cast<int64_t>(at + t.values.size()),
@@ -117,7 +141,7 @@ Result<client::Parameters> PersonalModel(Server& server, const std::string& clie
 TEST(SemiPflServer, PersonalModelsHaveTheLayoutAndUnknownClientsAreTyped) {
   auto server = MakeServer(10.0, 8);
   ASSERT_TRUE(server) << server.error().reason;
-  const auto layout = ta::PersonalModelLayout(SmallArchitecture(2));
+  const auto layout = ta::PersonalModelParameters(SmallArchitecture(2));
   auto model = server.value()->ModelFor("alice", 1);
   ASSERT_TRUE(model) << model.error().reason;
   size_t n = 0;
@@ -166,7 +190,7 @@ TEST(SemiPflLearner, CombinationFollowsTheClientsLabels) {
   auto more = learner.TrainAutoencoder(test.x, t);
   ASSERT_TRUE(once && more);
   EXPECT_LT(more.value().metrics.at("reconstruction_loss"), 0.5 * once.value().metrics.at("reconstruction_loss"));
-  EXPECT_EQ(more.value().parameters.size(), ta::AutoencoderLayout(SmallArchitecture(2)).size());
+  EXPECT_EQ(more.value().parameters.size(), semipfl::AutoencoderLayout(SmallArchitecture(2)).size());
   EXPECT_EQ(more.value().parameters.front().name, "ae.0.weight");
   EXPECT_EQ(more.value().num_examples, 300u);
   // The learner's prediction still uses the received encoder.

@@ -19,7 +19,7 @@ struct HyperNetwork::Net : torch::nn::Module {
   }
 };
 
-HyperNetwork::HyperNetwork(const HyperNetworkOptions& o, const client::Parameters& targets)
+HyperNetwork::HyperNetwork(const HyperNetworkOptions& o, const std::vector<agg::TensorSpec>& targets)
     : net_(std::make_shared<Net>()), clip_(o.clip) {
   // Modules draw their initial values from the global generator: seeded
   // here, so construct before other threads use it.

@@ -6,18 +6,8 @@
 #include <cstring>
 #include <thread>
 
-#include "tributary/client/torch/module_client.h"
-
 namespace tributary::semipfl {
-namespace ta = client::torch_adapter;
-
 namespace {
-
-Result<agg::ModelSpec> SpecOf(const client::Parameters& layout) {
-  std::vector<agg::TensorSpec> tensors;
-  for (const auto& t : layout) tensors.push_back({t.name, agg::DType::kF32, t.shape});
-  return agg::ModelSpec::Create(std::move(tensors));
-}
 
 void Append(std::vector<float>& out, const torch::Tensor& t) {
   const torch::Tensor c = t.detach().to(torch::kFloat).contiguous();
@@ -41,7 +31,7 @@ void Initialize(torch::nn::Sequential& model, torch::Generator& gen) {
 
 Server::Server(ServerOptions options, std::map<std::string, int64_t> index, std::vector<LabelledSet> sets)
     : options_(std::move(options)), index_(std::move(index)), sets_(std::move(sets)),
-      update_layout_(ta::AutoencoderLayout(options_.architecture)),
+      update_layout_(AutoencoderLayout(options_.architecture)),
       hypernetwork_(options_.hypernetwork, update_layout_) {}
 
 Result<std::unique_ptr<Server>> Server::Create(ServerOptions options, const std::vector<std::string>& clients,
@@ -63,8 +53,8 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options, const std:
   for (const std::string& c : clients) index.emplace(c, static_cast<int64_t>(index.size()));
   options.hypernetwork.clients = static_cast<uint32_t>(index.size());
   auto server = std::unique_ptr<Server>(new Server(std::move(options), std::move(index), std::move(server_sets)));
-  TRIBUTARY_ASSIGN_OR_RETURN(server->update_, SpecOf(server->update_layout_));
-  TRIBUTARY_ASSIGN_OR_RETURN(server->personal_, SpecOf(ta::PersonalModelLayout(server->options_.architecture)));
+  TRIBUTARY_ASSIGN_OR_RETURN(server->update_, agg::ModelSpec::Create(server->update_layout_));
+  TRIBUTARY_ASSIGN_OR_RETURN(server->personal_, agg::ModelSpec::Create(PersonalModelLayout(server->options_.architecture)));
   return server;
 }
 
@@ -76,9 +66,9 @@ Result<int64_t> Server::IndexOf(const std::string& client) const {
 
 Result<std::vector<float>> Server::ModelFor(const std::string& client, uint64_t round) {
   TRIBUTARY_ASSIGN_OR_RETURN(const int64_t idx, IndexOf(client));
-  const ta::SemiPflArchitecture& arch = options_.architecture;
+  const SemiPflArchitecture& arch = options_.architecture;
   const std::vector<torch::Tensor> generated = hypernetwork_.Generate(idx);
-  torch::nn::Sequential ae = ta::MakeAutoencoder(arch);
+  torch::nn::Sequential ae = MakeAutoencoder(arch);
   {
     torch::NoGradGuard no_grad;
     auto params = ae->parameters();
@@ -118,16 +108,16 @@ std::vector<float> Server::TrainBase(torch::nn::Sequential& ae, size_t m, int64_
   torch::Tensor z, keep;
   {
     torch::NoGradGuard no_grad;
-    const torch::Tensor error = ta::ReconstructionError(ae, set.x);
+    const torch::Tensor error = ReconstructionError(ae, set.x);
     keep = (error < options_.threshold).nonzero().view({-1});
     if (keep.size(0) < options_.min_samples) {
       keep = std::get<1>(error.topk(std::min<int64_t>(options_.min_samples, set.x.size(0)), 0, /*largest=*/false));
     }
-    z = ta::Encode(ae, set.x.index_select(0, keep));
+    z = Encode(ae, set.x.index_select(0, keep));
   }
   kept = static_cast<double>(keep.size(0)) / static_cast<double>(set.x.size(0));
   const torch::Tensor y = set.y.index_select(0, keep);
-  torch::nn::Sequential base = ta::MakeBaseModel(options_.architecture);
+  torch::nn::Sequential base = MakeBaseModel(options_.architecture);
   Initialize(base, gen);
   base->train();
   torch::optim::Adam opt(base->parameters(), torch::optim::AdamOptions(options_.base_lr));
@@ -144,9 +134,7 @@ std::vector<float> Server::TrainBase(torch::nn::Sequential& ae, size_t m, int64_
     }
   }
   base->eval();
-  std::vector<float> out;
-  for (const auto& t : ta::ToParameters(*base)) out.insert(out.end(), t.values.begin(), t.values.end());
-  return out;
+  return FlattenState(*base);
 }
 
 Result<void> Server::OnUpdate(const std::string& client, uint64_t /*round*/, double /*weight*/,
@@ -160,7 +148,7 @@ Result<void> Server::OnUpdate(const std::string& client, uint64_t /*round*/, dou
   size_t at = 0;
   for (const auto& t : update_layout_) {
     trained.push_back(torch::from_blob(const_cast<float*>(values.data() + at), t.shape, torch::kFloat).clone());
-    at += t.values.size();
+    at += t.elements();
   }
   const StepReport r = hypernetwork_.Step(idx, trained);
   stats_.events += 1;

@@ -27,66 +27,12 @@ Result<Parameters> Slice(const Parameters& from, size_t begin, size_t n, const s
 
 }  // namespace
 
-Result<void> SemiPflArchitecture::Validate() const {
-  if (input <= 0 || classes < 2 || encoder.empty() || base_hidden <= 0 || base_models == 0) {
-    return MakeError(ErrorCode::kConfig, "a SemiPFL architecture needs input > 0, classes >= 2, encoder widths, "
-                                         "base_hidden > 0 and base_models > 0");
-  }
-  for (int64_t w : encoder) {
-    if (w <= 0) return MakeError(ErrorCode::kConfig, "autoencoder widths must be positive");
-  }
-  return Ok();
-}
-
-torch::nn::Sequential MakeAutoencoder(const SemiPflArchitecture& arch) {
-  torch::nn::Sequential s;
-  std::vector<int64_t> widths{arch.input};
-  widths.insert(widths.end(), arch.encoder.begin(), arch.encoder.end());
-  for (size_t i = 1; i < widths.size(); ++i) {
-    if (i > 1) s->push_back(torch::nn::ReLU());
-    s->push_back(torch::nn::Linear(widths[i - 1], widths[i]));
-  }
-  for (size_t i = widths.size() - 1; i > 0; --i) {
-    s->push_back(torch::nn::ReLU());
-    s->push_back(torch::nn::Linear(widths[i], widths[i - 1]));
-  }
-  s->push_back(torch::nn::Tanh());
-  return s;
-}
-
-torch::Tensor Encode(torch::nn::Sequential& autoencoder, const torch::Tensor& x) {
-  // Encoder modules: Linear, then (ReLU, Linear) per further width; the
-  // decoder has one more module per width, plus the Tanh.
-  const size_t encoder_modules = (autoencoder->size() - 2) / 2;
-  torch::Tensor h = x;
-  auto it = autoencoder->begin();
-  for (size_t i = 0; i < encoder_modules; ++i, ++it) h = it->forward(h);
-  return h;
-}
-
-torch::nn::Sequential MakeBaseModel(const SemiPflArchitecture& arch) {
-  return torch::nn::Sequential(torch::nn::BatchNorm1d(arch.latent()), torch::nn::Linear(arch.latent(), arch.base_hidden),
-                               torch::nn::ReLU(), torch::nn::BatchNorm1d(arch.base_hidden),
-                               torch::nn::Linear(arch.base_hidden, arch.classes));
-}
-
-Parameters AutoencoderLayout(const SemiPflArchitecture& arch) {
-  return Prefixed("ae.", ToParameters(*MakeAutoencoder(arch)));
-}
-
-Parameters PersonalModelLayout(const SemiPflArchitecture& arch) {
-  Parameters out = AutoencoderLayout(arch);
-  const Parameters base = ToParameters(*MakeBaseModel(arch));
-  for (uint32_t m = 0; m < arch.base_models; ++m) {
-    Parameters p = Prefixed("base" + std::to_string(m) + ".", base);
-    out.insert(out.end(), p.begin(), p.end());
+Parameters PersonalModelParameters(const SemiPflArchitecture& arch) {
+  Parameters out;
+  for (const agg::TensorSpec& t : semipfl::PersonalModelLayout(arch)) {
+    out.push_back({t.name, t.shape, std::vector<float>(t.elements(), 0.0f)});
   }
   return out;
-}
-
-torch::Tensor ReconstructionError(torch::nn::Sequential& autoencoder, const torch::Tensor& x) {
-  torch::NoGradGuard no_grad;
-  return (autoencoder->forward(x) - x).pow(2).mean(1);
 }
 
 SemiPflLearner::SemiPflLearner(SemiPflArchitecture arch)
@@ -96,7 +42,7 @@ SemiPflLearner::SemiPflLearner(SemiPflArchitecture arch)
 }
 
 Result<void> SemiPflLearner::Load(const Parameters& personal) {
-  const size_t ae = AutoencoderLayout(arch_).size();
+  const size_t ae = semipfl::AutoencoderLayout(arch_).size();
   const size_t per_base = ToParameters(*bases_.front()).size();
   if (personal.size() != ae + per_base * bases_.size()) {
     return MakeError(ErrorCode::kShapeMismatch, "a personal model of " + std::to_string(personal.size()) +
@@ -233,7 +179,7 @@ SemiPflClient::SemiPflClient(SemiPflArchitecture arch, torch::Tensor samples, to
     : arch_(std::move(arch)), samples_(std::move(samples)), labelled_x_(std::move(labelled_x)),
       labelled_y_(std::move(labelled_y)), options_(options), learner_(arch_) {}
 
-Parameters SemiPflClient::GetParameters() { return PersonalModelLayout(arch_); }
+Parameters SemiPflClient::GetParameters() { return PersonalModelParameters(arch_); }
 
 Result<SemiPflTrainOptions> SemiPflClient::Prepare(const Parameters& personal, const Config& config) {
   const SemiPflTrainOptions o = WithConfig(options_, config);

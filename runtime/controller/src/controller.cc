@@ -1,29 +1,22 @@
 #include "tributary/controller/controller.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <thread>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "tributary/controller/checkpoint.h"
 #include "tributary/protocol/codec.h"
 
 namespace tributary::controller {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr uint32_t kCheckpointMagic = 0x43425254;  // "TRBC"
-constexpr uint32_t kCheckpointVersion = 1;
-constexpr uint64_t kChunkBytes = 4ull << 20;
-
 struct Job {
   JobSpec spec;
   std::unique_ptr<agg::Strategy> strategy;
@@ -56,19 +49,6 @@ struct Pending {
 };
 
 std::string CheckpointPath(const std::string& dir, const std::string& job) { return dir + "/" + job + ".ckpt"; }
-
-template <class T>
-void Put(std::string& out, const T& v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);
-}
-
-template <class T>
-bool Get(std::string_view& in, T& v) {
-  if (in.size() < sizeof v) return false;
-  std::memcpy(&v, in.data(), sizeof v);
-  in.remove_prefix(sizeof v);
-  return true;
-}
 
 }  // namespace
 
@@ -170,17 +150,17 @@ struct Controller::Impl {
     auto* mp = publish.mutable_model_publish();
     mp->set_job_id(job);
     mp->set_model_version(version);
-    for (const auto& t : spec.tensors()) *mp->add_model() = protocol::ToProto(t);
+    protocol::ToProto(spec, mp->mutable_model());
     mp->set_payload_bytes(bytes.size());
     mp->set_payload_xxh3(protocol::PayloadHasher::Of(std::as_bytes(std::span(bytes.data(), bytes.size()))));
     mp->set_client_id(client);
     outbox.push_back({node, protocol::EncodeEnvelope(publish), {}});
-    for (uint64_t off = 0; off < bytes.size(); off += kChunkBytes) {
+    for (uint64_t off = 0; off < bytes.size(); off += protocol::kControlChunkBytes) {
       v1::Envelope chunk = protocol::NewEnvelope();
       chunk.mutable_model_publish_chunk()->set_job_id(job);
       chunk.mutable_model_publish_chunk()->set_model_version(version);
       chunk.mutable_model_publish_chunk()->set_offset(off);
-      outbox.push_back({node, protocol::EncodeEnvelope(chunk), std::string(bytes.substr(off, kChunkBytes))});
+      outbox.push_back({node, protocol::EncodeEnvelope(chunk), std::string(bytes.substr(off, protocol::kControlChunkBytes))});
     }
   }
 
@@ -197,60 +177,121 @@ struct Controller::Impl {
 
   Result<void> Checkpoint(const Job& j) {
     if (options.checkpoint_dir.empty()) return Ok();
-    std::string out;
-    Put(out, kCheckpointMagic);
-    Put(out, kCheckpointVersion);
-    Put(out, j.version);
-    Put(out, j.steps);
-    Put(out, static_cast<uint64_t>(j.model.size()));
-    Put(out, static_cast<uint64_t>(j.slots.size()));
-    out.append(reinterpret_cast<const char*>(j.model.data()), j.model.size() * 4);
-    for (const auto& s : j.slots) out.append(reinterpret_cast<const char*>(s.data()), s.size() * 4);
-    Put(out, protocol::PayloadHasher::Of(std::as_bytes(std::span(out.data(), out.size()))));
-    const std::string path = CheckpointPath(options.checkpoint_dir, j.spec.id);
-    const std::string tmp = path + ".tmp";
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return MakeError(ErrorCode::kIo, "cannot write " + tmp + ": " + std::strerror(errno));
-    const bool ok = ::write(fd, out.data(), out.size()) == static_cast<ssize_t>(out.size()) && ::fsync(fd) == 0;
-    ::close(fd);
-    if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-      return MakeError(ErrorCode::kIo, "cannot write checkpoint " + path);
-    }
-    const int dir = ::open(options.checkpoint_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir >= 0) {
-      ::fsync(dir);
-      ::close(dir);
-    }
-    return Ok();
+    return WriteCheckpoint(CheckpointPath(options.checkpoint_dir, j.spec.id), {j.version, j.steps, j.model, j.slots});
   }
 
+  // Resumes `j` from its checkpoint, if it has one (false: none).
   Result<bool> Restore(Job& j) {
     if (options.checkpoint_dir.empty()) return false;
-    std::ifstream in(CheckpointPath(options.checkpoint_dir, j.spec.id), std::ios::binary);
-    if (!in) return false;
-    const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto bad = [&](const std::string& why) {
-      return MakeError(ErrorCode::kConfig, "checkpoint of job '" + j.spec.id + "' is unusable: " + why);
-    };
-    if (data.size() < 8) return bad("truncated");
-    uint64_t sum;
-    std::memcpy(&sum, data.data() + data.size() - 8, 8);
-    if (protocol::PayloadHasher::Of(std::as_bytes(std::span(data.data(), data.size() - 8))) != sum) return bad("checksum");
-    std::string_view v(data.data(), data.size() - 8);
-    uint32_t magic, version;
-    uint64_t model_version, steps, n, slots;
-    if (!Get(v, magic) || !Get(v, version) || !Get(v, model_version) || !Get(v, steps) || !Get(v, n) || !Get(v, slots) ||
-        magic != kCheckpointMagic || version != kCheckpointVersion) {
-      return bad("header");
-    }
-    if (n != j.spec.model.elements() || slots != j.slots.size() || v.size() != (1 + slots) * n * 4) {
-      return bad("its sizes do not match the job's model and strategy");
-    }
-    std::memcpy(j.model.data(), v.data(), n * 4);
-    for (uint64_t s = 0; s < slots; ++s) std::memcpy(j.slots[s].data(), v.data() + (1 + s) * n * 4, n * 4);
-    j.version = model_version;
-    j.steps = steps;
+    TRIBUTARY_ASSIGN_OR_RETURN(std::optional<CheckpointState> saved,
+                               ReadCheckpoint(CheckpointPath(options.checkpoint_dir, j.spec.id), j.model.size(),
+                                              j.slots.size()));
+    if (!saved) return false;
+    j.version = saved->model_version;
+    j.steps = saved->steps;
+    j.model = std::move(saved->model);
+    j.slots = std::move(saved->slots);
     return true;
+  }
+
+  // ---- RunRound's steps, for job `job` and round `round`
+
+  // Each selected client's personal model, from the job's stateful function.
+  Result<std::map<std::string, std::vector<float>>> PersonalModels(
+      agg::PersonalizedFunction& personal, uint64_t round,
+      const std::map<std::string, std::vector<std::string>>& clients_by_node) {
+    std::map<std::string, std::vector<float>> out;
+    for (const auto& [node, clients] : clients_by_node) {
+      for (const std::string& c : clients) {
+        TRIBUTARY_ASSIGN_OR_RETURN(out[c], personal.ModelFor(c, round));
+        if (out[c].size() != personal.personal_model().elements()) {
+          return MakeError(ErrorCode::kShapeMismatch, "the personalized function's model for " + c + " has the wrong size");
+        }
+      }
+    }
+    return out;
+  }
+
+  // Publishes the models the round starts from and sends each node its plan (under `mu`).
+  void SendPlans(const Job& job, uint64_t round, const std::map<std::string, std::vector<std::string>>& clients_by_node,
+                 const std::map<std::string, std::vector<float>>& personal_models) {
+    agg::PersonalizedFunction* personal = job.spec.personalized.get();
+    uint32_t key = 1;
+    for (const auto& [node, clients] : clients_by_node) {
+      if (personal) {
+        for (const std::string& c : clients) {
+          Publish(node, job.spec.id, job.version, personal->personal_model(), personal_models.at(c), c);
+        }
+      } else {
+        Publish(node, job.spec.id, job.version, job.spec.model, job.model, "");
+      }
+      v1::Envelope e = protocol::NewEnvelope();
+      auto* plan = e.mutable_round_plan();
+      plan->set_job_id(job.spec.id);
+      plan->set_round(round);
+      plan->set_model_version(job.version);
+      protocol::ToProto(job.spec.model, plan->mutable_model());
+      for (const std::string& c : clients) (*plan->mutable_clients())[c] = key++;
+      plan->set_fan_in(job.spec.fan_in);
+      plan->set_deadline_ms(static_cast<uint64_t>(job.spec.deadline.count()));
+      plan->set_reject_non_finite(job.spec.reject_non_finite);
+      plan->set_personalized(personal != nullptr);
+      protocol::ToProto(job.spec.client_config, plan->mutable_client_config());
+      (*plan->mutable_client_config())["round"].set_int_value(static_cast<int64_t>(round));
+      outbox.push_back({node, protocol::EncodeEnvelope(e), {}});
+    }
+  }
+
+  // Waits until every node's partial is in, a node failed, or time is up;
+  // hands a personalized job's updates to its function as they come (the
+  // lock is released meanwhile). False: the nodes did not answer in time.
+  Result<bool> Collect(std::unique_lock<std::mutex>& lock, const Job& job, uint64_t round, size_t node_count,
+                       RoundReport& report) {
+    const auto give_up = Clock::now() + job.spec.deadline + std::chrono::seconds(30);
+    for (;;) {
+      const bool woke = cv.wait_until(lock, give_up, [&] {
+        size_t done = 0;
+        for (const auto& [node, in] : pending->partials) done += in.done;
+        return !pending->failures.empty() || !pending->events.empty() || done == node_count;
+      });
+      if (!woke || pending->events.empty()) return woke;
+      // Events go to the stateful function in arrival order, without the lock.
+      ClientEvent ev = std::move(pending->events.front());
+      pending->events.pop_front();
+      lock.unlock();
+      Result<void> applied =
+          ev.bytes.size() != job.spec.model.elements() * 4
+              ? Result<void>(MakeError(ErrorCode::kShapeMismatch, "client " + ev.client + "'s update has the wrong size"))
+              : job.spec.personalized->OnUpdate(
+                    ev.client, round, ev.weight,
+                    std::span(reinterpret_cast<const float*>(ev.bytes.data()), ev.bytes.size() / 4));
+      lock.lock();
+      if (!applied) return MakeError(applied.error().code, "round " + std::to_string(round) + ": " + applied.error().reason);
+      report.updates += 1;
+      report.weight += ev.weight;
+    }
+  }
+
+  // The root: merges the nodes' partials (in node order: deterministic) and
+  // finalizes the next model with the job's strategy.
+  Result<void> MergeAtRoot(Job& job, const Pending& done, RoundReport& report) {
+    std::vector<float> sum(job.model.size(), 0.0f);
+    agg::Partial total{sum, 0, 0};
+    for (const auto& [node, in] : done.partials) {
+      const agg::PartialView child{std::span(reinterpret_cast<const float*>(in.bytes.data()), in.bytes.size() / 4),
+                                   in.header.weight(), in.header.updates()};
+      TRIBUTARY_TRY(job.strategy->Merge(total, std::span(&child, 1)));
+      report.updates_by_node[node] = in.header.updates();
+    }
+    agg::ServerState state{job.model, {}, job.steps};
+    for (auto& s : job.slots) state.slots.push_back(s);
+    TRIBUTARY_TRY(job.strategy->Finalize(agg::View(total), state));
+    job.steps = state.steps;
+    job.version += 1;
+    TRIBUTARY_TRY(Checkpoint(job));
+    report.updates = total.updates;
+    report.weight = total.weight;
+    return Ok();
   }
 };
 
@@ -334,110 +375,40 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
   for (const auto& [node, clients] : clients_by_node) {
     if (impl_->nodes.count(node) == 0) return MakeError(ErrorCode::kNotFound, "node '" + node + "' is not connected");
   }
-  agg::PersonalizedFunction* personal = job.spec.personalized.get();
   // Personal models are generated before the round opens, without the lock
-  // (the job's rounds run one at a time, so `job` stays put).
+  // (rounds run one at a time, so `job` stays put).
   std::map<std::string, std::vector<float>> personal_models;
-  if (personal) {
+  if (job.spec.personalized) {
     lock.unlock();
-    for (const auto& [node, clients] : clients_by_node) {
-      for (const std::string& c : clients) {
-        TRIBUTARY_ASSIGN_OR_RETURN(personal_models[c], personal->ModelFor(c, round));
-        if (personal_models[c].size() != personal->personal_model().elements()) {
-          return MakeError(ErrorCode::kShapeMismatch, "the personalized function's model for " + c + " has the wrong size");
-        }
-      }
-    }
+    TRIBUTARY_ASSIGN_OR_RETURN(personal_models, impl_->PersonalModels(*job.spec.personalized, round, clients_by_node));
     lock.lock();
+  }
+  if (impl_->pending) {
+    return MakeError(ErrorCode::kInvalidArgument, "round " + std::to_string(impl_->pending->round) + " of job '" +
+                                                      impl_->pending->job + "' is in progress: one round at a time");
   }
   impl_->pending = Pending{job_id, round, {}, {}, {}};
-  uint32_t key = 1;
-  for (const auto& [node, clients] : clients_by_node) {
-    // The models the round starts from, for the node's gateway to serve.
-    if (personal) {
-      for (const std::string& c : clients) {
-        impl_->Publish(node, job_id, job.version, personal->personal_model(), personal_models[c], c);
-      }
-    } else {
-      impl_->Publish(node, job_id, job.version, job.spec.model, job.model, "");
-    }
-    v1::Envelope e = protocol::NewEnvelope();
-    auto* plan = e.mutable_round_plan();
-    plan->set_job_id(job_id);
-    plan->set_round(round);
-    plan->set_model_version(job.version);
-    for (const auto& t : job.spec.model.tensors()) *plan->add_model() = protocol::ToProto(t);
-    for (const std::string& c : clients) (*plan->mutable_clients())[c] = key++;
-    plan->set_fan_in(job.spec.fan_in);
-    plan->set_deadline_ms(static_cast<uint64_t>(job.spec.deadline.count()));
-    plan->set_reject_non_finite(job.spec.reject_non_finite);
-    plan->set_personalized(personal != nullptr);
-    protocol::ToProto(job.spec.client_config, plan->mutable_client_config());
-    (*plan->mutable_client_config())["round"].set_int_value(static_cast<int64_t>(round));
-    impl_->outbox.push_back({node, protocol::EncodeEnvelope(e), {}});
-  }
-  const auto give_up = Clock::now() + job.spec.deadline + std::chrono::seconds(30);
+  impl_->SendPlans(job, round, clients_by_node, personal_models);
   RoundReport report;
-  bool all = false;
-  for (;;) {
-    all = impl_->cv.wait_until(lock, give_up, [&] {
-      size_t done = 0;
-      for (const auto& [node, in] : impl_->pending->partials) done += in.done;
-      return !impl_->pending->failures.empty() || !impl_->pending->events.empty() || done == clients_by_node.size();
-    });
-    if (!all || impl_->pending->events.empty()) break;
-    // Events go to the stateful function in arrival order, without the lock.
-    ClientEvent ev = std::move(impl_->pending->events.front());
-    impl_->pending->events.pop_front();
-    lock.unlock();
-    Result<void> applied =
-        ev.bytes.size() != job.spec.model.elements() * 4
-            ? Result<void>(MakeError(ErrorCode::kShapeMismatch, "client " + ev.client + "'s update has the wrong size"))
-            : personal->OnUpdate(ev.client, round, ev.weight,
-                                 std::span(reinterpret_cast<const float*>(ev.bytes.data()), ev.bytes.size() / 4));
-    lock.lock();
-    if (!applied) {
-      impl_->pending.reset();
-      return MakeError(applied.error().code, "round " + std::to_string(round) + ": " + applied.error().reason);
-    }
-    report.updates += 1;
-    report.weight += ev.weight;
-  }
+  auto collected = impl_->Collect(lock, job, round, clients_by_node.size(), report);
   Pending pending = std::move(*impl_->pending);
   impl_->pending.reset();
+  if (!collected) return std::move(collected).error();
   if (!pending.failures.empty()) {
     const auto& [node, err] = *pending.failures.begin();
     return MakeError(err.code, "round " + std::to_string(round) + " failed on node " + node + ": " + err.reason);
   }
-  if (!all) return MakeError(ErrorCode::kRoundClosed, "round " + std::to_string(round) + ": nodes did not answer in time");
+  if (!collected.value()) {
+    return MakeError(ErrorCode::kRoundClosed, "round " + std::to_string(round) + ": nodes did not answer in time");
+  }
   report.round = round;
-  if (personal) {
+  if (job.spec.personalized) {
     for (const auto& [node, in] : pending.partials) report.updates_by_node[node] = in.header.updates();
     job.version += 1;
-    report.model_version = job.version;
-    report.seconds = Clock::now() - start;
-    return report;
+  } else {
+    TRIBUTARY_TRY(impl_->MergeAtRoot(job, pending, report));
   }
-
-  // The root: merge the nodes' partials (in node order: deterministic), finalize.
-  std::vector<float> sum(job.model.size(), 0.0f);
-  agg::Partial total{sum, 0, 0};
-  for (const auto& [node, in] : pending.partials) {
-    const agg::PartialView child{
-        std::span(reinterpret_cast<const float*>(in.bytes.data()), in.bytes.size() / 4), in.header.weight(),
-        in.header.updates()};
-    TRIBUTARY_TRY(job.strategy->Merge(total, std::span(&child, 1)));
-    report.updates_by_node[node] = in.header.updates();
-  }
-  agg::ServerState state{job.model, {}, job.steps};
-  for (auto& s : job.slots) state.slots.push_back(s);
-  TRIBUTARY_TRY(job.strategy->Finalize(agg::View(total), state));
-  job.steps = state.steps;
-  job.version += 1;
-  TRIBUTARY_TRY(impl_->Checkpoint(job));
   report.model_version = job.version;
-  report.updates = total.updates;
-  report.weight = total.weight;
   report.seconds = Clock::now() - start;
   return report;
 }

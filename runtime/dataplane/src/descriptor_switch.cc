@@ -402,14 +402,6 @@ Result<void> DescriptorSwitch::SetRoute(uint32_t route_key, uint32_t fn) {
 
 Result<void> DescriptorSwitch::RemoveRoute(uint32_t route_key) { return impl_->ChangeRoute(route_key, TRB_NO_FUNCTION); }
 
-std::vector<uint32_t> DescriptorSwitch::Functions() const {
-  std::lock_guard lock(impl_->mu);
-  std::vector<uint32_t> out;
-  for (const auto& [fn, e] : impl_->endpoints) out.push_back(fn);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 Result<SwitchCounters> DescriptorSwitch::Counters() const {
   std::lock_guard lock(impl_->mu);
   SwitchCounters out = impl_->counters;

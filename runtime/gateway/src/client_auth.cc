@@ -9,13 +9,13 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "tributary/keys/curve_keys.h"
+
 namespace tributary::gateway {
 namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-bool IsZ85Key(const std::string& s) { return s.size() == 40; }
 
 // The newest modification time of the path and, for a directory, its files.
 fs::file_time_type LastChange(const fs::path& path) {
@@ -36,10 +36,8 @@ Result<AllowList> AllowList::Load(const fs::path& path) {
   if (fs::is_directory(path, ec)) {
     for (const auto& e : fs::directory_iterator(path, ec)) {
       if (e.path().extension() != ".pub") continue;
-      std::ifstream in(e.path());
-      std::string key;
-      in >> key;
-      entries.emplace_back(e.path().stem().string(), key, e.path().string());
+      auto key = keys::LoadPublicKey(e.path().string());
+      entries.emplace_back(e.path().stem().string(), key ? key.value() : "", e.path().string());
     }
   } else {
     std::ifstream in(path);
@@ -56,7 +54,7 @@ Result<AllowList> AllowList::Load(const fs::path& path) {
   }
   AllowList list;
   for (const auto& [client, key, where] : entries) {
-    if (!IsZ85Key(key)) return MakeError(ErrorCode::kConfig, where + ": expected a 40-character Z85 public key");
+    if (!keys::IsZ85Key(key)) return MakeError(ErrorCode::kConfig, where + ": expected a 40-character Z85 public key");
     auto [it, fresh] = list.client_of_.emplace(key, client);
     if (!fresh && it->second != client) {
       return MakeError(ErrorCode::kConfig, where + ": key already listed for client '" + it->second + "'");

@@ -175,12 +175,8 @@ struct Gateway::Impl {
       return MakeError(ErrorCode::kResourceExhausted, "too many uploads in progress; retry later");
     }
     TRIBUTARY_ASSIGN_OR_RETURN(Admission admission, rounds->Admit(h.job_id(), h.round(), h.model_version(), h.client_id()));
-    shm::BlockMeta meta{shm::BlockKind::kUpdate, 0, h.round(), static_cast<double>(h.sample_count()), 1};
-    auto block = segment->Allocate(h.payload_bytes(), meta);
-    if (!block) {
-      rounds->Release(admission);
-      return std::move(block).error();
-    }
+    shm::BlockMeta meta{.kind = shm::BlockKind::kUpdate, .round = h.round(), .weight = static_cast<double>(h.sample_count()), .updates = 1};
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block, segment->Allocate(h.payload_bytes(), meta));  // or the admission goes
     Upload u;
     u.id = next_upload++;
     u.admission = std::move(admission);
@@ -188,7 +184,7 @@ struct Gateway::Impl {
     u.sample_count = h.sample_count();
     u.expected_xxh3 = h.payload_xxh3();
     u.reject_non_finite = spec.reject_non_finite;
-    u.block = std::move(block).value();
+    u.block = std::move(block);
     u.hasher = std::make_unique<protocol::PayloadHasher>();
     u.last_activity = Clock::now();
     upload_of.emplace(key, u.id);
@@ -220,8 +216,9 @@ struct Gateway::Impl {
     // Zero copy: libzmq sends straight from the shared-memory block and
     // drops this reference once the bytes are on the wire.
     auto* hold = new shm::BlockRef(std::move(model.block));
+    // libzmq only reads a message it did not allocate; its API takes void*.
     zmq::message_t frame(
-        hold->bytes().data() + m.offset(), n, [](void*, void* h) { delete static_cast<shm::BlockRef*>(h); }, hold);
+        const_cast<std::byte*>(hold->bytes().data()) + m.offset(), n, [](void*, void* h) { delete static_cast<shm::BlockRef*>(h); }, hold);
     socket.send(frame, zmq::send_flags::none);
     std::lock_guard lock(stats_mu);
     stats.model_bytes_served += n;
@@ -242,8 +239,7 @@ struct Gateway::Impl {
   void Drop(uint64_t id) {
     auto it = uploads.find(id);
     if (it == uploads.end()) return;
-    rounds->Release(it->second.admission);
-    upload_of.erase(UploadKey(it->second.admission.job, it->second.admission.round, it->second.admission.client));
+    upload_of.erase(UploadKey(it->second.admission->job, it->second.admission->round, it->second.admission->client));
     uploads.erase(it);
     UpdateInProgress();
   }
@@ -256,7 +252,7 @@ struct Gateway::Impl {
                                                  " in progress; send the update header again");
     }
     Upload& u = it->second;
-    TRIBUTARY_TRY(SameClient(u.admission.client, authenticated));
+    TRIBUTARY_TRY(SameClient(u.admission->client, authenticated));
     if (frame.size() > options.max_chunk_bytes) {
       return MakeError(ErrorCode::kTooLarge, "chunk of " + std::to_string(frame.size()) + " bytes (limit " +
                                                  std::to_string(options.max_chunk_bytes) + ")");
@@ -273,7 +269,7 @@ struct Gateway::Impl {
       return MakeError(ErrorCode::kTooLarge, "chunk runs past the announced payload_bytes; upload dropped");
     }
     const auto bytes = std::span(static_cast<const std::byte*>(frame.data()), frame.size());
-    std::memcpy(u.block.bytes().data() + u.received, bytes.data(), bytes.size());
+    std::memcpy(u.block.mutable_bytes().data() + u.received, bytes.data(), bytes.size());
     u.hasher->Update(bytes);
     u.received += frame.size();
     u.last_activity = Clock::now();
@@ -297,11 +293,13 @@ struct Gateway::Impl {
       Drop(id);
       return MakeError(ErrorCode::kNonFinite, "the update contains NaN or Inf");
     }
-    AcceptedUpdate accepted{u.admission, u.layout, u.sample_count};
+    AcceptedUpdate accepted{*u.admission, u.layout, u.sample_count};
     const uint64_t bytes = u.received;
+    // Checked once, here: the functions that fold it trust the mark.
+    u.block.mutable_meta().checked_finite = u.reject_non_finite;
     shm::BlockRef block = std::move(u.block);
-    rounds->Commit(u.admission);
-    upload_of.erase(UploadKey(u.admission.job, u.admission.round, u.admission.client));
+    u.admission.Commit();
+    upload_of.erase(UploadKey(accepted.admission.job, accepted.admission.round, accepted.admission.client));
     uploads.erase(id);
     sink->Accept(accepted, std::move(block));
     {
@@ -381,7 +379,7 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options, s
 Gateway::~Gateway() {
   impl_->stop = true;
   impl_->thread.join();
-  for (auto& [id, u] : impl_->uploads) impl_->rounds->Release(u.admission);
+  impl_->uploads.clear();  // their admissions release themselves
 }
 
 const std::string& Gateway::endpoint() const { return impl_->endpoint; }

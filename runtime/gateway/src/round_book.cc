@@ -1,5 +1,7 @@
 #include "tributary/gateway/round_book.h"
 
+#include <utility>
+
 namespace tributary::gateway {
 
 void RoundBook::OpenRound(RoundSpec spec) {
@@ -68,28 +70,32 @@ Result<Admission> RoundBook::Admit(const std::string& job, uint64_t round, uint6
   if (!mj.in_flight.insert(client).second) {
     return MakeError(ErrorCode::kDuplicateUpdate, "an upload of client '" + client + "' is already in progress");
   }
-  return Admission{job, round, client, sel->second};
+  return Admission(this, AdmittedUpload{job, round, client, sel->second});
 }
 
-void RoundBook::Commit(const Admission& a) {
+void RoundBook::Settle(const AdmittedUpload& who, bool delivered) {
   std::lock_guard lock(mu_);
-  auto it = jobs_.find(a.job);
-  if (it == jobs_.end() || it->second.spec.round != a.round) return;
-  it->second.in_flight.erase(a.client);
-  it->second.delivered.insert(a.client);
+  auto it = jobs_.find(who.job);
+  if (it == jobs_.end() || it->second.spec.round != who.round) return;  // a later round: nothing of it is held
+  it->second.in_flight.erase(who.client);
+  if (delivered) it->second.delivered.insert(who.client);
 }
 
-void RoundBook::Release(const Admission& a) {
-  std::lock_guard lock(mu_);
-  auto it = jobs_.find(a.job);
-  if (it == jobs_.end() || it->second.spec.round != a.round) return;
-  it->second.in_flight.erase(a.client);
+Admission::Admission(Admission&& other) noexcept
+    : book_(std::exchange(other.book_, nullptr)), who_(std::move(other.who_)) {}
+
+Admission& Admission::operator=(Admission&& other) noexcept {
+  if (this != &other) {
+    Settle(false);
+    book_ = std::exchange(other.book_, nullptr);
+    who_ = std::move(other.who_);
+  }
+  return *this;
 }
 
-std::set<std::string> RoundBook::Delivered(const std::string& job) const {
-  std::lock_guard lock(mu_);
-  auto it = jobs_.find(job);
-  return it == jobs_.end() ? std::set<std::string>{} : it->second.delivered;
+void Admission::Settle(bool delivered) {
+  if (book_ == nullptr) return;
+  std::exchange(book_, nullptr)->Settle(who_, delivered);
 }
 
 }  // namespace tributary::gateway

@@ -11,29 +11,25 @@
 
 #include "tributary/aggregator/kernels.h"
 #include "tributary/dataplane/descriptor_switch.h"
-#include "tributary/dataplane/payload_stream.h"
 #include "tributary/function/function_host.h"
+#include "tributary/planner/tree_plan.h"
 #include "tributary/protocol/codec.h"
 #include "tributary/v1/node.pb.h"
+#include "update_transport.h"
 
 namespace tributary::node {
 namespace {
 
 using dataplane::Descriptor;
-using dataplane::MakeDescriptor;
 using Clock = std::chrono::steady_clock;
 
-struct HeldUpdate {
-  shm::BlockRef block;  // the agent's own hold, until its leaf commits
-  uint32_t route_key = 0;
-  uint16_t dtype = 0;
-  double weight = 0;
-};
+// Functions one node runs at once (the supervisor's limit, the planner's budget).
+constexpr uint32_t kMaxFunctions = 256;
 
-struct Leaf {
+// A function of the current tree and the task it runs.
+struct TreeFunction {
   FunctionInstance f;
   uint64_t task = 0;
-  std::vector<uint32_t> keys;  // the route keys it folds
 };
 
 // A leaf's result the agent holds until the node's partial is complete.
@@ -56,22 +52,31 @@ struct Round {
   std::deque<PersonalUpdate> arrived;    // personal rounds only
   gateway::RoundSpec spec;
   uint32_t fan_in = 1;
-  std::vector<uint32_t> keys;          // route keys the current tree expects
-  std::map<uint32_t, size_t> leaf_of;  // route key -> leaf
-  std::vector<Leaf> leaves;
-  // Between leaves and the node-root when there are more than fan-in leaves:
-  // intermediate i merges leaves [i * fan_in, (i + 1) * fan_in).
-  std::vector<std::pair<FunctionInstance, uint64_t>> intermediates;  // function, task
-  FunctionInstance root;
-  uint64_t root_task = 0;
-  uint64_t node_task = 0;  // what the node-root's result carries
+  std::vector<uint32_t> keys;            // route keys the current tree expects
+  planner::TreePlan plan;                // the current tree
+  std::vector<TreeFunction> functions;   // by plan index: leaves, intermediates, the node-root last
+  uint64_t node_task = 0;                // what the node-root's result carries
   std::vector<HeldUpdate> held;
   std::vector<Committed> committed;
   bool rebuild = false;
   std::set<uint32_t> died;  // functions that exited since the current tree was planned
   bool deadline_passed = false;
   uint32_t rebuilds = 0;
+
+  const TreeFunction* LeafFor(uint32_t route_key) const {
+    auto it = plan.leaf_of.find(route_key);
+    return it == plan.leaf_of.end() ? nullptr : &functions[it->second];
+  }
 };
+
+v1::FunctionRole RoleOf(planner::Role role) {
+  switch (role) {
+    case planner::Role::kLeaf: return v1::ROLE_LEAF;
+    case planner::Role::kIntermediate: return v1::ROLE_INTERMEDIATE;
+    case planner::Role::kNodeRoot: return v1::ROLE_NODE_ROOT;
+  }
+  return v1::ROLE_LEAF;
+}
 
 }  // namespace
 
@@ -81,12 +86,11 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   std::string dataplane_reason;
   std::unique_ptr<dataplane::DescriptorSwitch> sw;
   std::optional<dataplane::FunctionLink> link;  // fn 1, the agent's own
+  std::unique_ptr<UpdateTransport> transport;
   std::unique_ptr<Supervisor> supervisor;
   gateway::RoundBook rounds;
   gateway::ModelStore models;
   std::unique_ptr<gateway::Gateway> gateway;
-  std::unique_ptr<dataplane::PayloadServer> payload_server;  // serverful transport: node-root results
-  std::map<uint32_t, UniqueFd> payload_links;                // serverful transport: fn -> connection
   std::thread receiver;
   std::atomic<bool> stop{false};
 
@@ -117,37 +121,26 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       if (!d) return;
       if (!d.value()) continue;
       const Descriptor& desc = *d.value();
-      if (desc.kind == TRB_KIND_CONTROL) {
-        supervisor->OnHello(static_cast<uint32_t>(desc.job), desc.route_key, static_cast<uint16_t>(desc.length));
+      if (desc.kind == TRB_KIND_HELLO) {
+        supervisor->OnHello(desc.src_fn, desc.lease, static_cast<uint16_t>(desc.payload_port));
         continue;
       }
       auto block = segment->Adopt({desc.offset, desc.generation});
       if (!block || desc.kind != TRB_KIND_PARTIAL) continue;
-      std::lock_guard lock(mu);
-      if (round.active && desc.job != round.node_task) {
-        Commit(desc, std::move(block).value());  // or an abandoned attempt's result, dropped
-        continue;
-      }
-      results.emplace_back(desc, std::move(block).value());
-      cv.notify_all();
+      OnResult(desc, std::move(block).value());
     }
   }
 
-  // Serverful transport: the node-root's whole result, read into a block.
-  Result<void> ReadNodeResult(int fd) {
-    TRIBUTARY_ASSIGN_OR_RETURN(dataplane::PayloadHeader h, dataplane::ReadPayloadHeader(fd));
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block,
-                               segment->Allocate(h.descriptor.length, {shm::BlockKind::kPartial, 0, h.descriptor.round}));
-    TRIBUTARY_TRY(dataplane::ReadPayloadBytes(fd, block.bytes()));
-    block.meta().weight = dataplane::WeightOf(h.descriptor);
-    block.meta().updates = h.updates;
+  // A partial for the agent: the node's result, or a leaf's commit.
+  void OnResult(const Descriptor& d, shm::BlockRef block) {
     std::lock_guard lock(mu);
-    results.emplace_back(h.descriptor, std::move(block));
+    if (round.active && d.task != round.node_task) {
+      Commit(d, std::move(block));  // or an abandoned attempt's result, dropped
+      return;
+    }
+    results.emplace_back(d, std::move(block));
     cv.notify_all();
-    return Ok();
   }
-
-  bool serverful() const { return options.transport == AggregationTransport::kTcp; }
 
   void OnFunctionExit(uint32_t fn) {
     supervisor->OnExit(fn);
@@ -157,9 +150,8 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     // Also a function the supervisor handed out for a tree being built right
     // now: Build checks `died` once it has its functions.
     round.died.insert(fn);
-    bool ours = round.root.fn == fn;
-    for (const Leaf& l : round.leaves) ours = ours || l.f.fn == fn;
-    for (const auto& [f, task] : round.intermediates) ours = ours || f.fn == fn;
+    const bool ours = std::any_of(round.functions.begin(), round.functions.end(),
+                                  [fn](const TreeFunction& t) { return t.f.fn == fn; });
     if (ours) {
       round.rebuild = true;
       cv.notify_all();
@@ -174,132 +166,88 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       cv.notify_all();
       return;
     }
-    HeldUpdate h{std::move(block), u.admission.route_key, static_cast<uint16_t>(u.layout.runs().front().dtype),
+    HeldUpdate h{std::move(block), u.admission.route_key, static_cast<uint8_t>(u.layout.runs().front().dtype),
                  static_cast<double>(u.sample_count)};
-    auto leaf = round.leaf_of.find(h.route_key);
+    const TreeFunction* leaf = round.LeafFor(h.route_key);
     // A send that fails leaves the leaf short of an input: the rebuild re-sends every held update.
-    if (leaf != round.leaf_of.end() && !SendUpdate(h, round.leaves[leaf->second], /*by_route=*/true)) {
+    if (leaf != nullptr && !transport->SendUpdate(h, leaf->f, leaf->task, round.spec.round, /*by_route=*/true)) {
       round.rebuild = true;
       cv.notify_all();
     }
-    if (!serverful()) round.held.push_back(std::move(h));
+    if (transport->recovers_failures()) round.held.push_back(std::move(h));
   }
 
   // ---- under `mu`
 
-  // Hands a hold on `block` to `lease` and sends `d` (whose block fields are
-  // filled in here) pointing at it; the agent keeps its own hold.
-  Result<void> HandOver(const shm::BlockRef& block, uint32_t lease, Descriptor d) {
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, block.Clone());
-    d.length = copy.bytes().size();
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(lease));
-    d.offset = token.offset;
-    d.generation = token.generation;
-    return link->Send(d);
-  }
-
-  Result<void> SendUpdate(const HeldUpdate& h, const Leaf& leaf, bool by_route) {
-    if (serverful()) return WriteUpdate(h, leaf);
-    Descriptor d = MakeDescriptor({TRB_KIND_UPDATE, by_route ? TRB_NO_FUNCTION : leaf.f.fn, h.route_key, leaf.task,
-                                   round.spec.round, 0, 0, 0, h.weight});
-    d.flags = h.dtype;
-    return HandOver(h.block, leaf.f.lease, d);
-  }
-
-  // Serverful transport: the whole update to the leaf's port.
-  Result<void> WriteUpdate(const HeldUpdate& h, const Leaf& leaf) {
-    auto conn = payload_links.find(leaf.f.fn);
-    if (conn == payload_links.end()) {
-      TRIBUTARY_ASSIGN_OR_RETURN(UniqueFd fd, dataplane::ConnectPayload(leaf.f.payload_port));
-      conn = payload_links.emplace(leaf.f.fn, std::move(fd)).first;
-    }
-    dataplane::PayloadHeader header{MakeDescriptor({TRB_KIND_UPDATE, leaf.f.fn, h.route_key, leaf.task,
-                                                    round.spec.round, 0, h.block.bytes().size(), 0, h.weight}),
-                                    1};
-    header.descriptor.flags = h.dtype;
-    auto written = dataplane::WritePayload(conn->second.get(), header, h.block.bytes());
-    if (!written) payload_links.erase(conn);
-    return written;
-  }
-
-  // Sends a committed leaf result to the (new) node-root as its input `index`.
-  Result<void> SendCommitted(const Committed& c, uint32_t index) {
-    return HandOver(c.partial, round.root.lease,
-                    MakeDescriptor({TRB_KIND_PARTIAL, round.root.fn, index, round.root_task, round.spec.round, 0, 0, 0,
-                                    c.partial.meta().weight}));
-  }
-
   // A leaf of the current tree handed the agent its result: its updates are
   // no longer needed (a leaf of an abandoned tree is ignored).
   void Commit(const Descriptor& d, shm::BlockRef partial) {
-    for (const Leaf& l : round.leaves) {
-      if (l.task != d.job) continue;
-      const std::set<uint32_t> keys(l.keys.begin(), l.keys.end());
+    for (uint32_t i = 0; i < round.plan.leaves; ++i) {
+      if (round.functions[i].task != d.task) continue;
+      const std::vector<uint32_t>& leaf_keys = round.plan.functions[i].keys;
+      const std::set<uint32_t> keys(leaf_keys.begin(), leaf_keys.end());
       std::erase_if(round.held, [&](const HeldUpdate& h) { return keys.count(h.route_key) != 0; });
-      round.committed.push_back(Committed{std::move(partial), l.keys});
+      round.committed.push_back(Committed{std::move(partial), leaf_keys});
       return;
     }
   }
 
-  // `index` is the task's place in its parent's fold order; a leaf folds its
-  // clients in the order of `keys`.
-  Result<void> SendTask(const FunctionInstance& f, uint64_t task, v1::FunctionRole role, uint32_t fan_in,
-                        uint32_t parent_fn, uint32_t parent_lease, uint64_t parent_task, uint16_t parent_port,
-                        uint32_t index, const std::vector<uint32_t>& keys = {}) {
+  // Sends function `index` of the plan its task: what it folds (a leaf's
+  // clients in the order of its keys) and where its result goes.
+  Result<void> SendTask(uint32_t index) {
+    const planner::PlannedFunction& p = round.plan.functions[index];
+    const TreeFunction& self = round.functions[index];
+    const bool node_root = p.role == planner::Role::kNodeRoot;
+    const TreeFunction* parent = node_root ? nullptr : &round.functions[p.parent];
     v1::FunctionTask t;
     t.set_protocol_version(protocol::kProtocolVersion);
-    t.set_task_id(task);
+    t.set_task_id(self.task);
     t.set_job_id(round.spec.job);
     t.set_round(round.spec.round);
-    t.set_role(role);
-    t.set_fan_in(fan_in);
-    t.set_parent_fn(parent_fn);
-    t.set_parent_lease(parent_lease);
-    t.set_parent_task(parent_task);
+    t.set_role(RoleOf(p.role));
+    t.set_fan_in(p.fan_in);
+    t.set_parent_fn(node_root ? function::kAgentFn : parent->f.fn);
+    t.set_parent_lease(node_root ? segment->lease() : parent->f.lease);
+    t.set_parent_task(node_root ? round.node_task : parent->task);
+    t.set_parent_payload_port(node_root ? transport->result_port() : parent->f.payload_port);
+    t.set_index_in_parent(p.index_in_parent);
     t.set_threads(options.kernel_threads);
-    if (role == v1::ROLE_LEAF && !serverful()) t.set_agent_lease(segment->lease());
-    t.set_parent_payload_port(parent_port);
-    t.set_index_in_parent(index);
-    for (uint32_t k : keys) t.add_input_keys(k);
-    for (const auto& spec : round.spec.model.tensors()) *t.add_model() = protocol::ToProto(spec);
+    if (p.role == planner::Role::kLeaf && transport->recovers_failures()) t.set_agent_lease(segment->lease());
+    for (uint32_t k : p.keys) t.add_input_keys(k);
+    protocol::ToProto(round.spec.model, t.mutable_model());
     const std::string wire = t.SerializeAsString();
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block, segment->Allocate(wire.size(), {shm::BlockKind::kModel}));
-    std::memcpy(block.bytes().data(), wire.data(), wire.size());
-    return HandOver(block, f.lease, MakeDescriptor({TRB_KIND_CONTROL, f.fn, 0, task, round.spec.round, 0, 0, 0, 0}));
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block, segment->Allocate(wire.size(), {.kind = shm::BlockKind::kTask}));
+    std::memcpy(block.mutable_bytes().data(), wire.data(), wire.size());
+    return HandOver(block, self.f.lease,
+                    dataplane::MakeTask({.dest_fn = self.f.fn, .task = self.task, .round = round.spec.round}), *link);
+  }
+
+  // Sends a committed leaf result to the (new) node-root as its input `slot`.
+  Result<void> SendCommitted(const Committed& c, uint32_t slot) {
+    const TreeFunction& root = round.functions.back();
+    return HandOver(c.partial, root.f.lease,
+                    dataplane::MakePartial({.dest_fn = root.f.fn,
+                                            .src_fn = function::kAgentFn,
+                                            .slot = slot,
+                                            .task = root.task,
+                                            .round = round.spec.round,
+                                            .weight = c.partial.meta().weight}),
+                    *link);
   }
 
   void ReleaseFunctions() {
-    payload_links.clear();
-    for (const Leaf& l : round.leaves) supervisor->Release(l.f.fn);
-    for (const auto& [f, task] : round.intermediates) supervisor->Release(f.fn);
-    if (round.root.fn != 0) supervisor->Release(round.root.fn);
-    round.leaves.clear();
-    round.intermediates.clear();
-    round.root = {};
+    transport->Reset();
+    for (const TreeFunction& t : round.functions) supervisor->Release(t.f.fn);
+    round.functions.clear();
   }
 
-  // (Re)builds the node's tree for round.keys: fresh tasks, functions from the
-  // supervisor, routes, every committed leaf result and every update held so
-  // far sent again. Keys whose leaf committed get no new leaf.
-  Result<void> Build(std::unique_lock<std::mutex>& lock) {
-    ReleaseFunctions();
-    round.leaf_of.clear();  // updates accepted meanwhile are held, and sent below
-    round.rebuild = false;
-    round.died.clear();
-    std::set<uint32_t> done;
-    for (const Committed& c : round.committed) done.insert(c.keys.begin(), c.keys.end());
-    std::vector<uint32_t> pending;
-    for (uint32_t k : round.keys) {
-      if (done.count(k) == 0) pending.push_back(k);
-    }
-    std::sort(pending.begin(), pending.end());
-    const size_t n_leaves = (pending.size() + round.fan_in - 1) / round.fan_in;
-    const size_t n_mid = n_leaves > round.fan_in ? (n_leaves + round.fan_in - 1) / round.fan_in : 0;
-    // Acquiring may wait for a cold start; the lock is not needed meanwhile.
+  // Functions for every place of `plan`, from the supervisor (warm ones
+  // first); acquiring may wait for a cold start, so without the lock.
+  Result<std::vector<FunctionInstance>> AcquireFunctions(size_t n, std::unique_lock<std::mutex>& lock) {
     lock.unlock();
     std::vector<FunctionInstance> got;
     Result<void> status = Ok();
-    for (size_t i = 0; i < n_leaves + n_mid + 1 && status; ++i) {
+    while (got.size() < n && status) {
       auto f = supervisor->Acquire();
       if (f) {
         got.push_back(f.value());
@@ -310,52 +258,50 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     lock.lock();
     if (!status) {
       for (const FunctionInstance& f : got) supervisor->Release(f.fn);
-      return status;
+      return std::move(status).error();
     }
-    for (const FunctionInstance& f : got) round.rebuild = round.rebuild || round.died.count(f.fn) != 0;
-    round.root = got.back();
-    round.root_task = next_task++;
+    return got;
+  }
+
+  // (Re)builds the node's tree for round.keys: a plan, fresh tasks, functions
+  // from the supervisor, routes, every committed leaf result and every update
+  // held so far sent again. Keys whose leaf committed get no new leaf.
+  Result<void> Build(std::unique_lock<std::mutex>& lock) {
+    ReleaseFunctions();
+    round.plan = {};  // updates accepted meanwhile are held, and sent below
+    round.rebuild = false;
+    round.died.clear();
+    std::set<uint32_t> done;
+    for (const Committed& c : round.committed) done.insert(c.keys.begin(), c.keys.end());
+    planner::TreeInputs in{{}, static_cast<uint32_t>(round.committed.size()), round.fan_in, kMaxFunctions};
+    for (uint32_t k : round.keys) {
+      if (done.count(k) == 0) in.expected_keys.push_back(k);
+    }
+    TRIBUTARY_ASSIGN_OR_RETURN(planner::TreePlan plan, planner::PlanNodeTree(in));
+    TRIBUTARY_ASSIGN_OR_RETURN(std::vector<FunctionInstance> got, AcquireFunctions(plan.functions.size(), lock));
+    for (const FunctionInstance& f : got) {
+      round.rebuild = round.rebuild || round.died.count(f.fn) != 0;
+      round.functions.push_back({f, next_task++});
+    }
     round.node_task = next_task++;
-    for (size_t i = 0; i < n_leaves; ++i) {
-      Leaf l{got[i], next_task++, {}};
-      for (size_t k = i * round.fan_in; k < std::min(pending.size(), (i + 1) * round.fan_in); ++k) {
-        round.leaf_of[pending[k]] = i;
-        l.keys.push_back(pending[k]);
-      }
-      round.leaves.push_back(l);
-    }
-    for (size_t i = 0; i < n_mid; ++i) round.intermediates.emplace_back(got[n_leaves + i], next_task++);
-    const uint32_t root_inputs = static_cast<uint32_t>((n_mid ? n_mid : n_leaves) + round.committed.size());
-    TRIBUTARY_TRY(SendTask(round.root, round.root_task, v1::ROLE_NODE_ROOT, root_inputs, function::kAgentFn,
-                           segment->lease(), round.node_task, payload_server ? payload_server->port() : 0, 0));
-    for (size_t i = 0; i < n_mid; ++i) {
-      const auto& [f, task] = round.intermediates[i];
-      const size_t children = std::min(n_leaves, (i + 1) * round.fan_in) - i * round.fan_in;
-      TRIBUTARY_TRY(SendTask(f, task, v1::ROLE_INTERMEDIATE, static_cast<uint32_t>(children), round.root.fn,
-                             round.root.lease, round.root_task, round.root.payload_port, static_cast<uint32_t>(i)));
-    }
-    for (size_t i = 0; i < n_leaves; ++i) {
-      const Leaf& l = round.leaves[i];
-      const FunctionInstance& parent = n_mid ? round.intermediates[i / round.fan_in].first : round.root;
-      const uint64_t parent_task = n_mid ? round.intermediates[i / round.fan_in].second : round.root_task;
-      const uint32_t index = static_cast<uint32_t>(n_mid ? i % round.fan_in : i);
-      TRIBUTARY_TRY(SendTask(l.f, l.task, v1::ROLE_LEAF, static_cast<uint32_t>(l.keys.size()), parent.fn,
-                             parent.lease, parent_task, parent.payload_port, index, l.keys));
-    }
+    round.plan = std::move(plan);
+    // Parents before their children: the node-root, intermediates, leaves.
+    for (uint32_t i = round.plan.root() + 1; i-- > 0;) TRIBUTARY_TRY(SendTask(i));
     // The node-root's inputs: its children first, then the committed results.
     for (size_t k = 0; k < round.committed.size(); ++k) {
-      TRIBUTARY_TRY(SendCommitted(round.committed[k], static_cast<uint32_t>((n_mid ? n_mid : n_leaves) + k)));
+      TRIBUTARY_TRY(SendCommitted(round.committed[k], round.plan.root_children() + static_cast<uint32_t>(k)));
     }
-    for (const auto& [key, leaf] : round.leaf_of) TRIBUTARY_TRY(sw->SetRoute(key, round.leaves[leaf].f.fn));
+    for (const auto& [key, leaf] : round.plan.leaf_of) TRIBUTARY_TRY(sw->SetRoute(key, round.functions[leaf].f.fn));
     for (const HeldUpdate& h : round.held) {
-      auto leaf = round.leaf_of.find(h.route_key);
-      if (leaf != round.leaf_of.end()) TRIBUTARY_TRY(SendUpdate(h, round.leaves[leaf->second], false));
+      if (const TreeFunction* leaf = round.LeafFor(h.route_key)) {
+        TRIBUTARY_TRY(transport->SendUpdate(h, leaf->f, leaf->task, round.spec.round, /*by_route=*/false));
+      }
     }
     return Ok();
   }
 
   void EndRound() {
-    for (const auto& [key, leaf] : round.leaf_of) (void)sw->RemoveRoute(key);
+    for (const auto& [key, leaf] : round.plan.leaf_of) (void)sw->RemoveRoute(key);
     ReleaseFunctions();
     rounds.CloseRound(round.spec.job);
     round = Round{};
@@ -377,13 +323,14 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
   TRIBUTARY_ASSIGN_OR_RETURN(impl->sw, dataplane::DescriptorSwitch::Start(options.node_id, std::move(kernel), cb));
   TRIBUTARY_ASSIGN_OR_RETURN(auto link, dataplane::FunctionLink::Connect(impl->sw->address(), function::kAgentFn));
   impl->link.emplace(std::move(link));
-  impl->supervisor = std::make_unique<Supervisor>(SupervisorOptions{
-      options.binary, options.store.name, impl->sw->address(), options.keep_alive, std::chrono::milliseconds(10'000), 256,
-      options.transport == AggregationTransport::kTcp});
-  if (options.transport == AggregationTransport::kTcp) {
-    TRIBUTARY_ASSIGN_OR_RETURN(impl->payload_server,
-                               dataplane::PayloadServer::Start([self](int fd) { return self->ReadNodeResult(fd); }));
-  }
+  impl->supervisor = std::make_unique<Supervisor>(SupervisorOptions{options.binary, options.store.name,
+                                                                    impl->sw->address(), options.keep_alive,
+                                                                    std::chrono::milliseconds(10'000), kMaxFunctions,
+                                                                    options.transport});
+  TRIBUTARY_ASSIGN_OR_RETURN(
+      impl->transport,
+      MakeUpdateTransport(options.transport, *impl->segment, *impl->link,
+                          [self](const Descriptor& d, shm::BlockRef block) { self->OnResult(d, std::move(block)); }));
   impl->receiver = std::thread([self] { self->Receive(); });
   TRIBUTARY_ASSIGN_OR_RETURN(impl->gateway, gateway::Gateway::Start(options.gateway, *impl->segment, impl->rounds, *impl,
                                                                                    impl->models));
@@ -400,7 +347,7 @@ NodeAgent::~NodeAgent() {
     impl_->round = Round{};
     impl_->results.clear();
   }
-  impl_->payload_server.reset();
+  impl_->transport.reset();
   impl_->sw.reset();  // no more callbacks from here on
   impl_->link.reset();
   impl_->supervisor.reset();
@@ -439,16 +386,16 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
     while (!impl_->results.empty()) {
       auto [d, block] = std::move(impl_->results.front());
       impl_->results.pop_front();
-      if (d.job != r.node_task) continue;  // an abandoned attempt's result
+      if (d.task != r.node_task) continue;  // an abandoned attempt's result
       NodeRoundResult out{std::move(block), r.rebuilds};
       impl_->rounds_completed += 1;
       impl_->EndRound();
       return out;
     }
-    if (impl_->serverful() && (r.rebuild || Clock::now() >= deadline)) {
+    if (!impl_->transport->recovers_failures() && (r.rebuild || Clock::now() >= deadline)) {
       impl_->EndRound();
       return MakeError(ErrorCode::kInternal,
-                       "the serverful comparison transport does not re-dispatch: a function died or the deadline passed");
+                       "the tcp transport does not re-dispatch: a function died or the deadline passed");
     }
     if (r.rebuild) {
       r.rebuilds += 1;
@@ -523,9 +470,7 @@ Result<uint64_t> NodeAgent::RunPersonalRound(gateway::RoundSpec spec, Clock::tim
 std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
   std::lock_guard lock(impl_->mu);
   std::vector<FunctionInstance> out;
-  for (const Leaf& l : impl_->round.leaves) out.push_back(l.f);
-  for (const auto& [f, task] : impl_->round.intermediates) out.push_back(f);
-  if (impl_->round.root.fn != 0) out.push_back(impl_->round.root);
+  for (const TreeFunction& t : impl_->round.functions) out.push_back(t.f);
   return out;
 }
 

@@ -15,7 +15,6 @@
 namespace tributary::node {
 namespace {
 
-constexpr uint64_t kChunkBytes = 4ull << 20;
 
 }  // namespace
 
@@ -80,15 +79,9 @@ struct NodeService::Impl {
 
   void StartModel(const v1::ModelPublish& m) {
     incoming.reset();
-    std::vector<agg::TensorSpec> tensors;
-    for (const auto& t : m.model()) {
-      auto ts = protocol::FromProto(t);
-      if (!ts) return;
-      tensors.push_back(std::move(ts).value());
-    }
-    auto spec = agg::ModelSpec::Create(std::move(tensors));
+    auto spec = protocol::ModelSpecFromProto(m.model());
     if (!spec || spec.value().payload_bytes() != m.payload_bytes()) return;
-    auto block = agent->segment().Allocate(m.payload_bytes(), {shm::BlockKind::kModel, 0, m.model_version()});
+    auto block = agent->segment().Allocate(m.payload_bytes(), {.kind = shm::BlockKind::kModel, .round = m.model_version()});
     if (!block) return;  // the round's clients will find no model: NOT_FOUND, retryable at their end
     incoming.emplace(IncomingModel{m, std::move(spec).value(), std::move(block).value(), 0});
   }
@@ -99,7 +92,7 @@ struct NodeService::Impl {
       incoming.reset();
       return;
     }
-    std::memcpy(incoming->block.bytes().data() + incoming->received, frame.data(), frame.size());
+    std::memcpy(incoming->block.mutable_bytes().data() + incoming->received, frame.data(), frame.size());
     incoming->received += frame.size();
     if (incoming->received < incoming->header.payload_bytes()) return;
     if (protocol::PayloadHasher::Of(incoming->block.bytes()) == incoming->header.payload_xxh3()) {
@@ -130,12 +123,7 @@ struct NodeService::Impl {
     spec.model_version = plan.model_version();
     spec.reject_non_finite = plan.reject_non_finite();
     spec.client_config = protocol::FromProto(plan.client_config());
-    std::vector<agg::TensorSpec> tensors;
-    for (const auto& t : plan.model()) {
-      TRIBUTARY_ASSIGN_OR_RETURN(agg::TensorSpec ts, protocol::FromProto(t));
-      tensors.push_back(std::move(ts));
-    }
-    TRIBUTARY_ASSIGN_OR_RETURN(spec.model, agg::ModelSpec::Create(std::move(tensors)));
+    TRIBUTARY_ASSIGN_OR_RETURN(spec.model, protocol::ModelSpecFromProto(plan.model()));
     for (const auto& [client, key] : plan.clients()) spec.selected[client] = key;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(plan.deadline_ms());
     if (plan.personalized()) {
@@ -169,14 +157,14 @@ struct NodeService::Impl {
     p->set_payload_bytes(bytes.size());
     p->set_payload_xxh3(protocol::PayloadHasher::Of(bytes));
     Send(head);
-    for (uint64_t off = 0; off < bytes.size(); off += kChunkBytes) {
+    for (uint64_t off = 0; off < bytes.size(); off += protocol::kControlChunkBytes) {
       v1::Envelope c = protocol::NewEnvelope();
       auto* chunk = c.mutable_node_partial_chunk();
       chunk->set_job_id(plan.job_id());
       chunk->set_round(plan.round());
       chunk->set_node_id(options.node_id);
       chunk->set_offset(off);
-      Send(c, bytes.data() + off, std::min<uint64_t>(kChunkBytes, bytes.size() - off));
+      Send(c, bytes.data() + off, std::min<uint64_t>(protocol::kControlChunkBytes, bytes.size() - off));
     }
   }
 };

@@ -56,7 +56,8 @@ Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock) {
   const std::string fn_s = std::to_string(fn), port = std::to_string(options_.switch_address.tcp_port);
   std::vector<std::string> args = {options_.binary, "function", "--fn", fn_s, "--segment", options_.segment,
                                    "--switch-port", port, "--switch-name", options_.switch_address.registration};
-  if (options_.payload_over_tcp) args.push_back("--payload-over-tcp");
+  args.push_back("--transport");
+  args.push_back(std::string(dataplane::TransportName(options_.transport)));
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

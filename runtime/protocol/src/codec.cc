@@ -58,6 +58,25 @@ Result<agg::TensorSpec> FromProto(const v1::TensorSpec& p) {
   return spec;
 }
 
+Result<std::vector<agg::TensorSpec>> TensorSpecsFromProto(const google::protobuf::RepeatedPtrField<v1::TensorSpec>& specs) {
+  std::vector<agg::TensorSpec> out;
+  out.reserve(static_cast<size_t>(specs.size()));
+  for (const v1::TensorSpec& t : specs) {
+    TRIBUTARY_ASSIGN_OR_RETURN(agg::TensorSpec spec, FromProto(t));
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+Result<agg::ModelSpec> ModelSpecFromProto(const google::protobuf::RepeatedPtrField<v1::TensorSpec>& specs) {
+  TRIBUTARY_ASSIGN_OR_RETURN(std::vector<agg::TensorSpec> tensors, TensorSpecsFromProto(specs));
+  return agg::ModelSpec::Create(std::move(tensors));
+}
+
+void ToProto(const agg::ModelSpec& model, google::protobuf::RepeatedPtrField<v1::TensorSpec>* out) {
+  for (const agg::TensorSpec& t : model.tensors()) *out->Add() = ToProto(t);
+}
+
 Result<agg::ModelSpec> ValidateUpdateHeader(const v1::UpdateHeader& h, const agg::ModelSpec& model,
                                             const Limits& limits) {
   if (h.job_id().empty()) return MakeError(ErrorCode::kMalformedFrame, "update header has no job_id");

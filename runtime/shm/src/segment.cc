@@ -21,7 +21,7 @@ namespace {
 constexpr uint32_t kSegmentMagic = 0x54524253;  // "TRBS"
 constexpr uint32_t kBlockMagic = 0x5452424b;    // "TRBK"
 constexpr uint32_t kFreedMagic = 0x46524545;    // "FREE"
-constexpr uint16_t kAbiVersion = 1;
+constexpr uint16_t kAbiVersion = 2;  // 2: BlockMeta.checked_finite replaced an unused job field
 constexpr const char* kHeaderName = "tributary.segment";
 
 struct Hold {
@@ -44,9 +44,8 @@ struct LeaseSlot {
 //   kChange     counts of one block change            undo: write back
 //   kRegister   a new block enters the table          undo: write back, free it
 //   kAllocated  allocator returned `block`            undo: free it
-//   kFreeing    `block` left the table, to be freed   undo: free it
 //   kAllocator  inside Boost's allocator              undo: impossible, poison
-enum class JournalOp : uint32_t { kNone, kChange, kRegister, kAllocated, kFreeing, kAllocator };
+enum class JournalOp : uint32_t { kNone, kChange, kRegister, kAllocated, kAllocator };
 
 struct Journal {
   JournalOp op = JournalOp::kNone;
@@ -191,7 +190,7 @@ struct Segment::Impl {
       return;
     }
     BlockHeader* block = BlockAt(j.block);
-    if (j.op == JournalOp::kAllocated || j.op == JournalOp::kFreeing) {
+    if (j.op == JournalOp::kAllocated) {
       if (header->poisoned_by_pid == 0) shm.deallocate(block);
       Commit();
       return;
@@ -256,7 +255,6 @@ struct Segment::Impl {
     Journal& j = header->journal;
     j.block = OffsetOf(block);
     j.pid = static_cast<int32_t>(getpid());
-    __atomic_store_n(&j.op, JournalOp::kFreeing, __ATOMIC_RELEASE);
     __atomic_store_n(&j.op, JournalOp::kAllocator, __ATOMIC_RELEASE);
     shm.deallocate(block);
     Commit();
@@ -290,11 +288,16 @@ BlockRef& BlockRef::operator=(BlockRef&& other) noexcept {
   return *this;
 }
 
-std::span<std::byte> BlockRef::bytes() const {
+std::span<std::byte> BlockRef::mutable_bytes() {
   return {reinterpret_cast<std::byte*>(header_) + kPayloadOffset + header_->color * 64, header_->payload_bytes};
 }
 
-BlockMeta& BlockRef::meta() const { return header_->meta; }
+std::span<const std::byte> BlockRef::bytes() const {
+  return {reinterpret_cast<const std::byte*>(header_) + kPayloadOffset + header_->color * 64, header_->payload_bytes};
+}
+
+BlockMeta& BlockRef::mutable_meta() { return header_->meta; }
+const BlockMeta& BlockRef::meta() const { return header_->meta; }
 
 BlockToken BlockRef::token() const { return BlockToken{segment_->impl_->OffsetOf(header_), header_->generation}; }
 

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "tributary/config/config.h"
+#include "tributary/simulation/job.h"
 #include "tributary/core/error.h"
 
 namespace tributary::simulation {
@@ -50,7 +50,7 @@ struct RoundMetrics {
   uint64_t functions_live = 0, cold_starts = 0, warm_reuses = 0;  // over all nodes, cumulative counts
 };
 
-Result<std::vector<RoundMetrics>> RunSimulation(const config::SimulationJob& job, const SimulationOptions& options,
+Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const SimulationOptions& options,
                                                 std::ostream& out);
 
 }  // namespace tributary::simulation

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "tributary/config/config.h"
+#include "tributary/simulation/job.h"
 #include "tributary/core/error.h"
 #include "tributary/simulation/federation.h"
 
@@ -21,7 +21,7 @@ struct FinalModel {
   std::vector<float> values;
 };
 
-Result<void> WriteReport(const std::string& run_dir, const config::SimulationJob& job,
+Result<void> WriteReport(const std::string& run_dir, const SimulationJob& job,
                          const std::vector<RoundMetrics>& rounds, const FinalModel& model);
 
 }  // namespace tributary::simulation

@@ -23,7 +23,7 @@
 #include <ostream>
 #include <vector>
 
-#include "tributary/config/config.h"
+#include "tributary/simulation/job.h"
 #include "tributary/core/error.h"
 #include "tributary/simulation/federation.h"
 
@@ -60,7 +60,7 @@ struct SemiPflResult {
   double fedavg_bytes_per_round = 0;   // the baseline's model down and up for the same number of clients
 };
 
-Result<SemiPflResult> RunSemiPflSimulation(const config::SimulationJob& job, const SimulationOptions& options,
+Result<SemiPflResult> RunSemiPflSimulation(const SimulationJob& job, const SimulationOptions& options,
                                            std::ostream& out);
 
 // Weighted F1: the per-class F1 scores averaged with weights = the classes'

@@ -24,7 +24,7 @@
 #include <memory>
 #include <vector>
 
-#include "tributary/client/types.h"
+#include "tributary/aggregator/tensor.h"
 
 namespace tributary::semipfl {
 
@@ -45,8 +45,8 @@ struct StepReport {
 
 class HyperNetwork {
  public:
-  // `targets`: names and shapes of the generated tensors (values unused).
-  HyperNetwork(const HyperNetworkOptions& options, const client::Parameters& targets);
+  // `targets`: names and shapes of the generated tensors.
+  HyperNetwork(const HyperNetworkOptions& options, const std::vector<agg::TensorSpec>& targets);
   ~HyperNetwork();
   HyperNetwork(const HyperNetwork&) = delete;
   HyperNetwork& operator=(const HyperNetwork&) = delete;

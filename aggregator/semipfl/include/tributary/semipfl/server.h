@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "tributary/aggregator/personalized.h"
-#include "tributary/client/torch/semipfl.h"
+#include "tributary/semipfl/model.h"
 #include "tributary/semipfl/hypernetwork.h"
 
 namespace tributary::semipfl {
@@ -37,7 +37,7 @@ struct LabelledSet {
 };
 
 struct ServerOptions {
-  client::torch_adapter::SemiPflArchitecture architecture;
+  SemiPflArchitecture architecture;
   HyperNetworkOptions hypernetwork;  // `clients` is taken from the client list
   double threshold = 0.05;
   int64_t min_samples = 32;
@@ -78,7 +78,7 @@ class Server final : public agg::PersonalizedFunction {
   ServerOptions options_;
   std::map<std::string, int64_t> index_;
   std::vector<LabelledSet> sets_;
-  client::Parameters update_layout_;
+  std::vector<agg::TensorSpec> update_layout_;
   agg::ModelSpec personal_, update_;
   HyperNetwork hypernetwork_;
   ServerStats stats_;

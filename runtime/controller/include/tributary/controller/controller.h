@@ -18,8 +18,9 @@
 // RunRound caller's thread. Such jobs are not checkpointed here (the
 // function owns its state).
 //
-// Thread safety: public methods may be called from any thread; rounds of one
-// job run one at a time.
+// Thread safety: public methods may be called from any thread. One round runs
+// at a time, across all jobs: RunRound while another round is in progress is
+// kInvalidArgument.
 #pragma once
 
 #include <chrono>

@@ -6,7 +6,9 @@
 // a KernelRouter (eBPF), a registered function's socket goes into the sockhash
 // and the kernel moves descriptors from socket to socket; what reaches the
 // switch is only what the kernel could not deliver (no route yet, function
-// gone), reported through on_undeliverable for re-dispatch. Without one
+// gone), counted and reported through on_undeliverable if set (the node agent
+// sets none: it keeps every update until it is folded and re-sends it when it
+// rebuilds the tree, so an undelivered descriptor is dropped). Without one
 // (userspace mode), the switch relays every descriptor itself with the same
 // rules, so results are identical and only latency differs.
 //
@@ -70,7 +72,6 @@ class DescriptorSwitch {
 
   Result<void> SetRoute(uint32_t route_key, uint32_t fn);
   Result<void> RemoveRoute(uint32_t route_key);
-  std::vector<uint32_t> Functions() const;  // registered, live
   Result<SwitchCounters> Counters() const;
 
  private:

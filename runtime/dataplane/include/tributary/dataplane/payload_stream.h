@@ -12,6 +12,9 @@
 // would in shared-memory mode; `updates` is the number of client updates a
 // partial aggregate holds.
 //
+// The node agent and the functions reach this only through their transport
+// seams (node/src/update_transport.h, function/src/task_transport.h).
+//
 // Errors: every function returns kIo when the socket fails or closes, and
 // kMalformedFrame for a header that is not a descriptor.
 #pragma once
@@ -30,6 +33,7 @@ namespace tributary::dataplane {
 struct PayloadHeader {
   Descriptor descriptor;
   uint64_t updates = 0;
+  bool checked_finite = false;  // an update the gateway checked for NaN/Inf
 };
 
 // Accepts loopback connections and runs `read_frame` on each connection's

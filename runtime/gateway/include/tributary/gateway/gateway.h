@@ -40,7 +40,7 @@
 namespace tributary::gateway {
 
 struct AcceptedUpdate {
-  Admission admission;
+  AdmittedUpload admission;
   agg::ModelSpec layout;  // the payload's tensors in their transport dtypes
   uint64_t sample_count = 0;
 };

@@ -3,8 +3,9 @@
 // Admit() decides whether an update header may be uploaded: the job exists,
 // the round is open, the client was selected for it, the model version is
 // the round's, and the client has not already delivered (each client's
-// update is admitted once per round). The admission is held while the upload
-// runs; Commit() marks the client as delivered, Release() lets it try again.
+// update is admitted once per round). The Admission is held while the upload
+// runs: its Commit() marks the client as delivered; an Admission that goes
+// without Commit() releases itself, so the client may try again.
 //
 // Thread safety: all methods lock; shared by the gateway and the controller link.
 #pragma once
@@ -40,11 +41,39 @@ struct Assignment {
   ConfigMap config;
 };
 
-struct Admission {
+// Whose upload an admission admits.
+struct AdmittedUpload {
   std::string job;
   uint64_t round = 0;
   std::string client;
   uint32_t route_key = 0;
+};
+
+class RoundBook;
+
+// One client's admission to upload in a round: move-only, released when it
+// goes unless committed. Must not outlive its RoundBook.
+class Admission {
+ public:
+  Admission() = default;
+  Admission(Admission&& other) noexcept;
+  Admission& operator=(Admission&& other) noexcept;
+  Admission(const Admission&) = delete;
+  Admission& operator=(const Admission&) = delete;
+  ~Admission() { Settle(false); }
+
+  const AdmittedUpload& operator*() const { return who_; }
+  const AdmittedUpload* operator->() const { return &who_; }
+  // The client delivered: it is not admitted again this round.
+  void Commit() { Settle(true); }
+
+ private:
+  friend class RoundBook;
+  Admission(RoundBook* book, AdmittedUpload who) : book_(book), who_(std::move(who)) {}
+  void Settle(bool delivered);
+
+  RoundBook* book_ = nullptr;  // null once settled or moved from
+  AdmittedUpload who_;
 };
 
 class RoundBook {
@@ -55,16 +84,14 @@ class RoundBook {
   // The model spec and policy of the job's open round, to validate a header.
   Result<RoundSpec> Lookup(const std::string& job, uint64_t round, uint64_t model_version) const;
   Result<Admission> Admit(const std::string& job, uint64_t round, uint64_t model_version, const std::string& client);
-  void Commit(const Admission& a);
-  void Release(const Admission& a);
 
   // The open round `client` is selected for and has not delivered yet, if any.
   std::optional<Assignment> AssignmentFor(const std::string& client) const;
 
-  // Clients of the open round that delivered (for the controller).
-  std::set<std::string> Delivered(const std::string& job) const;
-
  private:
+  friend class Admission;
+  void Settle(const AdmittedUpload& who, bool delivered);
+
   struct Job {
     RoundSpec spec;
     bool open = false;

@@ -6,10 +6,10 @@
 // merges them into the node's single partial aggregate.
 //
 // A round on a node: OpenRound() takes the round spec (selected clients and
-// their route keys) and the fan-in, plans leaves of at most `fan_in` clients,
-// intermediates of at most `fan_in` leaves when there are more than `fan_in`
-// leaves, and one node-root, acquires functions (warm ones first), sends them their
-// tasks and points the route keys at the leaves. Each accepted update is
+// their route keys) and the fan-in, plans the node's tree (planner/tree_plan.h:
+// leaves of at most `fan_in` clients, intermediates when there are more than
+// `fan_in` leaves, one node-root), acquires functions (warm ones first), sends
+// them their tasks and points the route keys at the leaves. Each accepted update is
 // handed to its leaf's lease and sent by route key; the agent keeps its own
 // reference to every update until the leaf that folds it commits (hands the
 // agent a reference to its result), and keeps committed leaf results until
@@ -26,11 +26,11 @@
 // f32 and handed to the caller as it arrives, for the controller's stateful
 // function.
 //
-// AggregationTransport::kTcp runs the same tree the serverful way, for the
-// round benchmark's comparison: each update is written whole to its leaf over
-// loopback TCP and released, and functions pass whole payloads to their
-// parents (dataplane/payload_stream.h). That mode has no re-dispatch: a
-// function death or the deadline fails the round.
+// NodeOptions::transport kTcp runs the same tree the serverful way, for the
+// round benchmark's comparison (dataplane/aggregation_transport.h): each
+// update is written whole to its leaf over loopback TCP and released, and
+// functions pass whole payloads to their parents. That mode has no
+// re-dispatch: a function death or the deadline fails the round.
 //
 // Thread safety: public methods may be called from any thread; one round at a
 // time per agent.
@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "tributary/core/error.h"
+#include "tributary/dataplane/aggregation_transport.h"
 #include "tributary/dataplane/kernel_router.h"
 #include "tributary/gateway/gateway.h"
 #include "tributary/gateway/round_book.h"
@@ -52,7 +53,7 @@
 
 namespace tributary::node {
 
-enum class AggregationTransport { kSharedMemory, kTcp };
+using dataplane::AggregationTransport;
 
 struct NodeOptions {
   std::string node_id = "node-0";

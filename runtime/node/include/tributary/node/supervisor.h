@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "tributary/core/error.h"
+#include "tributary/dataplane/aggregation_transport.h"
 #include "tributary/dataplane/function_link.h"
 
 namespace tributary::node {
@@ -32,14 +33,14 @@ struct SupervisorOptions {
   std::chrono::milliseconds keep_alive{60'000};
   std::chrono::milliseconds start_timeout{10'000};
   uint32_t max_functions = 256;
-  bool payload_over_tcp = false;  // the serverful comparison transport
+  dataplane::AggregationTransport transport = dataplane::AggregationTransport::kSharedMemory;
 };
 
 struct FunctionInstance {
   uint32_t fn = 0;
   uint32_t lease = 0;
   pid_t pid = 0;
-  uint16_t payload_port = 0;  // serverful transport only
+  uint16_t payload_port = 0;  // its hello's: the kTcp transport only
 };
 
 struct SupervisorStats {

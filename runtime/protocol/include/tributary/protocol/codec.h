@@ -44,9 +44,18 @@ v1::Envelope NewEnvelope(uint64_t request_id = 0);
 Result<agg::ModelSpec> ValidateUpdateHeader(const v1::UpdateHeader& header, const agg::ModelSpec& model,
                                             const Limits& limits);
 
+// Payloads on the control plane (models published to nodes, node partials to
+// the controller) travel in frames of this size.
+inline constexpr uint64_t kControlChunkBytes = 4ull << 20;
+
 // Conversions of the vocabulary types.
 v1::TensorSpec ToProto(const agg::TensorSpec& spec);
 Result<agg::TensorSpec> FromProto(const v1::TensorSpec& spec);
+// A message's repeated tensor specs, in order, as a validated ModelSpec.
+Result<std::vector<agg::TensorSpec>> TensorSpecsFromProto(const google::protobuf::RepeatedPtrField<v1::TensorSpec>& specs);
+Result<agg::ModelSpec> ModelSpecFromProto(const google::protobuf::RepeatedPtrField<v1::TensorSpec>& specs);
+// Appends every tensor of `model` to a message's repeated tensor specs.
+void ToProto(const agg::ModelSpec& model, google::protobuf::RepeatedPtrField<v1::TensorSpec>* out);
 void ToProto(const ConfigMap& config, google::protobuf::Map<std::string, v1::Scalar>* out);
 ConfigMap FromProto(const google::protobuf::Map<std::string, v1::Scalar>& config);
 v1::ErrorReply ToErrorReply(const Error& error);

@@ -13,11 +13,12 @@
 // Crashes: hold counts are kept per lease, under a robust mutex with an undo
 // journal, so when a process dies (even inside an update of the counts) the
 // segment owner's SweepDeadLeases() drops exactly the holds and inbox entries
-// of that lease, and frees the blocks nobody else holds. Two narrow windows
-// remain outside the journal: a process killed between the allocator's return
-// and the block's registration, or between the last release and the
-// allocator's free, leaks that one block until the segment is recreated; a
-// process killed inside Boost's own allocator lock stalls allocation.
+// of that lease, and frees the blocks nobody else holds. The allocator's own
+// calls are journaled too: a block allocated but not yet registered is freed
+// by the undo. A process killed *inside* Boost's allocator (a window of a
+// few hundred nanoseconds) leaves the allocator's state unknown: the segment
+// is then poisoned (SegmentStats::poisoned), allocation returns kInternal,
+// live blocks stay readable, and the owner must recreate the segment.
 //
 // Errors are values (Result); a full segment or lease table is
 // kResourceExhausted, a token that no longer names a live block is
@@ -42,7 +43,7 @@ namespace tributary::shm {
 
 inline constexpr uint32_t kMaxLeases = 128;
 
-enum class BlockKind : uint8_t { kUpdate = 1, kPartial = 2, kModel = 3 };
+enum class BlockKind : uint8_t { kUpdate = 1, kPartial = 2, kModel = 3, kTask = 4 };
 
 // What a descriptor carries to name a block.
 struct BlockToken {
@@ -51,9 +52,10 @@ struct BlockToken {
 };
 
 // Caller-owned metadata kept in the block header.
+// It lives in shared memory: a change of layout bumps the segment's ABI version.
 struct BlockMeta {
   BlockKind kind = BlockKind::kUpdate;
-  uint64_t job = 0;
+  bool checked_finite = false;  // an update every value of which the gateway checked (NaN/Inf refused at arrival)
   uint64_t round = 0;
   double weight = 0;     // sample count, or total weight of a partial
   uint64_t updates = 0;  // updates folded into a partial
@@ -73,8 +75,12 @@ class BlockRef {
 
   explicit operator bool() const { return header_ != nullptr; }
 
-  std::span<std::byte> bytes() const;
-  BlockMeta& meta() const;
+  // Read access for every holder; writes need a non-const ref (by
+  // convention only the allocating process writes, before it hands the block on).
+  std::span<const std::byte> bytes() const;
+  std::span<std::byte> mutable_bytes();
+  const BlockMeta& meta() const;
+  BlockMeta& mutable_meta();
   BlockToken token() const;
 
   // Another hold on the same block, in this process's lease.

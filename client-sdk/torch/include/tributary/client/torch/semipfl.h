@@ -15,10 +15,7 @@
 //     the "ae." tensors only, the update the server's hypernetwork learns from).
 // Predict keeps using the encoder as received, the one the base models fit.
 //
-// Architecture (the paper's): encoder input -> h1 -> ... -> latent with ReLU
-// between and a linear latent; decoder mirrored with ReLU between and Tanh at
-// the end, so samples must lie in [-1, 1]; base model BatchNorm(latent),
-// latent -> base_hidden, ReLU, BatchNorm, base_hidden -> classes.
+// The architecture and the personal model's layout: semipfl/model.h.
 //
 // Thread safety: a SemiPflLearner is used by one thread at a time.
 #pragma once
@@ -32,32 +29,19 @@
 #include "tributary/client/client.h"
 #include "tributary/client/types.h"
 #include "tributary/core/error.h"
+#include "tributary/semipfl/model.h"
 
 namespace tributary::client::torch_adapter {
 
-struct SemiPflArchitecture {
-  int64_t input = 0;                           // a flattened sample's size
-  std::vector<int64_t> encoder{256, 128, 64};  // widths; the last is the latent size
-  int64_t classes = 0;
-  int64_t base_hidden = 16;
-  uint32_t base_models = 1;
+// The model family is SemiPFL's own (semipfl/model.h), shared with the server.
+using semipfl::Encode;
+using semipfl::MakeAutoencoder;
+using semipfl::MakeBaseModel;
+using semipfl::ReconstructionError;
+using semipfl::SemiPflArchitecture;
 
-  int64_t latent() const { return encoder.back(); }
-  Result<void> Validate() const;
-};
-
-torch::nn::Sequential MakeAutoencoder(const SemiPflArchitecture& arch);
-// The encoder half of an autoencoder from MakeAutoencoder.
-torch::Tensor Encode(torch::nn::Sequential& autoencoder, const torch::Tensor& x);
-torch::nn::Sequential MakeBaseModel(const SemiPflArchitecture& arch);
-
-// The names and shapes of the update (autoencoder) and of the personal model
-// (autoencoder, then the base models), in wire order.
-Parameters AutoencoderLayout(const SemiPflArchitecture& arch);
-Parameters PersonalModelLayout(const SemiPflArchitecture& arch);
-
-// Per-sample reconstruction mean squared error, [N].
-torch::Tensor ReconstructionError(torch::nn::Sequential& autoencoder, const torch::Tensor& x);
+// The personal model's tensors (zeros), named and shaped as the server sends them.
+Parameters PersonalModelParameters(const SemiPflArchitecture& arch);
 
 struct SemiPflTrainOptions {
   int64_t epochs = 5;

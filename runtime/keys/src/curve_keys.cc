@@ -1,4 +1,4 @@
-#include "tributary/client/security.h"
+#include "tributary/keys/curve_keys.h"
 
 #include <sys/stat.h>
 
@@ -6,18 +6,20 @@
 #include <fstream>
 #include <zmq.h>
 
-namespace tributary::client {
+namespace tributary::keys {
 namespace {
 
 Result<std::string> ReadKey(const std::string& path) {
   std::ifstream in(path);
   std::string key;
   if (!in || !(in >> key)) return MakeError(ErrorCode::kNotFound, "cannot read a key from '" + path + "'");
-  if (key.size() != 40) return MakeError(ErrorCode::kInvalidArgument, "'" + path + "' does not hold a 40-character Z85 key");
+  if (!IsZ85Key(key)) return MakeError(ErrorCode::kInvalidArgument, "'" + path + "' does not hold a 40-character Z85 key");
   return key;
 }
 
 }  // namespace
+
+bool IsZ85Key(const std::string& text) { return text.size() == kZ85KeyChars; }
 
 Result<CurveKeyPair> GenerateKeyPair() {
   char pub[41], sec[41];
@@ -57,4 +59,4 @@ Result<CurveKeyPair> LoadKeyPair(const std::string& secret_key_file) {
 
 Result<std::string> LoadPublicKey(const std::string& public_key_file) { return ReadKey(public_key_file); }
 
-}  // namespace tributary::client
+}  // namespace tributary::keys

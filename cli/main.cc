@@ -10,7 +10,7 @@
 #include "aggregate_bench.h"
 #include "dataplane_bench.h"
 #include "round_bench.h"
-#include "tributary/client/security.h"
+#include "tributary/keys/curve_keys.h"
 #include "tributary/config/config.h"
 #include "tributary/function/function_host.h"
 #include "tributary/node/node_service.h"
@@ -43,11 +43,10 @@ int RunNode(const std::string& config_file, const std::string& controller, const
   o.gateway.bind = cfg.value().gateway_bind;
   o.dataplane = tributary::dataplane::ParseDataPlaneMode(cfg.value().dataplane).value();
   o.keep_alive = std::chrono::milliseconds(cfg.value().keep_alive_ms);
-  o.transport = cfg.value().aggregation_transport == "tcp" ? tributary::node::AggregationTransport::kTcp
-                                                           : tributary::node::AggregationTransport::kSharedMemory;
+  o.transport = tributary::dataplane::ParseAggregationTransport(cfg.value().aggregation_transport).value();
   o.binary = binary;
   if (cfg.value().gateway_security == "curve") {
-    auto keys = tributary::client::LoadKeyPair(cfg.value().gateway_secret_key_file);
+    auto keys = tributary::keys::LoadKeyPair(cfg.value().gateway_secret_key_file);
     if (!keys) return Report(std::move(keys).error());
     o.gateway.security = {keys.value().secret_key, cfg.value().gateway_allow_list};
     spdlog::info("node {}: gateway public key (clients need it): {}", o.node_id, keys.value().public_key);
@@ -137,8 +136,11 @@ int main(int argc, char** argv) {
   function->add_option("--switch-name", fn.switch_address.registration,
                        "The descriptor switch's registration socket (abstract name)")
       ->required();
-  function->add_flag("--payload-over-tcp", fn.payload_over_tcp,
-                    "Serverful comparison transport: inputs and results as whole payloads over loopback TCP");
+  std::string fn_transport = "shared-memory";
+  function->add_option("--transport", fn_transport,
+                       "shared-memory, or tcp (the serverful comparison: inputs and results as whole payloads over "
+                       "loopback TCP)")
+      ->check(CLI::IsMember({"shared-memory", "tcp"}));
   function->add_option("--idle-exit-ms", idle_exit_ms, "Exit after this long without work (0: never)")
       ->check(CLI::NonNegativeNumber);
 
@@ -174,6 +176,7 @@ int main(int argc, char** argv) {
   if (node->parsed()) return RunNode(node_config, controller_endpoint, SelfPath());
   if (function->parsed()) {
     fn.idle_exit = std::chrono::milliseconds(idle_exit_ms);
+    fn.transport = tributary::dataplane::ParseAggregationTransport(fn_transport).value();
     return Report(tributary::function::RunFunction(fn));
   }
   if (bench_round->parsed()) {
@@ -196,9 +199,9 @@ int main(int argc, char** argv) {
     return Report(tributary::MakeError(tributary::ErrorCode::kNotFound, "cannot run " + exe + ": " + std::strerror(errno)));
   }
   if (keys_generate->parsed()) {
-    auto pair = tributary::client::GenerateKeyPair();
+    auto pair = tributary::keys::GenerateKeyPair();
     if (!pair) return Report(std::move(pair).error());
-    if (auto written = tributary::client::WriteKeyPair(pair.value(), key_dir, key_name); !written) return Report(written);
+    if (auto written = tributary::keys::WriteKeyPair(pair.value(), key_dir, key_name); !written) return Report(written);
     std::cout << key_dir << "/" << key_name << ".key (secret), " << key_dir << "/" << key_name
               << ".pub: " << pair.value().public_key << "\n";
     return 0;

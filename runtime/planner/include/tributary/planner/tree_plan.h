@@ -1,0 +1,57 @@
+// The node's aggregation tree, planned as a pure function of what the node
+// expects: no processes, no sockets, so every decision is unit-tested on
+// plain inputs (tests/unit/tree_plan_test.cc).
+//
+// Shape: leaves of at most `fan_in` client updates each; when there are more
+// than `fan_in` leaves, one level of intermediates of at most `fan_in` leaves
+// each; one node-root that folds its children and then the results already
+// committed by leaves of an earlier attempt of the round (after a rebuild).
+// A leaf folds its clients in ascending route-key order, a parent its
+// children by index: the tree's arithmetic is a function of the plan alone.
+//
+// Errors: kInvalidArgument for fan_in 0 or nothing to fold; kResourceExhausted
+// if the tree needs more functions than are available.
+//
+// Thread safety: plain functions and value types.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "tributary/core/error.h"
+
+namespace tributary::planner {
+
+enum class Role { kLeaf, kIntermediate, kNodeRoot };
+
+struct PlannedFunction {
+  Role role = Role::kLeaf;
+  uint32_t parent = 0;           // index into TreePlan::functions (the node-root: itself)
+  uint32_t index_in_parent = 0;  // its place in the parent's fold order
+  uint32_t fan_in = 0;           // inputs it folds before it sends its result
+  std::vector<uint32_t> keys;    // a leaf's clients' route keys, in fold order
+};
+
+struct TreePlan {
+  // Leaves first, then intermediates, the node-root last.
+  std::vector<PlannedFunction> functions;
+  uint32_t leaves = 0;
+  uint32_t intermediates = 0;
+  std::map<uint32_t, uint32_t> leaf_of;  // route key -> index of its leaf
+
+  uint32_t root() const { return static_cast<uint32_t>(functions.size() - 1); }
+  // The node-root's inputs from this plan's own functions; committed results follow them.
+  uint32_t root_children() const { return intermediates ? intermediates : leaves; }
+};
+
+struct TreeInputs {
+  std::vector<uint32_t> expected_keys;  // route keys of the updates still to fold (any order, unique)
+  uint32_t committed_results = 0;       // leaf results kept from an earlier attempt
+  uint32_t fan_in = 1;
+  uint32_t available_functions = 256;   // functions the node may run at once
+};
+
+Result<TreePlan> PlanNodeTree(const TreeInputs& inputs);
+
+}  // namespace tributary::planner

@@ -1,0 +1,57 @@
+#include "tributary/planner/tree_plan.h"
+
+#include <algorithm>
+#include <string>
+
+namespace tributary::planner {
+namespace {
+
+uint32_t CeilDiv(size_t n, uint32_t d) { return static_cast<uint32_t>((n + d - 1) / d); }
+
+}  // namespace
+
+Result<TreePlan> PlanNodeTree(const TreeInputs& in) {
+  if (in.fan_in == 0) return MakeError(ErrorCode::kInvalidArgument, "fan-in must be positive");
+  if (in.expected_keys.empty() && in.committed_results == 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "a tree needs updates or committed results to fold");
+  }
+  std::vector<uint32_t> keys = in.expected_keys;
+  std::sort(keys.begin(), keys.end());
+  if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) {
+    return MakeError(ErrorCode::kInvalidArgument, "a route key is expected twice");
+  }
+  TreePlan plan;
+  plan.leaves = CeilDiv(keys.size(), in.fan_in);
+  plan.intermediates = plan.leaves > in.fan_in ? CeilDiv(plan.leaves, in.fan_in) : 0;
+  const uint64_t needed = uint64_t{plan.leaves} + plan.intermediates + 1;
+  if (needed > in.available_functions) {
+    return MakeError(ErrorCode::kResourceExhausted, "the tree needs " + std::to_string(needed) + " functions, " +
+                                                        std::to_string(in.available_functions) + " are available");
+  }
+  const uint32_t root = plan.leaves + plan.intermediates;
+  plan.functions.resize(root + 1);
+  for (uint32_t i = 0; i < plan.leaves; ++i) {
+    PlannedFunction& leaf = plan.functions[i];
+    leaf.role = Role::kLeaf;
+    const size_t begin = size_t{i} * in.fan_in, end = std::min(keys.size(), begin + in.fan_in);
+    leaf.keys.assign(keys.begin() + static_cast<std::ptrdiff_t>(begin), keys.begin() + static_cast<std::ptrdiff_t>(end));
+    leaf.fan_in = static_cast<uint32_t>(leaf.keys.size());
+    for (uint32_t k : leaf.keys) plan.leaf_of[k] = i;
+    leaf.parent = plan.intermediates ? plan.leaves + i / in.fan_in : root;
+    leaf.index_in_parent = plan.intermediates ? i % in.fan_in : i;
+  }
+  for (uint32_t m = 0; m < plan.intermediates; ++m) {
+    PlannedFunction& mid = plan.functions[plan.leaves + m];
+    mid.role = Role::kIntermediate;
+    mid.fan_in = std::min(plan.leaves, (m + 1) * in.fan_in) - m * in.fan_in;
+    mid.parent = root;
+    mid.index_in_parent = m;
+  }
+  PlannedFunction& node_root = plan.functions[root];
+  node_root.role = Role::kNodeRoot;
+  node_root.parent = root;
+  node_root.fan_in = plan.root_children() + in.committed_results;
+  return plan;
+}
+
+}  // namespace tributary::planner

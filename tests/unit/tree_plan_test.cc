@@ -1,0 +1,137 @@
+// The node's tree planner on plain inputs: shapes at the edges of the fan-in,
+// fold orders, committed results, limits, determinism.
+#include "tributary/planner/tree_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+namespace tributary::planner {
+namespace {
+
+std::vector<uint32_t> Keys(uint32_t n, uint32_t first = 1) {
+  std::vector<uint32_t> k(n);
+  std::iota(k.begin(), k.end(), first);
+  return k;
+}
+
+// Every key is folded by exactly one leaf, every non-root has a parent of the
+// level above, and each parent's children fill its slots 0..fan_in-1 once.
+void ExpectWellFormed(const TreePlan& p, const TreeInputs& in) {
+  ASSERT_EQ(p.functions.size(), size_t{p.leaves} + p.intermediates + 1);
+  EXPECT_EQ(p.functions.back().role, Role::kNodeRoot);
+  std::map<uint32_t, std::set<uint32_t>> slots_of;  // parent -> slots used
+  size_t keys = 0;
+  for (uint32_t i = 0; i < p.root(); ++i) {
+    const PlannedFunction& f = p.functions[i];
+    EXPECT_EQ(f.role, i < p.leaves ? Role::kLeaf : Role::kIntermediate);
+    EXPECT_LE(f.fan_in, in.fan_in);
+    EXPECT_GT(f.fan_in, 0u);
+    EXPECT_TRUE(slots_of[f.parent].insert(f.index_in_parent).second) << "slot used twice";
+    if (f.role == Role::kLeaf) {
+      EXPECT_EQ(p.functions[f.parent].role, p.intermediates ? Role::kIntermediate : Role::kNodeRoot);
+      EXPECT_EQ(f.keys.size(), f.fan_in);
+      EXPECT_TRUE(std::is_sorted(f.keys.begin(), f.keys.end()));
+      for (uint32_t k : f.keys) EXPECT_EQ(p.leaf_of.at(k), i);
+      keys += f.keys.size();
+    } else {
+      EXPECT_EQ(f.parent, p.root());
+    }
+  }
+  EXPECT_EQ(keys, in.expected_keys.size());
+  EXPECT_EQ(p.leaf_of.size(), in.expected_keys.size());
+  for (const auto& [parent, slots] : slots_of) {
+    EXPECT_EQ(*slots.rbegin() + 1, slots.size()) << "slots of " << parent << " have a gap";
+    const uint32_t extra = parent == p.root() ? in.committed_results : 0;
+    EXPECT_EQ(p.functions[parent].fan_in, slots.size() + extra);
+  }
+}
+
+TEST(TreePlan, OneClientIsOneLeafUnderTheRoot) {
+  const TreeInputs in{{7}, 0, 4, 256};
+  auto p = PlanNodeTree(in).value();
+  ExpectWellFormed(p, in);
+  EXPECT_EQ(p.leaves, 1u);
+  EXPECT_EQ(p.intermediates, 0u);
+  EXPECT_EQ(p.functions[0].keys, std::vector<uint32_t>{7});
+  EXPECT_EQ(p.functions.back().fan_in, 1u);
+}
+
+TEST(TreePlan, FanInClientsFillOneLeaf) {
+  const TreeInputs in{Keys(4), 0, 4, 256};
+  auto p = PlanNodeTree(in).value();
+  ExpectWellFormed(p, in);
+  EXPECT_EQ(p.leaves, 1u);
+  EXPECT_EQ(p.functions[0].fan_in, 4u);
+}
+
+TEST(TreePlan, FanInPlusOneClientsMakeTwoLeaves) {
+  const TreeInputs in{Keys(5), 0, 4, 256};
+  auto p = PlanNodeTree(in).value();
+  ExpectWellFormed(p, in);
+  EXPECT_EQ(p.leaves, 2u);
+  EXPECT_EQ(p.intermediates, 0u);
+  EXPECT_EQ(p.functions[0].keys, (std::vector<uint32_t>{1, 2, 3, 4}));
+  EXPECT_EQ(p.functions[1].keys, std::vector<uint32_t>{5});
+  EXPECT_EQ(p.functions.back().fan_in, 2u);
+}
+
+TEST(TreePlan, FanInSquaredPlusOneClientsAddAnIntermediateLevel) {
+  const TreeInputs in{Keys(17), 0, 4, 256};
+  auto p = PlanNodeTree(in).value();
+  ExpectWellFormed(p, in);
+  EXPECT_EQ(p.leaves, 5u);         // 4 full leaves and one of 1 client
+  EXPECT_EQ(p.intermediates, 2u);  // 4 leaves, then 1
+  EXPECT_EQ(p.functions[5].fan_in, 4u);
+  EXPECT_EQ(p.functions[6].fan_in, 1u);
+  EXPECT_EQ(p.functions[4].parent, 6u);
+  EXPECT_EQ(p.functions[4].index_in_parent, 0u);
+  EXPECT_EQ(p.functions.back().fan_in, 2u);
+}
+
+TEST(TreePlan, NothingToFoldIsAnError) {
+  EXPECT_EQ(PlanNodeTree({{}, 0, 4, 256}).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(PlanNodeTree({Keys(3), 0, 0, 256}).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(PlanNodeTree({{3, 3}, 0, 4, 256}).error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(TreePlan, OnlyCommittedResultsLeaveARootAlone) {
+  const TreeInputs in{{}, 3, 4, 256};
+  auto p = PlanNodeTree(in).value();
+  ASSERT_EQ(p.functions.size(), 1u);
+  EXPECT_EQ(p.functions[0].role, Role::kNodeRoot);
+  EXPECT_EQ(p.functions[0].fan_in, 3u);
+  EXPECT_EQ(p.root_children(), 0u);
+}
+
+TEST(TreePlan, CommittedResultsFollowTheRootsChildren) {
+  const TreeInputs in{Keys(6), 2, 4, 256};
+  auto p = PlanNodeTree(in).value();
+  ExpectWellFormed(p, in);
+  EXPECT_EQ(p.root_children(), 2u);
+  EXPECT_EQ(p.functions.back().fan_in, 4u);
+}
+
+TEST(TreePlan, MoreFunctionsThanAvailableIsResourceExhausted) {
+  EXPECT_EQ(PlanNodeTree({Keys(9), 0, 4, 3}).error().code, ErrorCode::kResourceExhausted);  // 3 leaves + root
+  EXPECT_TRUE(PlanNodeTree({Keys(9), 0, 4, 4}));
+}
+
+TEST(TreePlan, IsAFunctionOfTheKeySetAlone) {
+  std::vector<uint32_t> shuffled = Keys(40, 100);
+  std::reverse(shuffled.begin(), shuffled.end());
+  std::swap(shuffled[3], shuffled[17]);
+  auto a = PlanNodeTree({Keys(40, 100), 1, 3, 256}).value();
+  auto b = PlanNodeTree({shuffled, 1, 3, 256}).value();
+  ASSERT_EQ(a.functions.size(), b.functions.size());
+  for (size_t i = 0; i < a.functions.size(); ++i) {
+    EXPECT_EQ(a.functions[i].keys, b.functions[i].keys);
+    EXPECT_EQ(a.functions[i].parent, b.functions[i].parent);
+    EXPECT_EQ(a.functions[i].index_in_parent, b.functions[i].index_in_parent);
+    EXPECT_EQ(a.functions[i].fan_in, b.functions[i].fan_in);
+  }
+  EXPECT_EQ(a.leaf_of, b.leaf_of);
+}
+
+}  // namespace
+}  // namespace tributary::planner
