@@ -52,6 +52,14 @@ TEST_F(AllowListTest, AFileOfLinesWithComments) {
   EXPECT_EQ(list.ClientOf(bob_.public_key), "bob");
 }
 
+// '#' is one of Z85's characters: a key holding it is still a key.
+TEST_F(AllowListTest, AKeyWithAHashIsNotCutAsAComment) {
+  keys::CurveKeyPair hashed = keys::GenerateKeyPair().value();
+  while (hashed.public_key.find('#') == std::string::npos) hashed = keys::GenerateKeyPair().value();
+  Write(dir_ / "list", "carol " + hashed.public_key + "\n");
+  EXPECT_EQ(AllowList::Load(dir_ / "list").value().ClientOf(hashed.public_key), "carol");
+}
+
 TEST_F(AllowListTest, MalformedEntriesAreConfigErrorsWithTheirLine) {
   Write(dir_ / "list", "alice " + alice_.public_key + "\nbob short\n");
   auto r = AllowList::Load(dir_ / "list");

@@ -43,12 +43,13 @@ Result<AllowList> AllowList::Load(const fs::path& path) {
     std::ifstream in(path);
     std::string line;
     for (int n = 1; std::getline(in, line); ++n) {
-      line = line.substr(0, line.find('#'));
+      // '#' is a Z85 character, so only a word that starts with it starts a
+      // comment (a line of its own, or after the key), never one inside a key.
       std::istringstream words(line);
       std::string client, key, extra;
-      if (!(words >> client)) continue;
+      if (!(words >> client) || client.front() == '#') continue;
       words >> key >> extra;
-      if (!extra.empty()) key.clear();  // more than two words: malformed
+      if (!extra.empty() && extra.front() != '#') key.clear();  // more than two words: malformed
       entries.emplace_back(client, key, path.string() + ":" + std::to_string(n));
     }
   }

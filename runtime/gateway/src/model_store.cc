@@ -6,6 +6,7 @@ void ModelStore::Publish(const std::string& job, PublishedModel model, const std
   std::lock_guard lock(mu_);
   auto it = models_.find({job, client});
   if (it != models_.end() && it->second.version >= model.version) return;
+  if (client.empty()) DropPersonalLocked(job, model.version);
   models_[{job, client}] = std::move(model);
 }
 
@@ -21,6 +22,10 @@ Result<PublishedModel> ModelStore::Get(const std::string& job, const std::string
 
 void ModelStore::DropPersonalBefore(const std::string& job, uint64_t version) {
   std::lock_guard lock(mu_);
+  DropPersonalLocked(job, version);
+}
+
+void ModelStore::DropPersonalLocked(const std::string& job, uint64_t version) {
   std::erase_if(models_, [&](const auto& kv) {
     return kv.first.first == job && !kv.first.second.empty() && kv.second.version < version;
   });

@@ -2,8 +2,8 @@
 //
 // The allow-list binds each client id to one CURVE public key. It is either a
 // directory of `<client-id>.pub` files (each one Z85 key, as `tributary keys
-// generate` writes them) or one file of `<client-id> <public key>` lines ('#'
-// starts a comment). It is re-read when it changes (checked at most once a
+// generate` writes them) or one file of `<client-id> <public key>` lines (a
+// word starting with '#' starts a comment; '#' inside a key is part of it). It is re-read when it changes (checked at most once a
 // second, on a connection's handshake), so clients are added or revoked
 // without a restart; an existing connection keeps the id it was given.
 //

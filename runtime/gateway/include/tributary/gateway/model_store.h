@@ -42,6 +42,7 @@ class ModelStore {
   void Clear();  // drops every model (before the segment goes)
 
  private:
+  void DropPersonalLocked(const std::string& job, uint64_t version);
   using Key = std::pair<std::string, std::string>;  // job, client ("" = the job's)
   mutable std::mutex mu_;
   std::map<Key, PublishedModel> models_;
