@@ -1,5 +1,8 @@
 #include "tributary/shm/segment.h"
 
+#include <cstddef>
+#include <type_traits>
+
 #include <pthread.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -101,6 +104,20 @@ struct SegmentHeader {
   uint32_t poisoned_by_pid = 0;  // a process died inside the allocator: its state is unknown
   LeaseSlot leases[kMaxLeases];
 };
+
+// Every structure here lives in the shared segment, read by every process
+// that maps it: its layout is the segment's ABI (kAbiVersion).
+static_assert(std::is_trivially_copyable_v<Hold> && sizeof(Hold) == 4);
+static_assert(std::is_trivially_copyable_v<LeaseSlot> && sizeof(LeaseSlot) == 16);
+static_assert(std::is_trivially_copyable_v<Journal> && sizeof(Journal) == 72 && offsetof(Journal, block) == 16 &&
+              offsetof(Journal, old_a) == 64);
+static_assert(std::is_trivially_copyable_v<BlockMeta> && sizeof(BlockMeta) == 32 && offsetof(BlockMeta, round) == 8 &&
+              offsetof(BlockMeta, updates) == 24);
+static_assert(std::is_standard_layout_v<BlockHeader> && offsetof(BlockHeader, generation) == 8 &&
+              offsetof(BlockHeader, meta) == 40 && offsetof(BlockHeader, holds) == 72 &&
+              sizeof(BlockHeader) == 72 + 4 * kMaxLeases);
+static_assert(std::is_standard_layout_v<SegmentHeader> && offsetof(SegmentHeader, mutex) == 16 &&
+              sizeof(pthread_mutex_t) == 40 && offsetof(SegmentHeader, journal) == 56);
 
 std::optional<std::pair<char, uint64_t>> ProcState(int pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
