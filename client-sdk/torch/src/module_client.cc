@@ -2,17 +2,16 @@
 
 #include <cstring>
 
+#include "tributary/semipfl/model.h"
+
 namespace tributary::client::torch_adapter {
 namespace {
 
-// Named tensors in order: parameters, then floating-point buffers.
+// Named tensors in wire order: parameters, then floating-point buffers. The
+// rule is defined once, beside the SemiPFL model family whose layouts the
+// server computes with it.
 std::vector<std::pair<std::string, torch::Tensor>> NamedState(const torch::nn::Module& module) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& p : module.named_parameters()) out.emplace_back(p.key(), p.value());
-  for (const auto& b : module.named_buffers()) {
-    if (b.value().is_floating_point()) out.emplace_back(b.key(), b.value());
-  }
-  return out;
+  return semipfl::ModuleState(module);
 }
 
 }  // namespace

@@ -9,8 +9,8 @@
 //
 // Wire order of a module's tensors (ModuleState): its parameters, then its
 // floating-point buffers (BatchNorm statistics), as LibTorch names them. The
-// SDK's LibTorch adapter (client/torch/module_client.h) uses the same order;
-// a test keeps the two in step. A personal model is the autoencoder's tensors
+// SDK's LibTorch adapter (client/torch/module_client.h) reads and writes
+// modules through ModuleState too, so both sides share one order. A personal model is the autoencoder's tensors
 // named "ae.<name>" followed by base model m's as "base<m>.<name>".
 //
 // Thread safety: plain functions; a module is used by one thread at a time.
