@@ -174,7 +174,7 @@ Result<void> RunDataplaneBench(const DataplaneBenchOptions& o, std::ostream& out
     std::vector<std::pair<std::string, Hop>> rows;
     for (Path& p : paths) {
       TRIBUTARY_ASSIGN_OR_RETURN(Hop h, DescriptorHop(*p.sw, size, o));
-      rows.emplace_back(p.name + " (64 B descriptor)", h);
+      rows.emplace_back(p.name + " (" + std::to_string(sizeof(Descriptor)) + " B descriptor)", h);
     }
     TRIBUTARY_ASSIGN_OR_RETURN(Hop whole, WholeUpdateHop(size));
     rows.emplace_back("serverful: whole update over TCP loopback", whole);

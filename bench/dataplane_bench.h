@@ -2,7 +2,7 @@
 //
 // For each update size (default 1 MB, 46.8 MB = ResNet-18 f32, 240 MB =
 // ResNet-152 f32): the one-way latency (half a round trip, p50 and p99) and
-// the pipelined rate of a 64-byte descriptor that references an update of
+// the pipelined rate of a 80-byte descriptor that references an update of
 // that size, through the eBPF sk_msg redirect and through the userspace
 // relay; beside it the "serverful" hop that sends the whole update over TCP
 // loopback, measured in the same run.

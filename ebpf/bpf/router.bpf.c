@@ -85,7 +85,7 @@ int trb_route(struct sk_msg_md *msg) {
     return SK_PASS;
   }
   if (c) c->undelivered++;
-  return SK_PASS; /* no socket for fn: the agent re-dispatches */
+  return SK_PASS; /* no socket for fn: to the switch, which counts and drops it */
 }
 
 char LICENSE[] SEC("license") = "GPL";

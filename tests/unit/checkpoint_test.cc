@@ -2,6 +2,8 @@
 // error, never a crash or a silent fresh start.
 #include "tributary/controller/checkpoint.h"
 
+#include "tributary/controller/controller.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -100,6 +102,28 @@ TEST_F(CheckpointFileTest, UnwritableDirectoryIsAnIoError) {
   auto r = WriteCheckpoint((dir_ / "missing" / "job.ckpt").string(), Sample());
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, ErrorCode::kIo);
+}
+
+// A controller refuses a job whose checkpoint is corrupt, instead of starting
+// it again from its initial model; a sound one resumes the job.
+TEST_F(CheckpointFileTest, TheControllerRefusesACorruptCheckpointAndResumesASoundOne) {
+  JobSpec spec;
+  spec.id = "job";
+  spec.model = agg::ModelSpec::Create({{"w", agg::DType::kF32, {3}}}).value();
+  spec.initial_model = {0, 0, 0};
+  auto controller = Controller::Start({.checkpoint_dir = dir_.string()}).value();
+  ASSERT_TRUE(WriteCheckpoint(path_, {5, 5, {1, 2, 3}, {}}));
+  ASSERT_TRUE(controller->AddJob(spec));
+  EXPECT_EQ(controller->ModelVersion("job").value(), 5u);
+  EXPECT_EQ(controller->Model("job").value(), (std::vector<float>{1, 2, 3}));
+
+  const std::string good = EncodeCheckpoint({6, 6, {1, 2, 3}, {}});
+  Overwrite(good.substr(0, good.size() - 3));
+  auto again = Controller::Start({.checkpoint_dir = dir_.string()}).value();
+  auto refused = again->AddJob(spec);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kConfig);
+  EXPECT_EQ(again->ModelVersion("job").error().code, ErrorCode::kUnknownJob);
 }
 
 }  // namespace

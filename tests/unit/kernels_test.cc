@@ -134,6 +134,22 @@ TEST(Kernels, RejectsNaNAndInfInEveryDType) {
   }
 }
 
+// Trusted: for blocks the gateway already checked. It skips the value scan
+// (what the functions save) but not the size and weight checks.
+TEST(Kernels, TrustedSkipsTheScanButNotTheSizeOrWeight) {
+  const ModelSpec spec = Mixed(1000);
+  std::vector<float> v = Random(spec.elements(), 7);
+  v[3] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<std::byte> payload = Encode(spec, v);
+  EXPECT_EQ(FiniteUpdate::Check(spec, payload, 1.0).error().code, ErrorCode::kNonFinite);
+  auto trusted = FiniteUpdate::Trusted(spec, payload, 2.0);
+  ASSERT_TRUE(trusted);
+  EXPECT_EQ(trusted.value().weight(), 2.0);
+  EXPECT_EQ(FiniteUpdate::Trusted(spec, std::span(payload).first(payload.size() - 1), 1.0).error().code,
+            ErrorCode::kShapeMismatch);
+  EXPECT_EQ(FiniteUpdate::Trusted(spec, payload, 0.0).error().code, ErrorCode::kInvalidArgument);
+}
+
 // int8 transport: each tensor carries its own f32 scale before its values.
 TEST(Kernels, Int8TensorsFoldWithTheirOwnScale) {
   const ModelSpec spec =

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+
 namespace tributary::gateway {
 namespace {
 
@@ -64,8 +66,10 @@ TEST(RoundBook, ACommittedClientIsNotAdmittedAgainNorAssigned) {
 TEST(RoundBook, AMovedAdmissionSettlesOnce) {
   RoundBook book;
   book.OpenRound(Spec());
-  auto a = book.Admit("job", 3, 2, "alice").value();
-  Admission moved = std::move(a);
+  std::optional<Admission> a(book.Admit("job", 3, 2, "alice").value());
+  Admission moved = std::move(*a);
+  a.reset();  // the moved-from guard releases nothing...
+  EXPECT_EQ(book.Admit("job", 3, 2, "alice").error().code, ErrorCode::kDuplicateUpdate);  // ...still held
   { Admission gone = std::move(moved); }  // releases here, and only here
   auto again = book.Admit("job", 3, 2, "alice").value();
   again.Commit();

@@ -88,24 +88,32 @@ Result<CheckpointState> DecodeCheckpoint(std::string_view data, uint64_t element
 Result<void> WriteCheckpoint(const std::string& path, const CheckpointState& state) {
   const std::string data = EncodeCheckpoint(state);
   const std::string tmp = path + ".tmp";
+  auto failed = [&](const std::string& what) {
+    const Error e = MakeError(ErrorCode::kIo, what + ": " + std::strerror(errno));
+    ::unlink(tmp.c_str());  // the old checkpoint stays as it was
+    return e;
+  };
   {
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     if (!fd) return MakeError(ErrorCode::kIo, "cannot write " + tmp + ": " + std::strerror(errno));
-    TRIBUTARY_TRY(WriteAll(fd.get(), data, tmp));
-    if (::fsync(fd.get()) != 0) return MakeError(ErrorCode::kIo, "cannot sync " + tmp + ": " + std::strerror(errno));
+    if (auto written = WriteAll(fd.get(), data, tmp); !written) return failed("cannot write " + tmp);
+    if (::fsync(fd.get()) != 0) return failed("cannot sync " + tmp);
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return MakeError(ErrorCode::kIo, "cannot replace " + path + ": " + std::strerror(errno));
-  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return failed("cannot replace " + path);
+  // The rename itself is durable once the directory is.
   const std::string dir = std::filesystem::path(path).parent_path().string();
   UniqueFd d(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (d) ::fsync(d.get());  // the rename itself is durable once the directory is
+  if (!d || ::fsync(d.get()) != 0) return MakeError(ErrorCode::kIo, "cannot sync " + dir + ": " + std::strerror(errno));
   return Ok();
 }
 
 Result<std::optional<CheckpointState>> ReadCheckpoint(const std::string& path, uint64_t elements, uint64_t slots) {
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return std::optional<CheckpointState>();
+  const bool present = std::filesystem::exists(path, ec);
+  // Only a file that is really absent means "no checkpoint": any other failure
+  // must not turn into a silent fresh start.
+  if (ec) return MakeError(ErrorCode::kIo, "cannot look for checkpoint " + path + ": " + ec.message());
+  if (!present) return std::optional<CheckpointState>();
   std::ifstream in(path, std::ios::binary);
   if (!in) return MakeError(ErrorCode::kIo, "cannot read " + path);
   const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -375,19 +375,26 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
   for (const auto& [node, clients] : clients_by_node) {
     if (impl_->nodes.count(node) == 0) return MakeError(ErrorCode::kNotFound, "node '" + node + "' is not connected");
   }
-  // Personal models are generated before the round opens, without the lock
-  // (rounds run one at a time, so `job` stays put).
-  std::map<std::string, std::vector<float>> personal_models;
-  if (job.spec.personalized) {
-    lock.unlock();
-    TRIBUTARY_ASSIGN_OR_RETURN(personal_models, impl_->PersonalModels(*job.spec.personalized, round, clients_by_node));
-    lock.lock();
-  }
   if (impl_->pending) {
     return MakeError(ErrorCode::kInvalidArgument, "round " + std::to_string(impl_->pending->round) + " of job '" +
                                                       impl_->pending->job + "' is in progress: one round at a time");
   }
+  // Reserved before anything else: the round's function calls and the nodes'
+  // messages belong to it alone. Nodes' messages for it are taken from here on.
   impl_->pending = Pending{job_id, round, {}, {}, {}};
+  // Personal models are generated before the plans go out, without the lock
+  // (the reservation keeps every other round out meanwhile).
+  std::map<std::string, std::vector<float>> personal_models;
+  if (job.spec.personalized) {
+    lock.unlock();
+    auto models = impl_->PersonalModels(*job.spec.personalized, round, clients_by_node);
+    lock.lock();
+    if (!models) {
+      impl_->pending.reset();
+      return std::move(models).error();
+    }
+    personal_models = std::move(models).value();
+  }
   impl_->SendPlans(job, round, clients_by_node, personal_models);
   RoundReport report;
   auto collected = impl_->Collect(lock, job, round, clients_by_node.size(), report);

@@ -148,7 +148,8 @@ class Host {
     for (const Input& in : folding) {
       const double weight = dataplane::WeightOf(in.d);
       if (in.d.kind == TRB_KIND_UPDATE) {
-        layouts.push_back(task_->model.WithDType(static_cast<agg::DType>(in.d.dtype)));
+        const auto dtype = in.d.dtype == 0 ? agg::DType::kF32 : static_cast<agg::DType>(in.d.dtype);
+        layouts.push_back(task_->model.WithDType(dtype));
         // NaN/Inf are refused once, at arrival: a block the gateway checked is not scanned again.
         TRIBUTARY_ASSIGN_OR_RETURN(agg::FiniteUpdate u,
                                    in.checked_finite ? agg::FiniteUpdate::Trusted(layouts.back(), in.bytes, weight)

@@ -13,10 +13,6 @@
 #include "tributary/protocol/codec.h"
 
 namespace tributary::node {
-namespace {
-
-
-}  // namespace
 
 struct NodeService::Impl {
   NodeOptions options;

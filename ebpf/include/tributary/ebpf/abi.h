@@ -38,7 +38,7 @@ struct trb_descriptor {
   __u32 magic;
   __u8 version;
   __u8 kind;
-  __u8 dtype;         /* UPDATE: the payload's transport dtype (agg::DType) */
+  __u8 dtype;         /* UPDATE: the payload's transport dtype (agg::DType 1..4; 0 is read as f32) */
   __u8 reserved;
   __u32 dest_fn;
   __u32 src_fn;       /* the sending function, or TRB_AGENT_FN */

@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <type_traits>
 
 #include "tributary/core/error.h"
 #include "tributary/core/unique_fd.h"
@@ -35,6 +36,8 @@ struct PayloadHeader {
   uint64_t updates = 0;
   bool checked_finite = false;  // an update the gateway checked for NaN/Inf
 };
+// Written and read as raw bytes between processes of one machine and build.
+static_assert(std::is_trivially_copyable_v<PayloadHeader> && sizeof(PayloadHeader) == 96);
 
 // Accepts loopback connections and runs `read_frame` on each connection's
 // own thread, one frame per call, until it fails or the peer closes.

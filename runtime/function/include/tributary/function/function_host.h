@@ -2,7 +2,7 @@
 //
 // A function is a separate process started by the node agent's supervisor. It
 // maps the node's segment (its own lease), registers its data socket with the
-// descriptor switch, says hello to the agent (a CONTROL descriptor carrying its
+// descriptor switch, says hello to the agent (a HELLO descriptor carrying its
 // lease), and then sleeps on its socket: every descriptor is an event.
 //
 // Descriptors inside a node (see docs/node.md and dataplane/descriptor.h):

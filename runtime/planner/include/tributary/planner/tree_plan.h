@@ -9,7 +9,8 @@
 // A leaf folds its clients in ascending route-key order, a parent its
 // children by index: the tree's arithmetic is a function of the plan alone.
 //
-// Errors: kInvalidArgument for fan_in 0 or nothing to fold; kResourceExhausted
+// Errors: kInvalidArgument for fan_in 0, nothing to fold, or a route key
+// expected twice (each client has one key, so one update); kResourceExhausted
 // if the tree needs more functions than are available.
 //
 // Thread safety: plain functions and value types.
