@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "tributary/client/run.h"
@@ -181,6 +182,41 @@ TEST_F(PersonalizedRoundTest, AClientWithoutAPersonalModelGetsNotFoundAndTheRoun
   auto refused = controller_->RunRound("short", {{ids_[0], {"mallory"}}});
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, ErrorCode::kUnknownClient);
+}
+
+// Rounds run one at a time across jobs: a second RunRound while one is open
+// is refused at once and leaves the open one untouched.
+TEST_F(PersonalizedRoundTest, ASecondRoundWhileOneIsOpenIsRefused) {
+  controller::JobSpec other;
+  other.id = "other";
+  other.model = function_->update_model();
+  other.initial_model = {0, 0, 0};
+  ASSERT_TRUE(controller_->AddJob(other));
+  Result<controller::RoundReport> first = MakeError(ErrorCode::kInternal, "not run");
+  std::thread round([&] { first = controller_->RunRound("semi", {{ids_[0], {"c0"}}}); });
+  // Once c0 has its task, the first round is open.
+  client::SessionOptions o;
+  o.endpoint = nodes_[0]->agent().gateway_endpoint();
+  o.client_id = "c0";
+  auto session = client::Session::Connect(o, client::Compression::kNone);
+  ASSERT_TRUE(session) << session.error().ToString();
+  std::optional<client::Task> task;
+  for (int i = 0; i < 500 && !task; ++i) {
+    task = session.value()->NextTask().value().task;
+    if (!task) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(task.has_value());
+  auto refused = controller_->RunRound("other", {{ids_[1], {"c1"}}});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.error().reason.find("semi"), std::string::npos) << refused.error().reason;
+  auto model = session.value()->FetchModel(*task).value();
+  client::FitResult fit{{{"w", {3}, model[0].values}}, 10, {}};
+  ASSERT_TRUE(session.value()->Submit(*task, fit));
+  round.join();
+  ASSERT_TRUE(first) << first.error().ToString();
+  EXPECT_EQ(first.value().updates, 1u);
+  EXPECT_EQ(controller_->ModelVersion("other").value(), 0u);
 }
 
 TEST_F(PersonalizedRoundTest, SemiPflClientsInRunLoopsFeedTheHypernetwork) {
