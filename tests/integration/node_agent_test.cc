@@ -80,6 +80,10 @@ std::vector<double> FlatSum(const std::vector<Client>& clients) {
   return sum;
 }
 
+std::string Bytes(const shm::BlockRef& partial) {
+  return std::string(reinterpret_cast<const char*>(partial.bytes().data()), partial.bytes().size());
+}
+
 double RelativeError(const shm::BlockRef& partial, const std::vector<double>& want) {
   const std::span<const float> got(reinterpret_cast<const float*>(partial.bytes().data()), want.size());
   return testing::RelativeError(got, std::span<const double>(want));
@@ -100,6 +104,16 @@ class NodeAgentTest : public ::testing::Test {
     auto agent = NodeAgent::Start(o);
     ASSERT_TRUE(agent) << agent.error().ToString();
     agent_ = std::move(agent).value();
+  }
+
+  // The node's partial of an undisturbed round over `clients`: the bits a
+  // round that loses nothing must reproduce.
+  std::string Undisturbed(const std::vector<Client>& clients, uint64_t round, uint32_t fan_in) {
+    EXPECT_TRUE(agent_->OpenRound(Spec(clients, round), fan_in));
+    UploadAll(clients, round);
+    auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
+    EXPECT_TRUE(result) << result.error().ToString();
+    return result ? Bytes(result.value().partial) : std::string();
   }
 
   void UploadAll(const std::vector<Client>& clients, uint64_t round) {
@@ -148,10 +162,12 @@ TEST_F(NodeAgentTest, TheNodesPartialEqualsFlatFedAvgAndFunctionsAreReused) {
 
 TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {
   const auto clients = MakeClients(24, 7);
-  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 4));
+  const std::string undisturbed = Undisturbed(clients, 1, 4);
+  const uint32_t deaths_before = static_cast<uint32_t>(agent_->Stats().functions.deaths);
+  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 2), 4));
   // Half the clients upload, then a function dies, then the rest upload.
   std::vector<Client> first(clients.begin(), clients.begin() + 12), rest(clients.begin() + 12, clients.end());
-  UploadAll(first, 1);
+  UploadAll(first, 2);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const auto functions = agent_->RoundFunctions();
   ASSERT_EQ(functions.size(), 9u);  // 6 leaves, 2 intermediates, the node-root
@@ -160,13 +176,15 @@ TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {
   ASSERT_EQ(kill(functions.back().pid, SIGKILL), 0);
   ASSERT_EQ(kill(functions[6].pid, SIGKILL), 0);
   ASSERT_EQ(kill(functions[4].pid, SIGKILL), 0);
-  UploadAll(rest, 1);
+  UploadAll(rest, 2);
   auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
   ASSERT_TRUE(result) << result.error().ToString();
   EXPECT_GE(result.value().rebuilds, 1u);
   EXPECT_EQ(result.value().partial.meta().updates, 24u);
+  // Replacements took the same places and committed results their slots: the same bits.
+  EXPECT_TRUE(Bytes(result.value().partial) == undisturbed) << "a failure that lost nothing changed the sum";
   EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6);
-  EXPECT_EQ(agent_->Stats().functions.deaths, 3u);
+  EXPECT_EQ(agent_->Stats().functions.deaths, deaths_before + 3u);
 }
 
 TEST_F(NodeAgentTest, ACommittedLeafFreesItsUpdates) {
@@ -263,8 +281,11 @@ TEST_F(NodeAgentTest, SlowRandomKillsNeverChangeTheResult) {
   std::set<pid_t> victims;  // a process killed late in a round may be handed out, dead, in the next
   for (uint64_t round = 1; round <= 20; ++round) {
     const auto clients = MakeClients(16, static_cast<uint32_t>(100 + round));
-    ASSERT_TRUE(agent_->OpenRound(Spec(clients, round), 4));
-    std::thread uploads([&] { UploadAll(clients, round); });
+    // Odd rounds run undisturbed; the next round, the same updates with a kill.
+    const std::string undisturbed = Undisturbed(clients, 2 * round - 1, 4);
+    const uint64_t r = 2 * round;
+    ASSERT_TRUE(agent_->OpenRound(Spec(clients, r), 4));
+    std::thread uploads([&] { UploadAll(clients, r); });
     std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 40)(rng)));
     const auto functions = agent_->RoundFunctions();
     if (!functions.empty()) {
@@ -276,6 +297,7 @@ TEST_F(NodeAgentTest, SlowRandomKillsNeverChangeTheResult) {
     auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
     ASSERT_TRUE(result) << "round " << round << ": " << result.error().ToString();
     EXPECT_EQ(result.value().partial.meta().updates, 16u) << "round " << round;
+    EXPECT_TRUE(Bytes(result.value().partial) == undisturbed) << "round " << round << ": the kill changed the bits";
     EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6) << "round " << round;
   }
   // Exits are noticed asynchronously: the last one may still be on its way.
@@ -284,7 +306,7 @@ TEST_F(NodeAgentTest, SlowRandomKillsNeverChangeTheResult) {
   }
   EXPECT_GE(victims.size(), 15u);
   EXPECT_EQ(agent_->Stats().functions.deaths, victims.size());
-  EXPECT_EQ(agent_->Stats().rounds_completed, 20u);
+  EXPECT_EQ(agent_->Stats().rounds_completed, 40u);
   // What the dead held in shared memory is reclaimed: no block outlives its round.
   for (int i = 0; i < 100; ++i) {
     agent_->ReapIdleFunctions();

@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "tributary/aggregator/kernels.h"
@@ -36,6 +37,10 @@ struct TreeFunction {
 struct Committed {
   shm::BlockRef partial;
   std::vector<uint32_t> keys;
+  // Its leaf's place in the current plan: after a failure the result goes to
+  // that leaf's parent at the leaf's slot, so the tree's sums stay the same.
+  // None: a leaf of a plan the deadline replaced; the node-root takes it after its children.
+  std::optional<uint32_t> leaf;
 };
 
 // An accepted update of a personalized round, waiting for the caller's thread.
@@ -54,7 +59,8 @@ struct Round {
   uint32_t fan_in = 1;
   std::vector<uint32_t> keys;            // route keys the current tree expects
   planner::TreePlan plan;                // the current tree
-  std::vector<TreeFunction> functions;   // by plan index: leaves, intermediates, the node-root last
+  std::vector<TreeFunction> functions;   // by plan index (fn 0: a committed leaf, no function); node-root last
+  bool replan = true;                    // the next Build plans anew (the round's start, the deadline)
   uint64_t node_task = 0;                // what the node-root's result carries
   std::vector<HeldUpdate> held;
   std::vector<Committed> committed;
@@ -63,9 +69,14 @@ struct Round {
   bool deadline_passed = false;
   uint32_t rebuilds = 0;
 
+  // The live leaf that folds `route_key`, if any.
   const TreeFunction* LeafFor(uint32_t route_key) const {
     auto it = plan.leaf_of.find(route_key);
-    return it == plan.leaf_of.end() ? nullptr : &functions[it->second];
+    return it == plan.leaf_of.end() || functions[it->second].f.fn == 0 ? nullptr : &functions[it->second];
+  }
+
+  bool IsCommitted(uint32_t leaf) const {
+    return std::any_of(committed.begin(), committed.end(), [leaf](const Committed& c) { return c.leaf == leaf; });
   }
 };
 
@@ -187,7 +198,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       const std::vector<uint32_t>& leaf_keys = round.plan.functions[i].keys;
       const std::set<uint32_t> keys(leaf_keys.begin(), leaf_keys.end());
       std::erase_if(round.held, [&](const HeldUpdate& h) { return keys.count(h.route_key) != 0; });
-      round.committed.push_back(Committed{std::move(partial), leaf_keys});
+      round.committed.push_back(Committed{std::move(partial), leaf_keys, i});
       return;
     }
   }
@@ -222,14 +233,14 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
                     dataplane::MakeTask({.dest_fn = self.f.fn, .task = self.task, .round = round.spec.round}), *link);
   }
 
-  // Sends a committed leaf result to the (new) node-root as its input `slot`.
-  Result<void> SendCommitted(const Committed& c, uint32_t slot) {
-    const TreeFunction& root = round.functions.back();
-    return HandOver(c.partial, root.f.lease,
-                    dataplane::MakePartial({.dest_fn = root.f.fn,
+  // Sends a committed leaf result to function `to` of the plan as its input `slot`.
+  Result<void> SendCommitted(const Committed& c, uint32_t to, uint32_t slot) {
+    const TreeFunction& parent = round.functions[to];
+    return HandOver(c.partial, parent.f.lease,
+                    dataplane::MakePartial({.dest_fn = parent.f.fn,
                                             .src_fn = function::kAgentFn,
                                             .slot = slot,
-                                            .task = root.task,
+                                            .task = parent.task,
                                             .round = round.spec.round,
                                             .weight = c.partial.meta().weight}),
                     *link);
@@ -237,7 +248,9 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
 
   void ReleaseFunctions() {
     transport->Reset();
-    for (const TreeFunction& t : round.functions) supervisor->Release(t.f.fn);
+    for (const TreeFunction& t : round.functions) {
+      if (t.f.fn != 0) supervisor->Release(t.f.fn);
+    }
     round.functions.clear();
   }
 
@@ -263,35 +276,54 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     return got;
   }
 
-  // (Re)builds the node's tree for round.keys: a plan, fresh tasks, functions
-  // from the supervisor, routes, every committed leaf result and every update
-  // held so far sent again. Keys whose leaf committed get no new leaf.
+  // (Re)builds the node's tree. At the round's start and at the deadline it
+  // plans anew for round.keys (results committed under an earlier plan go to
+  // the node-root after its children). After a failure it keeps the plan:
+  // replacement functions take the same places, committed leaf results go to
+  // their parents at their slots and every update held is sent again, so a
+  // failure that loses nothing changes no bit of the node's partial.
   Result<void> Build(std::unique_lock<std::mutex>& lock) {
     ReleaseFunctions();
-    round.plan = {};  // updates accepted meanwhile are held, and sent below
     round.rebuild = false;
     round.died.clear();
-    std::set<uint32_t> done;
-    for (const Committed& c : round.committed) done.insert(c.keys.begin(), c.keys.end());
-    planner::TreeInputs in{{}, static_cast<uint32_t>(round.committed.size()), round.fan_in, kMaxFunctions};
-    for (uint32_t k : round.keys) {
-      if (done.count(k) == 0) in.expected_keys.push_back(k);
+    planner::TreePlan plan = round.plan;
+    if (round.replan) {
+      std::set<uint32_t> done;
+      for (Committed& c : round.committed) {
+        done.insert(c.keys.begin(), c.keys.end());
+        c.leaf.reset();
+      }
+      planner::TreeInputs in{{}, static_cast<uint32_t>(round.committed.size()), round.fan_in, kMaxFunctions};
+      for (uint32_t k : round.keys) {
+        if (done.count(k) == 0) in.expected_keys.push_back(k);
+      }
+      TRIBUTARY_ASSIGN_OR_RETURN(plan, planner::PlanNodeTree(in));
     }
-    TRIBUTARY_ASSIGN_OR_RETURN(planner::TreePlan plan, planner::PlanNodeTree(in));
-    TRIBUTARY_ASSIGN_OR_RETURN(std::vector<FunctionInstance> got, AcquireFunctions(plan.functions.size(), lock));
-    for (const FunctionInstance& f : got) {
-      round.rebuild = round.rebuild || round.died.count(f.fn) != 0;
-      round.functions.push_back({f, next_task++});
+    round.plan = {};  // no routes while functions are acquired: updates accepted meanwhile are held, sent below
+    std::vector<uint32_t> places;  // plan indices that need a function: all but committed leaves
+    for (uint32_t i = 0; i < plan.functions.size(); ++i) {
+      if (i >= plan.leaves || !round.IsCommitted(i)) places.push_back(i);
+    }
+    TRIBUTARY_ASSIGN_OR_RETURN(std::vector<FunctionInstance> got, AcquireFunctions(places.size(), lock));
+    round.functions.assign(plan.functions.size(), TreeFunction{});
+    for (size_t k = 0; k < places.size(); ++k) {
+      round.rebuild = round.rebuild || round.died.count(got[k].fn) != 0;
+      round.functions[places[k]] = {got[k], next_task++};
     }
     round.node_task = next_task++;
     round.plan = std::move(plan);
+    round.replan = false;
     // Parents before their children: the node-root, intermediates, leaves.
-    for (uint32_t i = round.plan.root() + 1; i-- > 0;) TRIBUTARY_TRY(SendTask(i));
-    // The node-root's inputs: its children first, then the committed results.
-    for (size_t k = 0; k < round.committed.size(); ++k) {
-      TRIBUTARY_TRY(SendCommitted(round.committed[k], round.plan.root_children() + static_cast<uint32_t>(k)));
+    for (auto it = places.rbegin(); it != places.rend(); ++it) TRIBUTARY_TRY(SendTask(*it));
+    uint32_t extra = round.plan.root_children();  // the node-root's inputs after its children
+    for (const Committed& c : round.committed) {
+      const planner::PlannedFunction* leaf = c.leaf ? &round.plan.functions[*c.leaf] : nullptr;
+      TRIBUTARY_TRY(leaf ? SendCommitted(c, leaf->parent, leaf->index_in_parent)
+                         : SendCommitted(c, round.plan.root(), extra++));
     }
-    for (const auto& [key, leaf] : round.plan.leaf_of) TRIBUTARY_TRY(sw->SetRoute(key, round.functions[leaf].f.fn));
+    for (const auto& [key, leaf] : round.plan.leaf_of) {
+      if (round.functions[leaf].f.fn != 0) TRIBUTARY_TRY(sw->SetRoute(key, round.functions[leaf].f.fn));
+    }
     for (const HeldUpdate& h : round.held) {
       if (const TreeFunction* leaf = round.LeafFor(h.route_key)) {
         TRIBUTARY_TRY(transport->SendUpdate(h, leaf->f, leaf->task, round.spec.round, /*by_route=*/false));
@@ -417,7 +449,8 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
         impl_->EndRound();
         return MakeError(ErrorCode::kRoundClosed, "no update arrived before the deadline");
       }
-      r.rebuild = true;  // a tree for what arrived (also unsticks one waiting on the lost)
+      r.replan = true;   // a tree for what arrived (also unsticks one waiting on the lost)
+      r.rebuild = true;
       continue;
     }
     impl_->cv.wait_until(lock, r.deadline_passed ? Clock::now() + std::chrono::milliseconds(100)
@@ -470,7 +503,9 @@ Result<uint64_t> NodeAgent::RunPersonalRound(gateway::RoundSpec spec, Clock::tim
 std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
   std::lock_guard lock(impl_->mu);
   std::vector<FunctionInstance> out;
-  for (const TreeFunction& t : impl_->round.functions) out.push_back(t.f);
+  for (const TreeFunction& t : impl_->round.functions) {
+    if (t.f.fn != 0) out.push_back(t.f);
+  }
   return out;
 }
 

@@ -15,11 +15,14 @@
 // agent a reference to its result), and keeps committed leaf results until
 // the node's partial is complete. So the segment holds the updates in flight,
 // not the whole round. If a function of the round dies, the round's tree is
-// rebuilt with fresh tasks and replacement functions: committed leaf results
-// go straight to the new node-root and every uncommitted update is sent
-// again, so no update is lost and none is counted twice (results of the
-// abandoned tasks are ignored). At the deadline, the tree is rebuilt for the
-// updates that arrived. WaitRound() returns the node's partial aggregate.
+// rebuilt on the same plan with fresh tasks: replacement functions take the
+// same places, committed leaf results go to their leaves' parents at their
+// slots, and every uncommitted update is sent again, so no update is lost,
+// none is counted twice (results of the abandoned tasks are ignored), and the
+// node's partial has the same bits as without the failure. At the deadline,
+// the tree is planned anew for the updates that arrived (results committed
+// before go to the node-root after its children). WaitRound() returns the
+// node's partial aggregate.
 //
 // RunPersonalRound() is a personalized job's round (SemiPFL): there is
 // nothing to fold, so no functions run; each accepted update is decoded to
