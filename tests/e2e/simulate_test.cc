@@ -1,28 +1,69 @@
 // `tributary simulate` end to end: a short Fashion-MNIST federation over two
 // node agents learns (accuracy rises above a floor), writes its run
-// directory, and a second run with the same seed gives the same metrics; a
+// directory, a second run with the same seed gives the same metrics, and a
+// run whose function processes are killed gives the same model, bit for bit; a
 // short SemiPFL federation beats its baselines at 1% labels.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
 
 namespace {
 
 namespace fs = std::filesystem;
 
-int Simulate(const fs::path& out, const char* job = JOB_FILE) {
+// The `tributary function` processes the simulation started (its children).
+std::vector<pid_t> FunctionsOf(pid_t parent) {
+  std::vector<pid_t> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line) || line.rfind(')') == std::string::npos) continue;
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    char state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    std::ifstream cmd(e.path() / "cmdline");
+    std::string argv0, argv1;
+    std::getline(cmd, argv0, '\0');
+    std::getline(cmd, argv1, '\0');
+    if (ppid == parent && argv1 == "function" && state != 'Z') out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+// Runs `tributary simulate`; with `kills`, SIGKILLs that many of its function
+// processes, one every 60 ms, while it runs.
+int Simulate(const fs::path& out, const char* job = JOB_FILE, int kills = 0, int* killed = nullptr) {
   const pid_t pid = fork();
   if (pid == 0) {
     execl(TRIBUTARY_BINARY, "tributary", "simulate", job, "--out", out.c_str(), nullptr);
     _exit(127);
   }
-  int status = 0;
-  waitpid(pid, &status, 0);
+  std::mt19937 rng(11);
+  int status = 0, done = 0;
+  while (waitpid(pid, &status, kills > done ? WNOHANG : 0) == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    const std::vector<pid_t> functions = FunctionsOf(pid);
+    if (functions.empty()) continue;
+    if (kill(functions[std::uniform_int_distribution<size_t>(0, functions.size() - 1)(rng)], SIGKILL) == 0) ++done;
+  }
+  if (killed) *killed = done;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string FileBytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 nlohmann::json Rounds(const fs::path& dir) { return nlohmann::json::parse(std::ifstream(dir / "metrics.json"))["rounds"]; }
@@ -50,6 +91,26 @@ TEST(Simulate, AShortFederationLearnsAndIsReproducible) {
   for (size_t r = 0; r < a.size(); ++r) {
     EXPECT_EQ(a[r]["accuracy"], b[r]["accuracy"]) << "round " << r + 1;
     EXPECT_EQ(a[r]["loss"], b[r]["loss"]) << "round " << r + 1;
+  }
+  fs::remove_all(base);
+}
+
+// Function processes killed while the federation runs lose nothing, so they
+// change nothing: the same model, bit for bit, as the undisturbed run.
+TEST(Simulate, KilledFunctionsChangeNoBitOfTheModel) {
+  const fs::path base = fs::path(::testing::TempDir()) / ("simulate-faults-" + std::to_string(getpid()));
+  fs::remove_all(base);
+  ASSERT_EQ(Simulate(base / "calm", FAULTS_JOB_FILE), 0);
+  int killed = 0;
+  ASSERT_EQ(Simulate(base / "killed", FAULTS_JOB_FILE, 40, &killed), 0);
+  EXPECT_GE(killed, 10) << "too few kills landed to test anything";
+  EXPECT_TRUE(FileBytes(base / "killed" / "model.bin") == FileBytes(base / "calm" / "model.bin"))
+      << "killed functions changed the final model (" << killed << " kills)";
+  const nlohmann::json calm = Rounds(base / "calm"), hit = Rounds(base / "killed");
+  ASSERT_EQ(hit.size(), calm.size());
+  for (size_t r = 0; r < calm.size(); ++r) {
+    EXPECT_EQ(hit[r]["updates"], calm[r]["updates"]) << "round " << r + 1;
+    EXPECT_EQ(hit[r]["accuracy"], calm[r]["accuracy"]) << "round " << r + 1;
   }
   fs::remove_all(base);
 }

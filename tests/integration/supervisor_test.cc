@@ -6,6 +6,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 namespace tributary::node {
@@ -97,6 +99,65 @@ TEST(Supervisor, AFunctionThatDiesIsForgottenAndCounted) {
   EXPECT_EQ(s.Stats().live, 0u);
   const FunctionInstance b = s.Acquire().value();
   EXPECT_NE(b.fn, a.fn);
+}
+
+// What the data plane reports when a starting function's process is gone:
+// an exit for `first` and a hello for every later function.
+class StartReporter {
+ public:
+  StartReporter(Supervisor& s, uint32_t dies) : thread_([this, &s, dies] {
+      while (!stop_.load()) {
+        s.OnExit(dies);
+        for (uint32_t fn = dies + 1; fn < 32; ++fn) s.OnHello(fn, 40 + fn, 0);
+        std::this_thread::sleep_for(5ms);
+      }
+    }) {}
+  ~StartReporter() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST(Supervisor, AFunctionThatDiesBeforeItsHelloIsReplaced) {
+  const std::string marker = ::testing::TempDir() + "/tributary-flaky-" + std::to_string(getpid());
+  std::remove(marker.c_str());
+  setenv("TRIBUTARY_TEST_MARKER", marker.c_str(), 1);
+  SupervisorOptions o = Options(60s);
+  o.binary = TRIBUTARY_FLAKY_FUNCTION;
+  {
+    Supervisor s(o);
+    StartReporter report(s, 2);
+    const auto f = s.Acquire();
+    ASSERT_TRUE(f) << f.error().ToString();
+    EXPECT_EQ(f.value().fn, 3u);
+    EXPECT_EQ(s.Stats().cold_starts, 2u);
+    EXPECT_EQ(s.Stats().deaths, 1u);
+  }
+  std::remove(marker.c_str());
+}
+
+TEST(Supervisor, AFunctionThatNeverStartsIsAnErrorAfterThreeAttempts) {
+  SupervisorOptions o = Options(60s);
+  o.binary = "/bin/false";
+  Supervisor s(o);
+  std::atomic<bool> stop{false};
+  std::thread report([&] {
+    while (!stop.load()) {
+      for (uint32_t fn = 2; fn < 32; ++fn) s.OnExit(fn);
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  const auto f = s.Acquire();
+  stop = true;
+  report.join();
+  ASSERT_FALSE(f);
+  EXPECT_EQ(f.error().code, ErrorCode::kIo);
+  EXPECT_NE(f.error().reason.find("exited at start"), std::string::npos) << f.error().reason;
+  EXPECT_EQ(s.Stats().cold_starts, 3u);
 }
 
 TEST(Supervisor, TheLimitIsResourceExhausted) {

@@ -42,10 +42,17 @@ Result<FunctionInstance> Supervisor::Acquire() {
       return e.instance;
     }
   }
-  return Spawn(lock);
+  // A function that dies before its hello (killed, out of memory) is a fault
+  // of that process, not of the node: another is started in its place.
+  constexpr int kStartAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    bool died_at_start = false;
+    auto f = Spawn(lock, died_at_start);
+    if (f || !died_at_start || attempt == kStartAttempts) return f;
+  }
 }
 
-Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock) {
+Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock, bool& died_at_start) {
   if (functions_.size() >= options_.max_functions) {
     return MakeError(ErrorCode::kResourceExhausted,
                      "node already runs " + std::to_string(options_.max_functions) + " functions");
@@ -73,7 +80,10 @@ Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock) {
     return it == functions_.end() || it->second.ready;
   });
   auto it = functions_.find(fn);
-  if (it == functions_.end()) return MakeError(ErrorCode::kInternal, "function " + fn_s + " exited at start");
+  if (it == functions_.end()) {
+    died_at_start = true;
+    return MakeError(ErrorCode::kIo, "function " + fn_s + " exited at start");
+  }
   if (!ok) {
     Kill(it->second);
     return MakeError(ErrorCode::kIo, "function " + fn_s + " did not start within the timeout");

@@ -1,7 +1,8 @@
 // The function supervisor: aggregator functions on demand.
 //
 // Acquire() hands out an idle warm function (a warm reuse) or starts a new
-// `tributary function` process (a cold start) and waits for its hello.
+// `tributary function` process (a cold start) and waits for its hello; one
+// that dies before its hello is replaced (3 attempts, then kIo).
 // Release() puts a function back in the warm pool; Reap() stops those idle
 // longer than the keep-alive, so an idle node scales to zero. A function
 // that exits or dies is forgotten (OnExit) and never handed out again.
@@ -76,7 +77,7 @@ class Supervisor {
     bool stopping = false;
     std::chrono::steady_clock::time_point idle_since;
   };
-  Result<FunctionInstance> Spawn(std::unique_lock<std::mutex>& lock);
+  Result<FunctionInstance> Spawn(std::unique_lock<std::mutex>& lock, bool& died_at_start);
   void Kill(Entry& e);
 
   SupervisorOptions options_;
