@@ -146,6 +146,34 @@ TEST_F(GatewayTest, AnInterruptedUploadResumesWhereTheGatewayStopped) {
   EXPECT_EQ(std::memcmp(sink_.got[0].second.bytes().data(), payload.data(), payload.size()), 0);
 }
 
+// A client that crashed mid-upload and retrained comes back with another
+// payload: its newer header replaces the unfinished upload at once (no wait
+// for the idle timeout, no DUPLICATE_UPDATE), and only the new one lands.
+TEST_F(GatewayTest, ANewerPayloadFromTheSameClientSupersedesItsUnfinishedUpload) {
+  const std::string old_payload = Payload(Model(), 1), new_payload = Payload(Model(), 2);
+  UploadClient crashed(gateway_->endpoint());
+  const uint64_t old_id = crashed.Header(Header("client-2", old_payload)).value().upload_ready().upload_id();
+  ASSERT_TRUE(crashed.Chunk(old_id, 0, old_payload.substr(0, 65536)));
+  EXPECT_EQ(segment_->Stats().live_blocks, 1u);
+  UploadClient back(gateway_->endpoint());
+  auto ready = back.Header(Header("client-2", new_payload));
+  ASSERT_TRUE(ready) << ready.error().ToString();
+  EXPECT_NE(ready.value().upload_ready().upload_id(), old_id);
+  EXPECT_EQ(ready.value().upload_ready().received_bytes(), 0u);
+  EXPECT_EQ(segment_->Stats().live_blocks, 1u);  // the old block went
+  auto stale = crashed.Chunk(old_id, 65536, old_payload.substr(65536, 65536));
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, ErrorCode::kNotFound);
+  auto done = back.Upload(Header("client-2", new_payload), new_payload);
+  ASSERT_TRUE(done) << done.error().ToString();
+  EXPECT_TRUE(done.value().has_update_accepted());
+  ASSERT_EQ(sink_.got.size(), 1u);
+  EXPECT_EQ(std::memcmp(sink_.got[0].second.bytes().data(), new_payload.data(), new_payload.size()), 0);
+  EXPECT_EQ(gateway_->Stats().uploads_superseded, 1u);
+  // Now it is accepted: the same client again is DUPLICATE_UPDATE, which means exactly that.
+  EXPECT_EQ(back.Upload(Header("client-2", old_payload), old_payload).error().code, ErrorCode::kDuplicateUpdate);
+}
+
 TEST_F(GatewayTest, EachBadInputGetsItsTypedErrorAndLeaksNothing) {
   const std::string payload = Payload(Model(), 2);
   UploadClient c(gateway_->endpoint());

@@ -36,7 +36,7 @@ TEST(RoundBook, AnUploadInProgressBlocksASecondOne) {
   RoundBook book;
   book.OpenRound(Spec());
   auto first = book.Admit("job", 3, 2, "alice").value();
-  EXPECT_EQ(book.Admit("job", 3, 2, "alice").error().code, ErrorCode::kDuplicateUpdate);
+  EXPECT_EQ(book.Admit("job", 3, 2, "alice").error().code, ErrorCode::kUploadInProgress);  // not "accepted"
 }
 
 TEST(RoundBook, AnAdmissionThatGoesUncommittedLetsTheClientRetry) {
@@ -69,7 +69,7 @@ TEST(RoundBook, AMovedAdmissionSettlesOnce) {
   std::optional<Admission> a(book.Admit("job", 3, 2, "alice").value());
   Admission moved = std::move(*a);
   a.reset();  // the moved-from guard releases nothing...
-  EXPECT_EQ(book.Admit("job", 3, 2, "alice").error().code, ErrorCode::kDuplicateUpdate);  // ...still held
+  EXPECT_EQ(book.Admit("job", 3, 2, "alice").error().code, ErrorCode::kUploadInProgress);  // ...still held
   { Admission gone = std::move(moved); }  // releases here, and only here
   auto again = book.Admit("job", 3, 2, "alice").value();
   again.Commit();
@@ -83,7 +83,7 @@ TEST(RoundBook, AnAdmissionOfAnEarlierRoundDoesNotTouchTheNextOne) {
   book.OpenRound(Spec(4));
   auto current = book.Admit("job", 4, 3, "alice").value();
   old.Commit();  // round 3 is gone: no effect on round 4
-  EXPECT_EQ(book.Admit("job", 4, 3, "alice").error().code, ErrorCode::kDuplicateUpdate);  // still in flight
+  EXPECT_EQ(book.Admit("job", 4, 3, "alice").error().code, ErrorCode::kUploadInProgress);  // still in flight
   { Admission release = std::move(current); }
   EXPECT_TRUE(book.Admit("job", 4, 3, "alice"));
 }

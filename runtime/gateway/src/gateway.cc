@@ -162,14 +162,17 @@ struct Gateway::Impl {
     TRIBUTARY_ASSIGN_OR_RETURN(agg::ModelSpec layout, protocol::ValidateUpdateHeader(h, spec.model, options.limits));
     const std::string key = UploadKey(h.job_id(), h.round(), h.client_id());
     if (auto it = upload_of.find(key); it != upload_of.end()) {
-      // The same client again while its upload is unfinished: resume if the
-      // header describes the same payload.
+      // The same (authenticated) client again while its upload is unfinished:
+      // the same payload resumes; another one (it retrained) supersedes the
+      // unfinished upload at once, whose block and admission go.
       Upload& u = uploads.at(it->second);
-      if (u.expected_xxh3 != h.payload_xxh3() || u.layout.payload_bytes() != h.payload_bytes()) {
-        return MakeError(ErrorCode::kDuplicateUpdate, "an upload with a different payload is in progress");
+      if (u.expected_xxh3 == h.payload_xxh3() && u.layout.payload_bytes() == h.payload_bytes()) {
+        u.last_activity = Clock::now();
+        return ReplyReady(identity, request_id, u);
       }
-      u.last_activity = Clock::now();
-      return ReplyReady(identity, request_id, u);
+      Drop(u.id);
+      std::lock_guard lock(stats_mu);
+      stats.uploads_superseded += 1;
     }
     if (uploads.size() >= options.max_uploads) {
       return MakeError(ErrorCode::kResourceExhausted, "too many uploads in progress; retry later");

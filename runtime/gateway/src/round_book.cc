@@ -68,7 +68,7 @@ Result<Admission> RoundBook::Admit(const std::string& job, uint64_t round, uint6
                                                       std::to_string(round));
   }
   if (!mj.in_flight.insert(client).second) {
-    return MakeError(ErrorCode::kDuplicateUpdate, "an upload of client '" + client + "' is already in progress");
+    return MakeError(ErrorCode::kUploadInProgress, "an upload of client '" + client + "' is already in progress");
   }
   return Admission(this, AdmittedUpload{job, round, client, sel->second});
 }

@@ -129,6 +129,7 @@ bool IsRetryable(ErrorCode code) {
     case ErrorCode::kResourceExhausted:
     case ErrorCode::kIo:
     case ErrorCode::kChecksumMismatch:  // corrupted in transit: send again
+    case ErrorCode::kUploadInProgress:  // the other upload finishes or is dropped
       return true;
     default:
       return false;

@@ -26,13 +26,14 @@ enum class ErrorCode : uint16_t {
   kRoundClosed = 4,          // round not open, or already finished
   kNotSelected = 5,          // client not selected for this round
   kUnknownClient = 6,        // not authenticated / not registered
-  kDuplicateUpdate = 7,      // second update for the same round
+  kDuplicateUpdate = 7,      // the client's update for this round was already accepted
   kReplay = 8,               // stale model version or old round
   kShapeMismatch = 9,        // tensor specs differ from the model spec
   kTooLarge = 10,            // claimed or actual size over the limits
   kChecksumMismatch = 11,
   kNonFinite = 12,           // NaN or Inf in an update
   kInvalidArgument = 13,     // any other bad request
+  kUploadInProgress = 14,    // an upload of the client's is running elsewhere (another connection): retry later
   // Node-side conditions.
   kResourceExhausted = 20,   // shared-memory segment or lease table full
   kStaleReference = 21,      // descriptor to a block that no longer exists
@@ -93,6 +94,7 @@ inline std::string_view ErrorCodeName(ErrorCode code) {
     case ErrorCode::kChecksumMismatch: return "CHECKSUM_MISMATCH";
     case ErrorCode::kNonFinite: return "NON_FINITE";
     case ErrorCode::kInvalidArgument: return "INVALID_ARGUMENT";
+    case ErrorCode::kUploadInProgress: return "UPLOAD_IN_PROGRESS";
     case ErrorCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
     case ErrorCode::kStaleReference: return "STALE_REFERENCE";
     case ErrorCode::kNotFound: return "NOT_FOUND";

@@ -12,7 +12,10 @@
 // answers UpdateAccepted.
 //
 // A header repeated while its upload is unfinished resumes it: the answer is
-// the same upload id with the bytes already stored. Every rejection is an
+// the same upload id with the bytes already stored. A header from the same
+// client for another payload (it retrained after a crash) supersedes the
+// unfinished upload at once: its block and admission go, and the new upload
+// starts from zero. DUPLICATE_UPDATE means only "already accepted". Every rejection is an
 // ErrorReply with a typed code, counted in Stats(); a rejected or abandoned
 // upload releases its block and its admission, so nothing leaks and the client
 // may try again. Malformed frames never stop the gateway.
@@ -74,6 +77,7 @@ struct GatewayStats {
   uint64_t accepted_bytes = 0;
   uint64_t uploads_in_progress = 0;
   uint64_t uploads_expired = 0;
+  uint64_t uploads_superseded = 0;  // unfinished uploads replaced by their client's newer header
   uint64_t model_bytes_served = 0;
   uint64_t clients_seen = 0;  // distinct client ids that asked for work
   std::map<ErrorCode, uint64_t> rejected;  // by code
