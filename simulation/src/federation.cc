@@ -172,6 +172,8 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
       m.functions_live += s.functions.live;
       m.cold_starts += s.functions.cold_starts;
       m.warm_reuses += s.functions.warm_reuses;
+      m.function_deaths += s.functions.deaths;
+      m.rebuilds += s.rebuilds;
     }
     rounds.push_back(m);
     Print(out, m, job.rounds, options.progress_bar);

@@ -94,17 +94,18 @@ Result<void> WriteReport(const std::string& run_dir, const SimulationJob& job,
   nlohmann::json rows = nlohmann::json::array();
   std::ofstream csv(fs::path(run_dir) / "metrics.csv");
   csv << "round,accuracy,loss,train_loss,round_s,clients_s,aggregation_s,evaluation_s,updates,updates_per_s,"
-         "bytes_up,bytes_down,functions_live,cold_starts,warm_reuses\n";
+         "bytes_up,bytes_down,functions_live,cold_starts,warm_reuses,function_deaths,rebuilds\n";
   for (const RoundMetrics& m : rounds) {
     csv << m.round << ',' << m.accuracy << ',' << m.loss << ',' << m.train_loss << ',' << m.round_s << ','
         << m.clients_s << ',' << m.aggregation_s << ',' << m.evaluation_s << ',' << m.updates << ','
         << m.updates_per_s << ',' << m.bytes_up << ',' << m.bytes_down << ',' << m.functions_live << ','
-        << m.cold_starts << ',' << m.warm_reuses << '\n';
+        << m.cold_starts << ',' << m.warm_reuses << ',' << m.function_deaths << ',' << m.rebuilds << '\n';
     rows.push_back({{"round", m.round}, {"accuracy", m.accuracy}, {"loss", m.loss}, {"train_loss", m.train_loss},
                     {"round_s", m.round_s}, {"clients_s", m.clients_s}, {"aggregation_s", m.aggregation_s},
                     {"evaluation_s", m.evaluation_s}, {"updates", m.updates}, {"updates_per_s", m.updates_per_s},
                     {"bytes_up", m.bytes_up}, {"bytes_down", m.bytes_down}, {"functions_live", m.functions_live},
-                    {"cold_starts", m.cold_starts}, {"warm_reuses", m.warm_reuses}});
+                    {"cold_starts", m.cold_starts}, {"warm_reuses", m.warm_reuses},
+                    {"function_deaths", m.function_deaths}, {"rebuilds", m.rebuilds}});
   }
   std::ofstream(fs::path(run_dir) / "metrics.json") << nlohmann::json{{"job", job.name}, {"seed", job.seed}, {"rounds", rows}}.dump(2) << "\n";
 
@@ -136,6 +137,9 @@ Result<void> WriteReport(const std::string& run_dir, const SimulationJob& job,
   if (!rounds.empty()) {
     html << "<p>Final test accuracy <b>" << std::fixed << std::setprecision(4) << rounds.back().accuracy
          << "</b>, loss " << rounds.back().loss << ".</p>\n";
+    // Faults the runtime absorbed (a function that died, a tree rebuilt): none is the usual case.
+    html << "<p>Faults: " << rounds.back().function_deaths << " function deaths, " << rounds.back().rebuilds
+         << " tree rebuilds.</p>\n";
   }
   html << Chart("Test accuracy per round", {acc}, false) << Chart("Loss per round", {loss, train}, false)
        << Chart("Round time breakdown (s)", {clients, agg, eval}, true) << "</body></html>\n";

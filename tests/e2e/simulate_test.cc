@@ -112,6 +112,11 @@ TEST(Simulate, KilledFunctionsChangeNoBitOfTheModel) {
     EXPECT_EQ(hit[r]["updates"], calm[r]["updates"]) << "round " << r + 1;
     EXPECT_EQ(hit[r]["accuracy"], calm[r]["accuracy"]) << "round " << r + 1;
   }
+  // The faults are in the metrics: none in the calm run, the kills in the other.
+  EXPECT_EQ(calm.back()["function_deaths"].get<int>(), 0);
+  EXPECT_EQ(calm.back()["rebuilds"].get<int>(), 0);
+  EXPECT_GE(hit.back()["function_deaths"].get<int>(), 1);
+  EXPECT_LE(hit.back()["function_deaths"].get<int>(), killed);
   fs::remove_all(base);
 }
 

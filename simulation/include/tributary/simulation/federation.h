@@ -48,6 +48,7 @@ struct RoundMetrics {
   double updates_per_s = 0;
   uint64_t bytes_up = 0, bytes_down = 0;
   uint64_t functions_live = 0, cold_starts = 0, warm_reuses = 0;  // over all nodes, cumulative counts
+  uint64_t function_deaths = 0, rebuilds = 0;  // faults so far, over all nodes: exits nobody asked for, tree rebuilds
 };
 
 Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const SimulationOptions& options,
