@@ -75,10 +75,23 @@ Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock, b
   e.instance = FunctionInstance{fn, 0, pid};
   e.busy = true;
   stats_.cold_starts += 1;
-  const bool ok = hello_.wait_for(lock, options_.start_timeout, [&] {
-    auto it = functions_.find(fn);
-    return it == functions_.end() || it->second.ready;
-  });
+  // A process that dies before it registers its socket is never reported by
+  // the data plane: look at it directly while waiting for its hello.
+  const auto give_up = std::chrono::steady_clock::now() + options_.start_timeout;
+  bool ok = false;
+  for (;;) {
+    ok = hello_.wait_for(lock, std::chrono::milliseconds(20), [&] {
+      auto it = functions_.find(fn);
+      return it == functions_.end() || it->second.ready;
+    });
+    if (ok || std::chrono::steady_clock::now() >= give_up) break;
+    if (waitpid(pid, nullptr, WNOHANG) == pid) {  // reaped here: OnExit finds nothing to do
+      if (!functions_.at(fn).stopping) stats_.deaths += 1;
+      functions_.erase(fn);
+      hello_.notify_all();
+      break;
+    }
+  }
   auto it = functions_.find(fn);
   if (it == functions_.end()) {
     died_at_start = true;
