@@ -194,7 +194,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   // no longer needed (a leaf of an abandoned tree is ignored).
   void Commit(const Descriptor& d, shm::BlockRef partial) {
     for (uint32_t i = 0; i < round.plan.leaves; ++i) {
-      if (round.functions[i].task != d.task) continue;
+      if (round.functions[i].f.fn == 0 || round.functions[i].task != d.task) continue;  // fn 0: committed already
       const std::vector<uint32_t>& leaf_keys = round.plan.functions[i].keys;
       const std::set<uint32_t> keys(leaf_keys.begin(), leaf_keys.end());
       std::erase_if(round.held, [&](const HeldUpdate& h) { return keys.count(h.route_key) != 0; });

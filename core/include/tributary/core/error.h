@@ -33,7 +33,7 @@ enum class ErrorCode : uint16_t {
   kChecksumMismatch = 11,
   kNonFinite = 12,           // NaN or Inf in an update
   kInvalidArgument = 13,     // any other bad request
-  kUploadInProgress = 14,    // an upload of the client's is running elsewhere (another connection): retry later
+  kUploadInProgress = 14,    // the client's upload is still admitted (RoundBook): retry later; never "accepted"
   // Node-side conditions.
   kResourceExhausted = 20,   // shared-memory segment or lease table full
   kStaleReference = 21,      // descriptor to a block that no longer exists
