@@ -43,6 +43,7 @@ int RunNode(const std::string& config_file, const std::string& controller, const
   o.gateway.bind = cfg.value().gateway_bind;
   o.dataplane = tributary::dataplane::ParseDataPlaneMode(cfg.value().dataplane).value();
   o.keep_alive = std::chrono::milliseconds(cfg.value().keep_alive_ms);
+  o.function_liveness = std::chrono::milliseconds(cfg.value().function_liveness_ms);
   o.transport = tributary::dataplane::ParseAggregationTransport(cfg.value().aggregation_transport).value();
   o.binary = binary;
   if (cfg.value().gateway_security == "curve") {

@@ -1,7 +1,12 @@
 #include "tributary/simulation/federation.h"
 
+#include <filesystem>
+#include <fstream>
 #include <iomanip>
+#include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
+#include <tuple>
 #include <thread>
 
 #include "harness.h"
@@ -66,6 +71,51 @@ void Print(std::ostream& out, const RoundMetrics& m, uint32_t rounds, bool bar) 
   }
 }
 
+// Round `round`'s clients: a partial shuffle seeded by (seed, round) alone,
+// so a resumed run selects exactly what an uninterrupted one would.
+std::vector<uint32_t> SelectClients(uint64_t seed, uint64_t round, uint32_t clients, uint32_t per_round) {
+  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(round),
+                    static_cast<uint32_t>(round >> 32), 0x5e1ec7u};
+  std::mt19937_64 rng(seq);
+  std::vector<uint32_t> everyone(clients);
+  std::iota(everyone.begin(), everyone.end(), 0u);
+  for (uint32_t i = 0; i < per_round; ++i) {
+    std::swap(everyone[i], everyone[i + std::uniform_int_distribution<uint32_t>(0, clients - 1 - i)(rng)]);
+  }
+  everyone.resize(per_round);
+  return everyone;
+}
+
+// What makes a run directory's rounds this job's: a resume with another
+// job (or seed) is refused rather than mixed into it.
+nlohmann::json RunIdentity(const SimulationJob& job) {
+  return {{"job", job.name},         {"seed", job.seed},       {"clients", job.clients},
+          {"clients_per_round", job.clients_per_round},       {"dataset", job.dataset},
+          {"partition", job.partition}, {"model", job.model}, {"strategy", job.strategy.name},
+          {"nodes", job.nodes},       {"fan_in", job.fan_in},   {"lr", job.lr},
+          {"local_epochs", job.local_epochs}, {"batch_size", job.batch_size}, {"compression", job.compression}};
+}
+
+Result<void> ClaimRunDir(const std::string& run_dir, const SimulationJob& job) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return MakeError(ErrorCode::kIo, "cannot create " + run_dir + ": " + ec.message());
+  const fs::path path = fs::path(run_dir) / "run.json";
+  const nlohmann::json mine = RunIdentity(job);
+  if (fs::exists(path)) {
+    const auto theirs = nlohmann::json::parse(std::ifstream(path), nullptr, false);
+    if (theirs != mine) {
+      return MakeError(ErrorCode::kConfig, run_dir + " holds a run of another job or seed (run.json: " +
+                                               (theirs.is_discarded() ? "unreadable" : theirs.dump()) +
+                                               "): choose another --out");
+    }
+    return Ok();
+  }
+  std::ofstream(path) << mine.dump(2) << "\n";
+  return Ok();
+}
+
 }  // namespace
 
 Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const SimulationOptions& options,
@@ -91,6 +141,8 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
   }
   TRIBUTARY_ASSIGN_OR_RETURN(agg::ModelSpec spec, agg::ModelSpec::Create(tensors));
 
+  TRIBUTARY_TRY(ClaimRunDir(options.run_dir, job));
+
   // Controller and node agents.
   const uint64_t per_node = (job.clients_per_round + job.nodes - 1) / job.nodes;
   const uint64_t segment = std::max<uint64_t>(256ull << 20, spec.payload_bytes() * (2 * per_node + 16) + (64ull << 20));
@@ -108,7 +160,18 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
                       {"local_epochs", static_cast<int64_t>(job.local_epochs)},
                       {"batch_size", static_cast<int64_t>(job.batch_size)},
                       {"proximal_mu", job.proximal_mu}};
-  TRIBUTARY_TRY(controller->AddJob(js));
+  TRIBUTARY_TRY(controller->AddJob(js));  // resumed from the run directory's checkpoint, if it has one
+  TRIBUTARY_ASSIGN_OR_RETURN(const uint64_t done, controller->ModelVersion(job.name));
+  if (done > job.rounds) {
+    return MakeError(ErrorCode::kConfig, options.run_dir + " already holds " + std::to_string(done) +
+                                             " rounds, more than the job's " + std::to_string(job.rounds));
+  }
+  TRIBUTARY_ASSIGN_OR_RETURN(std::vector<RoundMetrics> rounds, LoggedRounds(options.run_dir, done));
+  if (rounds.size() + 1 < done) {
+    return MakeError(ErrorCode::kConfig, options.run_dir + "/metrics.jsonl logs " + std::to_string(rounds.size()) +
+                                             " rounds but its checkpoint holds " + std::to_string(done));
+  }
+  if (done > 0) out << "resuming " << options.run_dir << " after round " << done << "\n";
 
   // Each worker trains with its own model; a client is its index list.
   std::vector<torch::nn::Sequential> models;
@@ -123,7 +186,7 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
     ta::TrainOptions o;
     o.optimizer = job.optimizer == "adam" ? ta::Optimizer::kAdam : ta::Optimizer::kSgd;
     o.momentum = job.momentum;
-    o.seed = job.seed * 1'000'003 + c;
+    o.seed = (job.seed * 1'000'003 + c) * 1'000'033 + task.round;  // (seed, client, round): resumable
     ta::ModuleClient<torch::nn::Sequential> trainer(models[w], data.train_x.index_select(0, idx),
                                                     data.train_y.index_select(0, idx), CrossEntropy, o);
     return trainer.Fit(model, task.config);
@@ -132,18 +195,25 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
   TRIBUTARY_TRY(pool.Start());
   TRIBUTARY_ASSIGN_OR_RETURN(torch::nn::Sequential evaluator, MakeModel(job.model, job.seed));
 
-  std::mt19937_64 rng(job.seed ^ 0x5e1ec7ull);
-  std::vector<uint32_t> everyone(job.clients);
-  std::iota(everyone.begin(), everyone.end(), 0u);
-  std::vector<RoundMetrics> rounds;
-  for (uint32_t r = 1; r <= job.rounds; ++r) {
-    // Selection: a seeded partial shuffle, then clients spread over the nodes.
-    for (uint32_t i = 0; i < job.clients_per_round; ++i) {
-      std::swap(everyone[i], everyone[i + std::uniform_int_distribution<uint32_t>(0, job.clients - 1 - i)(rng)]);
-    }
+  if (rounds.size() < done) {
+    // Killed between the checkpoint of its last round and that round's log
+    // line: the model is known, so is its score; times and counts are not (0).
+    TRIBUTARY_ASSIGN_OR_RETURN(std::vector<float> model, controller->Model(job.name));
+    TRIBUTARY_TRY(ta::LoadParameters(*evaluator, Unflatten(spec, model)));
+    RoundMetrics m = rounds.empty() ? RoundMetrics{} : rounds.back();
+    m.round = done;
+    std::tie(m.accuracy, m.loss) = Evaluate(evaluator, data);
+    m.train_loss = m.round_s = m.clients_s = m.aggregation_s = m.evaluation_s = m.updates_per_s = 0;
+    m.updates = m.bytes_up = m.bytes_down = 0;
+    TRIBUTARY_TRY(AppendRound(options.run_dir, m));
+    rounds.push_back(m);
+  }
+  // Fault counters are cumulative over the run, across resumes.
+  const RoundMetrics before = rounds.empty() ? RoundMetrics{} : rounds.back();
+  for (uint64_t r = done + 1; r <= job.rounds; ++r) {
     const auto t0 = Clock::now();
     auto report = controller->RunRound(
-        job.name, ByNode(std::vector<uint32_t>(everyone.begin(), everyone.begin() + job.clients_per_round), job.nodes));
+        job.name, ByNode(SelectClients(job.seed, r, job.clients, job.clients_per_round), job.nodes));
     const auto t1 = Clock::now();
     if (!report) {
       if (auto f = pool.failure()) return MakeError(f->code, "a simulated client failed: " + f->reason);
@@ -156,6 +226,11 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
     const auto t2 = Clock::now();
     RoundMetrics m;
     m.round = report.value().round;
+    m.cold_starts = before.cold_starts;
+    m.warm_reuses = before.warm_reuses;
+    m.function_deaths = before.function_deaths;
+    m.liveness_kills = before.liveness_kills;
+    m.rebuilds = before.rebuilds;
     m.accuracy = accuracy;
     m.loss = loss;
     m.train_loss = tally.updates ? tally.train_loss / static_cast<double>(tally.updates) : 0;
@@ -173,8 +248,10 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
       m.cold_starts += s.functions.cold_starts;
       m.warm_reuses += s.functions.warm_reuses;
       m.function_deaths += s.functions.deaths;
+      m.liveness_kills += s.functions.liveness_kills;
       m.rebuilds += s.rebuilds;
     }
+    TRIBUTARY_TRY(AppendRound(options.run_dir, m));
     rounds.push_back(m);
     Print(out, m, job.rounds, options.progress_bar);
   }

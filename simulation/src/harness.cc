@@ -22,6 +22,7 @@ Result<LocalRuntime> StartLocalRuntime(const SimulationJob& job, const Simulatio
     o.store = {"tributary." + NodeId(n), segment_bytes, 1u << 16};
     o.dataplane = dataplane::ParseDataPlaneMode(job.dataplane).value();
     o.binary = options.tributary_binary;
+    o.function_liveness = std::chrono::milliseconds(job.function_liveness_ms);
     o.gateway.task_poll_interval = std::chrono::milliseconds(100);
     TRIBUTARY_ASSIGN_OR_RETURN(auto service, node::NodeService::Start(o, rt.controller->endpoint()));
     rt.nodes.push_back(std::move(service));

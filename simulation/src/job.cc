@@ -129,13 +129,15 @@ Result<SimulationJob> ParseSimulationJob(const std::string& yaml_text, const std
   if (top.Has("federation")) {
     Section f = top.Child("federation");
     TRIBUTARY_TRY(f.ExpectMap());
-    TRIBUTARY_TRY(f.OnlyKeys({"nodes", "fan_in", "dataplane", "compression", "workers", "deadline_s"}));
+    TRIBUTARY_TRY(f.OnlyKeys({"nodes", "fan_in", "dataplane", "compression", "workers", "deadline_s",
+                              "function_liveness_ms"}));
     TRIBUTARY_TRY(ReadOne(f, "nodes", j.nodes, 1, 64));
     TRIBUTARY_TRY(ReadOne(f, "fan_in", j.fan_in, 1, 4096));
     TRIBUTARY_TRY(ReadChoice(f, "dataplane", j.dataplane, {"auto", "ebpf", "userspace"}));
     TRIBUTARY_TRY(ReadChoice(f, "compression", j.compression, {"none", "f16", "bf16", "int8"}));
     TRIBUTARY_TRY(ReadOne(f, "workers", j.workers, 1, 256));
     TRIBUTARY_TRY(ReadOne(f, "deadline_s", j.deadline_s, 1, 86'400));
+    TRIBUTARY_TRY(ReadOne(f, "function_liveness_ms", j.function_liveness_ms, 1'000, 86'400'000));
   }
   return j;
 }

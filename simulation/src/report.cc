@@ -84,30 +84,102 @@ std::string Chart(const std::string& title, const std::vector<Series>& series, b
 
 }  // namespace
 
+// Every field of a round, by name, in the CSV's column order: `f(name, field)`.
+template <typename Metrics, typename F>
+void ForEachField(Metrics& m, F&& f) {
+  f("round", m.round), f("accuracy", m.accuracy), f("loss", m.loss), f("train_loss", m.train_loss);
+  f("round_s", m.round_s), f("clients_s", m.clients_s), f("aggregation_s", m.aggregation_s);
+  f("evaluation_s", m.evaluation_s), f("updates", m.updates), f("updates_per_s", m.updates_per_s);
+  f("bytes_up", m.bytes_up), f("bytes_down", m.bytes_down), f("functions_live", m.functions_live);
+  f("cold_starts", m.cold_starts), f("warm_reuses", m.warm_reuses), f("function_deaths", m.function_deaths);
+  f("liveness_kills", m.liveness_kills), f("rebuilds", m.rebuilds);
+}
+
+nlohmann::ordered_json ToJson(const RoundMetrics& m) {
+  nlohmann::ordered_json j;
+  ForEachField(m, [&](const char* name, const auto& v) { j[name] = v; });
+  return j;
+}
+
+// Throws nlohmann::json::exception for a missing or mistyped field.
+RoundMetrics FromJson(const nlohmann::json& j) {
+  RoundMetrics m;
+  ForEachField(m, [&](const char* name, auto& v) { j.at(name).get_to(v); });
+  return m;
+}
+
+std::string CsvHeader() {
+  std::string out;
+  for (const auto& [key, value] : ToJson(RoundMetrics{}).items()) out += (out.empty() ? "" : ",") + key;
+  return out + "\n";
+}
+
+std::string CsvLine(const RoundMetrics& m) {
+  std::string out;
+  for (const auto& [key, value] : ToJson(m).items()) out += (out.empty() ? "" : ",") + value.dump();
+  return out + "\n";
+}
+
+Result<void> WriteFile(const std::filesystem::path& path, const std::string& text, std::ios::openmode mode) {
+  std::ofstream out(path, std::ios::binary | mode);
+  out << text;
+  out.flush();
+  if (!out) return MakeError(ErrorCode::kIo, "cannot write " + path.string());
+  return Ok();
+}
+
+}  // namespace
+
+Result<void> AppendRound(const std::string& run_dir, const RoundMetrics& m) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return MakeError(ErrorCode::kIo, "cannot create " + run_dir + ": " + ec.message());
+  const fs::path csv = fs::path(run_dir) / "metrics.csv";
+  if (!fs::exists(csv)) TRIBUTARY_TRY(WriteFile(csv, CsvHeader(), std::ios::trunc));
+  TRIBUTARY_TRY(WriteFile(csv, CsvLine(m), std::ios::app));
+  return WriteFile(fs::path(run_dir) / "metrics.jsonl", ToJson(m).dump() + "\n", std::ios::app);
+}
+
+Result<std::vector<RoundMetrics>> LoggedRounds(const std::string& run_dir, uint64_t keep) {
+  namespace fs = std::filesystem;
+  const fs::path jsonl = fs::path(run_dir) / "metrics.jsonl";
+  std::vector<RoundMetrics> rounds;
+  std::ifstream in(jsonl);
+  std::string line;
+  // A line cut short by a kill is not a round: everything before it is.
+  while (rounds.size() < keep && std::getline(in, line) && in.good()) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) break;
+    RoundMetrics m;
+    try {
+      m = FromJson(j);
+    } catch (const nlohmann::json::exception& e) {
+      return MakeError(ErrorCode::kConfig, jsonl.string() + ": not a round's metrics: " + e.what());
+    }
+    if (m.round != rounds.size() + 1) break;
+    rounds.push_back(m);
+  }
+  std::string csv = CsvHeader(), lines;
+  for (const RoundMetrics& m : rounds) {
+    csv += CsvLine(m);
+    lines += ToJson(m).dump() + "\n";
+  }
+  TRIBUTARY_TRY(WriteFile(fs::path(run_dir) / "metrics.csv", csv, std::ios::trunc));
+  TRIBUTARY_TRY(WriteFile(jsonl, lines, std::ios::trunc));
+  return rounds;
+}
+
 Result<void> WriteReport(const std::string& run_dir, const SimulationJob& job,
                          const std::vector<RoundMetrics>& rounds, const FinalModel& model) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(run_dir, ec);
   if (ec) return MakeError(ErrorCode::kIo, "cannot create " + run_dir + ": " + ec.message());
-
-  nlohmann::json rows = nlohmann::json::array();
-  std::ofstream csv(fs::path(run_dir) / "metrics.csv");
-  csv << "round,accuracy,loss,train_loss,round_s,clients_s,aggregation_s,evaluation_s,updates,updates_per_s,"
-         "bytes_up,bytes_down,functions_live,cold_starts,warm_reuses,function_deaths,rebuilds\n";
-  for (const RoundMetrics& m : rounds) {
-    csv << m.round << ',' << m.accuracy << ',' << m.loss << ',' << m.train_loss << ',' << m.round_s << ','
-        << m.clients_s << ',' << m.aggregation_s << ',' << m.evaluation_s << ',' << m.updates << ','
-        << m.updates_per_s << ',' << m.bytes_up << ',' << m.bytes_down << ',' << m.functions_live << ','
-        << m.cold_starts << ',' << m.warm_reuses << ',' << m.function_deaths << ',' << m.rebuilds << '\n';
-    rows.push_back({{"round", m.round}, {"accuracy", m.accuracy}, {"loss", m.loss}, {"train_loss", m.train_loss},
-                    {"round_s", m.round_s}, {"clients_s", m.clients_s}, {"aggregation_s", m.aggregation_s},
-                    {"evaluation_s", m.evaluation_s}, {"updates", m.updates}, {"updates_per_s", m.updates_per_s},
-                    {"bytes_up", m.bytes_up}, {"bytes_down", m.bytes_down}, {"functions_live", m.functions_live},
-                    {"cold_starts", m.cold_starts}, {"warm_reuses", m.warm_reuses},
-                    {"function_deaths", m.function_deaths}, {"rebuilds", m.rebuilds}});
-  }
-  std::ofstream(fs::path(run_dir) / "metrics.json") << nlohmann::json{{"job", job.name}, {"seed", job.seed}, {"rounds", rows}}.dump(2) << "\n";
+  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+  for (const RoundMetrics& m : rounds) rows.push_back(ToJson(m));
+  std::ofstream(fs::path(run_dir) / "metrics.json")
+      << nlohmann::ordered_json{{"job", job.name}, {"seed", job.seed}, {"rounds", rows}}.dump(2) << "\n";
 
   std::ofstream bin(fs::path(run_dir) / "model.bin", std::ios::binary);
   bin.write(reinterpret_cast<const char*>(model.values.data()), static_cast<std::streamsize>(model.values.size() * 4));
@@ -138,12 +210,13 @@ Result<void> WriteReport(const std::string& run_dir, const SimulationJob& job,
     html << "<p>Final test accuracy <b>" << std::fixed << std::setprecision(4) << rounds.back().accuracy
          << "</b>, loss " << rounds.back().loss << ".</p>\n";
     // Faults the runtime absorbed (a function that died, a tree rebuilt): none is the usual case.
-    html << "<p>Faults: " << rounds.back().function_deaths << " function deaths, " << rounds.back().rebuilds
+    html << "<p>Faults: " << rounds.back().function_deaths << " function deaths, " << rounds.back().liveness_kills
+         << " hung functions killed, " << rounds.back().rebuilds
          << " tree rebuilds.</p>\n";
   }
   html << Chart("Test accuracy per round", {acc}, false) << Chart("Loss per round", {loss, train}, false)
        << Chart("Round time breakdown (s)", {clients, agg, eval}, true) << "</body></html>\n";
-  if (!csv || !html || !bin) return MakeError(ErrorCode::kIo, "cannot write the report in " + run_dir);
+  if (!html || !bin) return MakeError(ErrorCode::kIo, "cannot write the report in " + run_dir);
   return Ok();
 }
 

@@ -1,8 +1,10 @@
 // `tributary simulate` end to end: a short Fashion-MNIST federation over two
-// node agents learns (accuracy rises above a floor), writes its run
-// directory, a second run with the same seed gives the same metrics, and a
-// run whose function processes are killed gives the same model, bit for bit; a
-// short SemiPFL federation beats its baselines at 1% labels.
+// node agents learns (accuracy rises above a floor) and writes its run
+// directory; a second run with the same seed, SIGKILLed after its first round
+// and resumed, ends with the same model, bit for bit, and leaves nothing
+// behind; runs whose function processes hang (SIGSTOP) or are killed give the
+// same model, bit for bit; a short SemiPFL federation beats its baselines at
+// 1% labels.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,24 +43,69 @@ std::vector<pid_t> FunctionsOf(pid_t parent) {
   return out;
 }
 
-// Runs `tributary simulate`; with `kills`, SIGKILLs that many of its function
-// processes, one every 60 ms, while it runs.
-int Simulate(const fs::path& out, const char* job = JOB_FILE, int kills = 0, int* killed = nullptr) {
+pid_t StartSimulate(const fs::path& out, const char* job) {
   const pid_t pid = fork();
   if (pid == 0) {
     execl(TRIBUTARY_BINARY, "tributary", "simulate", job, "--out", out.c_str(), nullptr);
     _exit(127);
   }
+  return pid;
+}
+
+// Runs `tributary simulate`; with `faults`, sends `signal` to that many of
+// its function processes, one every `every`, while it runs.
+int Simulate(const fs::path& out, const char* job = JOB_FILE, int faults = 0, int* sent = nullptr,
+             int signal = SIGKILL, std::chrono::milliseconds every = std::chrono::milliseconds(60)) {
+  const pid_t pid = StartSimulate(out, job);
   std::mt19937 rng(11);
   int status = 0, done = 0;
-  while (waitpid(pid, &status, kills > done ? WNOHANG : 0) == 0) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  while (waitpid(pid, &status, faults > done ? WNOHANG : 0) == 0) {
+    std::this_thread::sleep_for(every);
     const std::vector<pid_t> functions = FunctionsOf(pid);
     if (functions.empty()) continue;
-    if (kill(functions[std::uniform_int_distribution<size_t>(0, functions.size() - 1)(rng)], SIGKILL) == 0) ++done;
+    if (kill(functions[std::uniform_int_distribution<size_t>(0, functions.size() - 1)(rng)], signal) == 0) ++done;
   }
-  if (killed) *killed = done;
+  if (sent) *sent = done;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+size_t LinesIn(const fs::path& p) {
+  std::ifstream in(p);
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
+
+// What a simulate process `pid` may leave: its segments (and owner files) in
+// /dev/shm, and function processes started for it.
+std::vector<std::string> LeftoversOf(pid_t pid) {
+  std::vector<std::string> out;
+  const std::string tag = "tributary.sim" + std::to_string(pid) + "-";
+  for (const auto& e : fs::directory_iterator("/dev/shm")) {
+    if (e.path().filename().string().starts_with(tag)) out.push_back(e.path().string());
+  }
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    std::ifstream cmd(e.path() / "cmdline");
+    std::string args((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    if (args.find('\0' + tag) != std::string::npos) out.push_back("process " + e.path().filename().string());
+  }
+  return out;
+}
+
+// Waits (up to 10 s) for what `pid` left to go, and returns what is still there.
+std::vector<std::string> LeftoversAfter(pid_t pid) {
+  std::vector<std::string> left = LeftoversOf(pid);
+  for (int i = 0; i < 100 && !left.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    left = LeftoversOf(pid);
+  }
+  return left;
+}
+
+std::string Joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const std::string& s : v) out += s + " ";
+  return out;
 }
 
 [[maybe_unused]] std::string FileBytes(const fs::path& p) {
@@ -86,13 +133,56 @@ TEST(Simulate, AShortFederationLearnsAndIsReproducible) {
   }
   EXPECT_EQ(fs::file_size(base / "a" / "model.bin"), (784u * 200 + 200 + 200 * 10 + 10) * 4);
 
+  EXPECT_EQ(LinesIn(base / "a" / "metrics.jsonl"), 3u);
+  EXPECT_EQ(LinesIn(base / "a" / "metrics.csv"), 4u);
+
+  // The same job again, SIGKILLed once its first round is logged, then run
+  // again on its run directory: it resumes after round 1 and ends with the
+  // same model as the uninterrupted run, bit for bit.
+  const pid_t killed = StartSimulate(base / "b", JOB_FILE);
+  for (int i = 0; i < 6000 && LinesIn(base / "b" / "metrics.jsonl") < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(kill(killed, SIGKILL), 0);
+  ASSERT_EQ(waitpid(killed, nullptr, 0), killed);
+  ASSERT_LT(LinesIn(base / "b" / "metrics.jsonl"), 3u) << "the run ended before it could be killed";
+  EXPECT_FALSE(LeftoversOf(killed).empty()) << "a SIGKILLed run leaves its segments (the resume removes them)";
   ASSERT_EQ(Simulate(base / "b"), 0);
+  EXPECT_TRUE(LeftoversAfter(killed).empty()) << "left by the killed run: " << Joined(LeftoversAfter(killed));
   const nlohmann::json b = Rounds(base / "b");
   ASSERT_EQ(b.size(), a.size());
   for (size_t r = 0; r < a.size(); ++r) {
+    EXPECT_EQ(b[r]["round"].get<int>(), r + 1);
     EXPECT_EQ(a[r]["accuracy"], b[r]["accuracy"]) << "round " << r + 1;
     EXPECT_EQ(a[r]["loss"], b[r]["loss"]) << "round " << r + 1;
   }
+  EXPECT_TRUE(FileBytes(base / "b" / "model.bin") == FileBytes(base / "a" / "model.bin"))
+      << "the resumed run ended with another model";
+  // Done is done: another run on it trains nothing more and changes nothing.
+  ASSERT_EQ(Simulate(base / "b"), 0);
+  EXPECT_EQ(Rounds(base / "b").size(), 3u);
+  EXPECT_TRUE(FileBytes(base / "b" / "model.bin") == FileBytes(base / "a" / "model.bin"));
+  fs::remove_all(base);
+}
+
+// A function stopped with SIGSTOP (alive, no progress) is killed at the
+// liveness bound and replaced: the run ends, with the same model, bit for bit,
+// and with the hung functions counted.
+TEST(Simulate, HungFunctionsChangeNoBitOfTheModel) {
+  const fs::path base = fs::path(::testing::TempDir()) / ("simulate-hang-" + std::to_string(getpid()));
+  fs::remove_all(base);
+  ASSERT_EQ(Simulate(base / "calm", FAULTS_JOB_FILE), 0);
+  int stopped = 0;
+  ASSERT_EQ(Simulate(base / "hung", FAULTS_JOB_FILE, 3, &stopped, SIGSTOP, std::chrono::milliseconds(700)), 0);
+  EXPECT_EQ(stopped, 3);
+  EXPECT_TRUE(FileBytes(base / "hung" / "model.bin") == FileBytes(base / "calm" / "model.bin"))
+      << "hung functions changed the final model";
+  const nlohmann::json calm = Rounds(base / "calm"), hung = Rounds(base / "hung");
+  ASSERT_EQ(hung.size(), calm.size());
+  for (size_t r = 0; r < calm.size(); ++r) EXPECT_EQ(hung[r]["accuracy"], calm[r]["accuracy"]) << "round " << r + 1;
+  EXPECT_EQ(calm.back()["liveness_kills"].get<int>(), 0);
+  EXPECT_GE(hung.back()["liveness_kills"].get<int>(), 1);
+  EXPECT_LE(hung.back()["liveness_kills"].get<int>(), stopped);
   fs::remove_all(base);
 }
 

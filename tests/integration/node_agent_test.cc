@@ -93,9 +93,10 @@ class NodeAgentTest : public ::testing::Test {
  protected:
   void SetUp() override { StartAgent(AggregationTransport::kSharedMemory); }
 
-  void StartAgent(AggregationTransport transport) {
+  void StartAgent(AggregationTransport transport, std::chrono::milliseconds liveness = std::chrono::seconds(10)) {
     agent_.reset();
     NodeOptions o;
+    o.function_liveness = liveness;
     o.node_id = "test-" + std::to_string(getpid());
     o.store = {"tributary." + o.node_id, 256ull << 20, 4096};
     o.binary = TRIBUTARY_BINARY;
@@ -186,6 +187,51 @@ TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {
   EXPECT_LT(RelativeError(result.value().partial, FlatSum(clients)), 1e-6);
   EXPECT_EQ(agent_->Stats().functions.deaths, deaths_before + 3u);
 }
+
+// A function stopped (SIGSTOP) while it holds a task falls silent: it is
+// killed at the liveness bound and replaced in its place, so the round ends
+// with the same bits; teardown then finishes.
+TEST_F(NodeAgentTest, AHungFunctionIsKilledAndReplacedAndNoBitChanges) {
+  StartAgent(AggregationTransport::kSharedMemory, std::chrono::milliseconds(1000));
+  const auto clients = MakeClients(24, 8);
+  const std::string undisturbed = Undisturbed(clients, 1, 4);
+  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 2), 4));
+  std::vector<Client> first(clients.begin(), clients.begin() + 12), rest(clients.begin() + 12, clients.end());
+  UploadAll(first, 2);
+  const auto functions = agent_->RoundFunctions();
+  ASSERT_EQ(functions.size(), 9u);  // 6 leaves, 2 intermediates, the node-root
+  // A leaf whose clients have not uploaded yet, and the node-root.
+  ASSERT_EQ(kill(functions[4].pid, SIGSTOP), 0);
+  ASSERT_EQ(kill(functions.back().pid, SIGSTOP), 0);
+  UploadAll(rest, 2);
+  auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
+  ASSERT_TRUE(result) << result.error().ToString();
+  EXPECT_GE(result.value().rebuilds, 1u);
+  EXPECT_EQ(result.value().partial.meta().updates, 24u);
+  EXPECT_TRUE(Bytes(result.value().partial) == undisturbed) << "a hung function changed the sum";
+  EXPECT_EQ(agent_->Stats().functions.liveness_kills, 2u);
+  EXPECT_EQ(agent_->Stats().functions.deaths, 0u);
+}
+
+// At the deadline the tree is rebuilt for what arrived without the function
+// that stalled: the round ends right after the deadline, not at the liveness
+// bound (30 s here), and not never.
+TEST_F(NodeAgentTest, TheDeadlineRebuildDoesNotReuseAStalledFunction) {
+  StartAgent(AggregationTransport::kSharedMemory, std::chrono::seconds(30));
+  const auto clients = MakeClients(10, 10);
+  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 3));
+  const std::vector<Client> arrived(clients.begin(), clients.begin() + 9);
+  UploadAll(arrived, 1);
+  const auto functions = agent_->RoundFunctions();
+  ASSERT_EQ(kill(functions.back().pid, SIGSTOP), 0);  // the node-root
+  const auto deadline = Clock::now() + std::chrono::milliseconds(2500);
+  auto result = agent_->WaitRound(deadline);
+  ASSERT_TRUE(result) << result.error().ToString();
+  EXPECT_LT(Clock::now() - deadline, std::chrono::seconds(10)) << "the stalled node-root was handed out again";
+  EXPECT_EQ(result.value().partial.meta().updates, 9u);
+  EXPECT_LT(RelativeError(result.value().partial, FlatSum(arrived)), 1e-6);
+  EXPECT_EQ(agent_->Stats().functions.liveness_kills, 0u);
+}  // teardown: the stopped node-root is killed, the agent's destructor returns
 
 TEST_F(NodeAgentTest, ACommittedLeafFreesItsUpdates) {
   const auto clients = MakeClients(24, 5);

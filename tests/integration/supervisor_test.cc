@@ -1,5 +1,6 @@
 // The function supervisor on real processes: cold starts, warm reuse within
-// the keep-alive, reaping of idle functions (scale to zero), deaths.
+// the keep-alive, reaping of idle functions (scale to zero), deaths, liveness
+// kills of silent functions, and a teardown that finishes with a stopped one.
 #include "tributary/node/supervisor.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <set>
 #include <thread>
 
 namespace tributary::node {
@@ -15,22 +18,40 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Says the hello of every function the supervisor starts, as `tributary
-// function` would (a hello for a function it does not know is ignored).
-class HelloSayer {
+// Stands in for the data plane and the functions' loops: every 5 ms, a hello
+// (which also counts as a heartbeat) for every function the supervisor
+// starts, except an exit for those in `exits` and nothing for those
+// silenced (a hello for a function it does not know is ignored).
+class DataPlaneStandIn {
  public:
-  explicit HelloSayer(Supervisor& s) : thread_([this, &s] {
+  explicit DataPlaneStandIn(Supervisor& s, std::set<uint32_t> exits = {}) : thread_([this, &s, exits] {
       while (!stop_.load()) {
-        for (uint32_t fn = 2; fn < 32; ++fn) s.OnHello(fn, 40 + fn, 0);
+        for (uint32_t fn = 2; fn < 32; ++fn) {
+          if (exits.count(fn) != 0) {
+            s.OnExit(fn);
+          } else if (!Silenced(fn)) {
+            s.OnHello(fn, 40 + fn, 0);
+          }
+        }
         std::this_thread::sleep_for(5ms);
       }
     }) {}
-  ~HelloSayer() {
+  ~DataPlaneStandIn() {
     stop_ = true;
     thread_.join();
   }
+  void Silence(uint32_t fn) {
+    std::lock_guard lock(mu_);
+    silent_.insert(fn);
+  }
 
  private:
+  bool Silenced(uint32_t fn) {
+    std::lock_guard lock(mu_);
+    return silent_.count(fn) != 0;
+  }
+  std::mutex mu_;
+  std::set<uint32_t> silent_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -49,7 +70,7 @@ bool Alive(pid_t pid) { return kill(pid, 0) == 0 && waitpid(pid, nullptr, WNOHAN
 
 TEST(Supervisor, AReleasedFunctionIsReusedWarm) {
   Supervisor s(Options(60s));
-  HelloSayer hello(s);
+  DataPlaneStandIn plane(s);
   const FunctionInstance a = s.Acquire().value();
   EXPECT_EQ(a.fn, 2u);
   EXPECT_EQ(a.lease, 42u);
@@ -66,7 +87,7 @@ TEST(Supervisor, AReleasedFunctionIsReusedWarm) {
 
 TEST(Supervisor, IdleFunctionsPastTheKeepAliveAreReapedBusyOnesAreNot) {
   Supervisor s(Options(100ms));
-  HelloSayer hello(s);
+  DataPlaneStandIn plane(s);
   const FunctionInstance idle = s.Acquire().value();
   const FunctionInstance busy = s.Acquire().value();
   s.Release(idle.fn);
@@ -91,7 +112,7 @@ TEST(Supervisor, IdleFunctionsPastTheKeepAliveAreReapedBusyOnesAreNot) {
 
 TEST(Supervisor, AFunctionThatDiesIsForgottenAndCounted) {
   Supervisor s(Options(60s));
-  HelloSayer hello(s);
+  DataPlaneStandIn plane(s);
   const FunctionInstance a = s.Acquire().value();
   ASSERT_EQ(kill(a.pid, SIGKILL), 0);
   s.OnExit(a.fn);
@@ -101,27 +122,6 @@ TEST(Supervisor, AFunctionThatDiesIsForgottenAndCounted) {
   EXPECT_NE(b.fn, a.fn);
 }
 
-// What the data plane reports when a starting function's process is gone:
-// an exit for `first` and a hello for every later function.
-class StartReporter {
- public:
-  StartReporter(Supervisor& s, uint32_t dies) : thread_([this, &s, dies] {
-      while (!stop_.load()) {
-        s.OnExit(dies);
-        for (uint32_t fn = dies + 1; fn < 32; ++fn) s.OnHello(fn, 40 + fn, 0);
-        std::this_thread::sleep_for(5ms);
-      }
-    }) {}
-  ~StartReporter() {
-    stop_ = true;
-    thread_.join();
-  }
-
- private:
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
-
 TEST(Supervisor, AFunctionThatDiesBeforeItsHelloIsReplaced) {
   const std::string marker = ::testing::TempDir() + "/tributary-flaky-" + std::to_string(getpid());
   std::remove(marker.c_str());
@@ -130,7 +130,7 @@ TEST(Supervisor, AFunctionThatDiesBeforeItsHelloIsReplaced) {
   o.binary = TRIBUTARY_FLAKY_FUNCTION;
   {
     Supervisor s(o);
-    StartReporter report(s, 2);
+    DataPlaneStandIn plane(s, {2});  // the first one's process is gone
     const auto f = s.Acquire();
     ASSERT_TRUE(f) << f.error().ToString();
     EXPECT_EQ(f.value().fn, 3u);
@@ -162,9 +162,61 @@ TEST(Supervisor, AFunctionThatNeverStartsIsAnErrorAfterThreeAttempts) {
 
 TEST(Supervisor, TheLimitIsResourceExhausted) {
   Supervisor s(Options(60s));
-  HelloSayer hello(s);
+  DataPlaneStandIn plane(s);
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(s.Acquire());
   EXPECT_EQ(s.Acquire().error().code, ErrorCode::kResourceExhausted);
+}
+
+TEST(Supervisor, ASilentFunctionIsNotReusedThenKilledAndNeverHandedOutAgain) {
+  SupervisorOptions o = Options(60s);
+  o.liveness_timeout = 400ms;
+  o.suspect_after = 100ms;
+  Supervisor s(o);
+  DataPlaneStandIn plane(s);
+  const FunctionInstance idle = s.Acquire().value();
+  const FunctionInstance busy = s.Acquire().value();
+  s.Release(idle.fn);
+  plane.Silence(idle.fn);  // stopped while idle in the warm pool
+  plane.Silence(busy.fn);  // stopped while it holds a task
+  std::this_thread::sleep_for(200ms);
+  EXPECT_TRUE(s.KillSilent().empty()) << "killed before the liveness bound";
+  // Suspect already: a new function is started rather than the silent one reused.
+  const FunctionInstance fresh = s.Acquire().value();
+  EXPECT_NE(fresh.fn, idle.fn);
+  EXPECT_EQ(s.Stats().cold_starts, 3u);
+  EXPECT_EQ(s.Stats().warm_reuses, 0u);
+  std::this_thread::sleep_for(300ms);
+  const std::vector<uint32_t> killed = s.KillSilent();
+  EXPECT_EQ(std::set<uint32_t>(killed.begin(), killed.end()), (std::set<uint32_t>{idle.fn, busy.fn}));
+  EXPECT_EQ(s.Stats().liveness_kills, 2u);
+  for (int i = 0; i < 200 && (Alive(idle.pid) || Alive(busy.pid)); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_FALSE(Alive(idle.pid));
+  EXPECT_FALSE(Alive(busy.pid));
+  EXPECT_TRUE(Alive(fresh.pid));
+  s.OnExit(idle.fn);
+  s.OnExit(busy.fn);
+  EXPECT_EQ(s.Stats().deaths, 0u) << "a liveness kill is not a death";
+  EXPECT_EQ(s.Stats().live, 1u);
+  s.Release(fresh.fn);
+  EXPECT_EQ(s.Acquire().value().fn, fresh.fn);
+}
+
+TEST(Supervisor, TeardownFinishesWithAStoppedFunction) {
+  SupervisorOptions o = Options(60s);
+  o.stop_grace = 200ms;
+  pid_t stopped = 0, running = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    Supervisor s(o);
+    DataPlaneStandIn plane(s);
+    stopped = s.Acquire().value().pid;
+    running = s.Acquire().value().pid;
+    ASSERT_EQ(kill(stopped, SIGSTOP), 0);  // ignores SIGTERM until it is killed
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  // Both were waited for: neither process exists any more.
+  EXPECT_NE(kill(stopped, 0), 0);
+  EXPECT_NE(kill(running, 0), 0);
 }
 
 }  // namespace

@@ -1,9 +1,12 @@
 #include "tributary/shm/segment.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 namespace tributary::shm {
@@ -126,6 +129,53 @@ TEST(Segment, ClosingAnOpenerDropsWhatItStillHeld) {
   }
   EXPECT_EQ(owner->Stats().live_leases, 1u);
   EXPECT_EQ(owner->Stats().live_blocks, 0u);
+}
+
+bool InDevShm(const std::string& file) { return std::filesystem::exists("/dev/shm/" + file); }
+
+// A segment whose owner died (here: a child that exits without destructors,
+// as a SIGKILLed process does) is found and removed; a live owner's is not,
+// and its name cannot be taken.
+TEST(Segment, AbandonedSegmentsAreRemovedLiveOnesAreNot) {
+  const std::string abandoned = UniqueName("abandoned");
+  const pid_t child = fork();
+  if (child == 0) _exit(Segment::Create({abandoned, 1 << 20, 64}) ? 0 : 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_TRUE(InDevShm(abandoned));
+  ASSERT_TRUE(InDevShm(abandoned + ".owner"));
+
+  auto live = MakeSegment("live-owner");
+  const std::vector<std::string> removed = RemoveAbandonedSegments("tributary.test.");
+  EXPECT_NE(std::find(removed.begin(), removed.end(), abandoned), removed.end());
+  EXPECT_EQ(std::find(removed.begin(), removed.end(), live->name()), removed.end());
+  EXPECT_FALSE(InDevShm(abandoned));
+  EXPECT_FALSE(InDevShm(abandoned + ".owner"));
+  EXPECT_TRUE(InDevShm(live->name()));
+  EXPECT_TRUE(Segment::Open(live->name()));
+
+  auto again = Segment::Create({live->name(), 1 << 20, 64});
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::kConfig);
+  EXPECT_NE(again.error().reason.find("belongs to a running process"), std::string::npos) << again.error().reason;
+  const std::string name = live->name();
+  live.reset();  // the owner removes both files
+  EXPECT_FALSE(InDevShm(name));
+  EXPECT_FALSE(InDevShm(name + ".owner"));
+}
+
+// A dead owner's name is taken over directly by the next Create.
+TEST(Segment, CreateReplacesADeadOwnersSegment) {
+  const std::string name = UniqueName("replaced");
+  const pid_t child = fork();
+  if (child == 0) _exit(Segment::Create({name, 1 << 20, 64}) ? 0 : 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto s = Segment::Create({name, 2 << 20, 64});
+  ASSERT_TRUE(s) << s.error().ToString();
+  EXPECT_EQ(s.value()->Stats().capacity_bytes, 2u << 20);
 }
 
 TEST(Segment, OpenRejectsMissingSegments) {

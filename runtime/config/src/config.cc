@@ -64,7 +64,8 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
   Section top(root, source_name, "");
   TRIBUTARY_TRY(top.ExpectMap());
-  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms", "metrics_bind",
+  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms",
+                                 "function_liveness_ms", "metrics_bind",
                                  "aggregation_transport", "gateway_security"}));
   NodeConfig c;
   if (top.Has("node_id")) {
@@ -91,6 +92,10 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   }
   if (top.Has("keep_alive_ms")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.keep_alive_ms, top.Integer("keep_alive_ms", 0, uint64_t{1} << 40));
+  }
+  if (top.Has("function_liveness_ms")) {
+    // At least 4 heartbeats: a shorter bound would kill functions that are merely busy.
+    TRIBUTARY_ASSIGN_OR_RETURN(c.function_liveness_ms, top.Integer("function_liveness_ms", 1000, uint64_t{1} << 40));
   }
   if (top.Has("store")) {
     Section store = top.Child("store");

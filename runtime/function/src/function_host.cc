@@ -14,6 +14,7 @@ namespace tributary::function {
 namespace {
 
 using dataplane::Descriptor;
+using Clock = std::chrono::steady_clock;
 
 // The task in progress: its accumulator, its inputs by slot (the fixed fold
 // order), and how many slots are folded.
@@ -48,13 +49,23 @@ class Host {
     TRIBUTARY_ASSIGN_OR_RETURN(transport_, MakeTaskTransport(kind, *segment_, link_));
     TRIBUTARY_TRY(link_.Send(dataplane::MakeHello(
         {.src_fn = link_.fn(), .lease = segment_->lease(), .payload_port = transport_->payload_port()})));
-    const auto wait = idle_exit.count() > 0 ? idle_exit : std::chrono::milliseconds(3'600'000);
+    // The loop says it is alive between batches, busy or idle: a process
+    // that stops (SIGSTOP, a wedged fold) falls silent and the agent replaces it.
+    auto last_work = Clock::now(), last_beat = Clock::now();
     for (;;) {
-      TRIBUTARY_ASSIGN_OR_RETURN(bool woke, WaitForWork(wait));
-      if (!woke) {
-        if (idle_exit.count() > 0) return Ok();
-        continue;
+      const auto now = Clock::now();
+      if (now - last_beat >= kHeartbeatInterval) {
+        TRIBUTARY_TRY(link_.Send(dataplane::MakeHeartbeat(link_.fn())));
+        last_beat = now;
       }
+      if (idle_exit.count() > 0 && now - last_work >= idle_exit) return Ok();
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(last_beat + kHeartbeatInterval - now);
+      if (idle_exit.count() > 0) {
+        wait = std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(last_work + idle_exit - now));
+      }
+      TRIBUTARY_ASSIGN_OR_RETURN(bool woke, WaitForWork(std::max(wait, std::chrono::milliseconds(1))));
+      if (!woke) continue;
+      last_work = Clock::now();
       // Eager: take everything already queued, then fold it in one pass.
       std::vector<Descriptor> batch;
       while (batch.size() < 64) {

@@ -54,6 +54,8 @@ std::string RenderPrometheus(const std::string& node_id, const NodeStats& s) {
   w.One("tributary_functions_reaped_total", "counter", "Idle functions stopped after the keep-alive.",
         s.functions.reaped);
   w.One("tributary_functions_deaths_total", "counter", "Functions that exited unasked.", s.functions.deaths);
+  w.One("tributary_functions_liveness_kills_total", "counter", "Functions killed for silence past the liveness bound.",
+        s.functions.liveness_kills);
   w.One("tributary_functions_live", "gauge", "Function processes alive.", s.functions.live);
   w.One("tributary_functions_idle", "gauge", "Warm functions waiting for work.", s.functions.idle);
   w.One("tributary_store_capacity_bytes", "gauge", "Size of the node's shared-memory segment.", s.store.capacity_bytes);

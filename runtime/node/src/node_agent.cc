@@ -10,6 +10,8 @@
 #include <optional>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 #include "tributary/aggregator/kernels.h"
 #include "tributary/dataplane/descriptor_switch.h"
 #include "tributary/function/function_host.h"
@@ -104,6 +106,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   std::unique_ptr<gateway::Gateway> gateway;
   std::thread receiver;
   std::atomic<bool> stop{false};
+  std::atomic<bool> shutting_down{false};  // Shutdown(): rounds end, none opens
 
   mutable std::mutex mu;  // round state and sends on `link`
   std::condition_variable cv;
@@ -134,6 +137,10 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       const Descriptor& desc = *d.value();
       if (desc.kind == TRB_KIND_HELLO) {
         supervisor->OnHello(desc.src_fn, desc.lease, static_cast<uint16_t>(desc.payload_port));
+        continue;
+      }
+      if (desc.kind == TRB_KIND_HEARTBEAT) {
+        supervisor->OnHeartbeat(desc.src_fn);
         continue;
       }
       auto block = segment->Adopt({desc.offset, desc.generation});
@@ -189,6 +196,18 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   }
 
   // ---- under `mu`
+
+  // Kills the functions silent past the liveness bound; one of the current
+  // tree's means a rebuild on the same plan (replacements take its place).
+  void CheckLiveness() {
+    for (uint32_t fn : supervisor->KillSilent()) {
+      round.died.insert(fn);
+      if (std::any_of(round.functions.begin(), round.functions.end(),
+                      [fn](const TreeFunction& t) { return t.f.fn == fn; })) {
+        round.rebuild = true;
+      }
+    }
+  }
 
   // A leaf of the current tree handed the agent its result: its updates are
   // no longer needed (a leaf of an abandoned tree is ignored).
@@ -346,6 +365,10 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
   auto impl = std::make_unique<Impl>();
   Impl* self = impl.get();
   impl->options = options;
+  // What agents killed on this machine left behind (their owner files say so).
+  for (const std::string& name : shm::RemoveAbandonedSegments("tributary.")) {
+    spdlog::warn("node {}: removed shared-memory segment {}, abandoned by a process that is gone", options.node_id, name);
+  }
   TRIBUTARY_ASSIGN_OR_RETURN(impl->segment, shm::Segment::Create(options.store));
   TRIBUTARY_ASSIGN_OR_RETURN(auto kernel, dataplane::OpenKernelRouter(options.dataplane, &impl->dataplane_reason));
   dataplane::SwitchCallbacks cb;
@@ -355,10 +378,15 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
   TRIBUTARY_ASSIGN_OR_RETURN(impl->sw, dataplane::DescriptorSwitch::Start(options.node_id, std::move(kernel), cb));
   TRIBUTARY_ASSIGN_OR_RETURN(auto link, dataplane::FunctionLink::Connect(impl->sw->address(), function::kAgentFn));
   impl->link.emplace(std::move(link));
-  impl->supervisor = std::make_unique<Supervisor>(SupervisorOptions{options.binary, options.store.name,
-                                                                    impl->sw->address(), options.keep_alive,
-                                                                    std::chrono::milliseconds(10'000), kMaxFunctions,
-                                                                    options.transport});
+  SupervisorOptions so;
+  so.binary = options.binary;
+  so.segment = options.store.name;
+  so.switch_address = impl->sw->address();
+  so.keep_alive = options.keep_alive;
+  so.liveness_timeout = options.function_liveness;
+  so.max_functions = kMaxFunctions;
+  so.transport = options.transport;
+  impl->supervisor = std::make_unique<Supervisor>(std::move(so));
   TRIBUTARY_ASSIGN_OR_RETURN(
       impl->transport,
       MakeUpdateTransport(options.transport, *impl->segment, *impl->link,
@@ -395,6 +423,7 @@ Result<void> NodeAgent::OpenRound(gateway::RoundSpec spec, uint32_t fan_in) {
   if (spec.selected.empty()) return MakeError(ErrorCode::kInvalidArgument, "no clients selected");
   std::unique_lock lock(impl_->mu);
   if (impl_->round.active) return MakeError(ErrorCode::kInvalidArgument, "a round is already open on this node");
+  if (impl_->shutting_down.load()) return MakeError(ErrorCode::kRoundClosed, "the node is shutting down");
   Round& r = impl_->round;
   r.active = true;
   r.spec = spec;
@@ -415,6 +444,11 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
   if (!r.active) return MakeError(ErrorCode::kRoundClosed, "no round is open on this node");
   for (;;) {
     impl_->Sweep();
+    if (impl_->shutting_down.load()) {
+      impl_->EndRound();
+      return MakeError(ErrorCode::kRoundClosed, "the node is shutting down");
+    }
+    impl_->CheckLiveness();
     while (!impl_->results.empty()) {
       auto [d, block] = std::move(impl_->results.front());
       impl_->results.pop_front();
@@ -465,13 +499,14 @@ Result<uint64_t> NodeAgent::RunPersonalRound(gateway::RoundSpec spec, Clock::tim
   std::unique_lock lock(impl_->mu);
   Round& r = impl_->round;
   if (r.active) return MakeError(ErrorCode::kInvalidArgument, "a round is already open on this node");
+  if (impl_->shutting_down.load()) return MakeError(ErrorCode::kRoundClosed, "the node is shutting down");
   r.active = true;
   r.personal = true;
   r.spec = spec;
   impl_->rounds.OpenRound(std::move(spec));
   uint64_t handled = 0, delivered = 0;  // a non-finite update (if the job admits them) is handled, not delivered
   Result<void> outcome = Ok();
-  while (outcome && handled < expected) {
+  while (outcome && handled < expected && !impl_->shutting_down.load()) {
     if (r.arrived.empty()) {
       if (Clock::now() >= deadline) break;
       impl_->cv.wait_until(lock, deadline);
@@ -509,8 +544,17 @@ std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
   return out;
 }
 
+void NodeAgent::Shutdown() {
+  {
+    std::lock_guard lock(impl_->mu);  // a waiter checks the flag under the lock: no lost wake-up
+    impl_->shutting_down = true;
+  }
+  impl_->cv.notify_all();
+}
+
 uint32_t NodeAgent::ReapIdleFunctions() {
   impl_->Sweep();
+  impl_->supervisor->KillSilent();
   return impl_->supervisor->Reap();
 }
 

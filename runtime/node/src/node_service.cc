@@ -199,6 +199,7 @@ Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& optio
 
 NodeService::~NodeService() {
   impl_->stop = true;
+  impl_->agent->Shutdown();  // a round in progress ends now
   impl_->thread.join();
   impl_->incoming.reset();
   if (impl_->http_thread.joinable()) {

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "tributary/ebpf/abi.h"
@@ -20,11 +21,21 @@ Supervisor::~Supervisor() {
   {
     std::lock_guard lock(mu_);
     for (auto& [fn, e] : functions_) {
-      Kill(e);
+      if (!e.stopping) kill(e.instance.pid, SIGTERM);
+      e.stopping = true;
       pids.push_back(e.instance.pid);
     }
   }
-  for (pid_t p : pids) waitpid(p, nullptr, 0);
+  const auto give_up = std::chrono::steady_clock::now() + options_.stop_grace;
+  for (;;) {
+    std::erase_if(pids, [](pid_t p) { return waitpid(p, nullptr, WNOHANG) != 0; });
+    if (pids.empty() || std::chrono::steady_clock::now() >= give_up) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (pid_t p : pids) {
+    kill(p, SIGKILL);
+    waitpid(p, nullptr, 0);
+  }
   for (pid_t p : unreaped_) waitpid(p, nullptr, 0);
 }
 
@@ -35,24 +46,25 @@ void Supervisor::Kill(Entry& e) {
 
 Result<FunctionInstance> Supervisor::Acquire() {
   std::unique_lock lock(mu_);
+  const auto now = std::chrono::steady_clock::now();
   for (auto& [fn, e] : functions_) {
-    if (e.ready && !e.busy && !e.stopping) {
+    if (e.ready && !e.busy && !e.stopping && now - e.last_heard <= options_.suspect_after) {
       e.busy = true;
       stats_.warm_reuses += 1;
       return e.instance;
     }
   }
-  // A function that dies before its hello (killed, out of memory) is a fault
-  // of that process, not of the node: another is started in its place.
+  // A function that dies or hangs before its hello (killed, stopped, out of
+  // memory) is a fault of that process, not of the node: another is started
+  // in its place.
   constexpr int kStartAttempts = 3;
   for (int attempt = 1;; ++attempt) {
-    bool died_at_start = false;
-    auto f = Spawn(lock, died_at_start);
-    if (f || !died_at_start || attempt == kStartAttempts) return f;
+    auto f = Spawn(lock);
+    if (f || f.error().code == ErrorCode::kResourceExhausted || attempt == kStartAttempts) return f;
   }
 }
 
-Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock, bool& died_at_start) {
+Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock) {
   if (functions_.size() >= options_.max_functions) {
     return MakeError(ErrorCode::kResourceExhausted,
                      "node already runs " + std::to_string(options_.max_functions) + " functions");
@@ -93,12 +105,10 @@ Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock, b
     }
   }
   auto it = functions_.find(fn);
-  if (it == functions_.end()) {
-    died_at_start = true;
-    return MakeError(ErrorCode::kIo, "function " + fn_s + " exited at start");
-  }
+  if (it == functions_.end()) return MakeError(ErrorCode::kIo, "function " + fn_s + " exited at start");
   if (!ok) {
     Kill(it->second);
+    stats_.liveness_kills += 1;
     return MakeError(ErrorCode::kIo, "function " + fn_s + " did not start within the timeout");
   }
   return it->second.instance;
@@ -127,6 +137,20 @@ uint32_t Supervisor::Reap() {
   return n;
 }
 
+std::vector<uint32_t> Supervisor::KillSilent() {
+  std::lock_guard lock(mu_);
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<uint32_t> killed;
+  for (auto& [fn, e] : functions_) {
+    if (e.ready && !e.stopping && now - e.last_heard > options_.liveness_timeout) {
+      Kill(e);
+      killed.push_back(fn);
+    }
+  }
+  stats_.liveness_kills += killed.size();
+  return killed;
+}
+
 void Supervisor::OnHello(uint32_t fn, uint32_t lease, uint16_t payload_port) {
   std::lock_guard lock(mu_);
   auto it = functions_.find(fn);
@@ -134,7 +158,14 @@ void Supervisor::OnHello(uint32_t fn, uint32_t lease, uint16_t payload_port) {
   it->second.instance.lease = lease;
   it->second.instance.payload_port = payload_port;
   it->second.ready = true;
+  it->second.last_heard = std::chrono::steady_clock::now();
   hello_.notify_all();
+}
+
+void Supervisor::OnHeartbeat(uint32_t fn) {
+  std::lock_guard lock(mu_);
+  auto it = functions_.find(fn);
+  if (it != functions_.end()) it->second.last_heard = std::chrono::steady_clock::now();
 }
 
 void Supervisor::OnExit(uint32_t fn) {

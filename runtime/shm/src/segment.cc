@@ -3,18 +3,23 @@
 #include <cstddef>
 #include <type_traits>
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include <boost/interprocess/managed_shared_memory.hpp>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <new>
 #include <optional>
 #include <sstream>
 #include <vector>
+
+#include "tributary/core/unique_fd.h"
 
 namespace tributary::shm {
 namespace bip = boost::interprocess;
@@ -153,6 +158,7 @@ struct Segment::Impl {
   ManagedSegment shm;
   SegmentHeader* header = nullptr;
   uint64_t* table = nullptr;
+  UniqueFd owner_lock;  // the owner's: its owner file, locked
 
   BlockHeader* BlockAt(uint64_t offset) {
     return static_cast<BlockHeader*>(shm.get_address_from_handle(static_cast<ManagedSegment::handle_t>(offset)));
@@ -337,6 +343,61 @@ void BlockRef::Release() {
   header_ = nullptr;
 }
 
+// ---- Owner files
+
+namespace {
+
+// POSIX shared memory objects live here on Linux (shm_open, Boost's too).
+constexpr const char* kShmDir = "/dev/shm/";
+constexpr std::string_view kOwnerSuffix = ".owner";
+
+std::string OwnerPath(const std::string& segment) { return kShmDir + segment + std::string(kOwnerSuffix); }
+
+// Becomes the owner of segment `name`: a new owner file, locked, then renamed
+// into place, so the file at the owner path is always locked while its
+// creator lives. Refused while a live process owns the name.
+Result<UniqueFd> TakeOwnership(const std::string& name) {
+  const std::string path = OwnerPath(name), fresh = path + "." + std::to_string(getpid());
+  UniqueFd fd(open(fresh.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600));
+  if (!fd || flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    return MakeError(ErrorCode::kIo, "cannot create the owner file " + fresh + ": " + std::strerror(errno));
+  }
+  if (UniqueFd previous(open(path.c_str(), O_RDONLY | O_CLOEXEC)); previous) {
+    if (flock(previous.get(), LOCK_SH | LOCK_NB) != 0) {
+      char pid[32] = {};
+      (void)!read(previous.get(), pid, sizeof pid - 1);
+      unlink(fresh.c_str());
+      return MakeError(ErrorCode::kConfig, "shared-memory segment '" + name + "' belongs to a running process (pid " +
+                                               std::string(pid) + "): segment names must be unique on a machine");
+    }
+  }
+  const std::string pid = std::to_string(getpid());
+  if (write(fd.get(), pid.data(), pid.size()) != static_cast<ssize_t>(pid.size()) ||
+      rename(fresh.c_str(), path.c_str()) != 0) {
+    unlink(fresh.c_str());
+    return MakeError(ErrorCode::kIo, "cannot write the owner file " + path + ": " + std::strerror(errno));
+  }
+  return fd;
+}
+
+}  // namespace
+
+std::vector<std::string> RemoveAbandonedSegments(std::string_view prefix) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(kShmDir, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (!file.starts_with(prefix) || !file.ends_with(kOwnerSuffix)) continue;
+    UniqueFd fd(open(entry.path().c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd || flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // gone, or its owner lives
+    const std::string segment = file.substr(0, file.size() - kOwnerSuffix.size());
+    bip::shared_memory_object::remove(segment.c_str());
+    unlink(entry.path().c_str());
+    removed.push_back(segment);
+  }
+  return removed;
+}
+
 // ---- Segment
 
 Segment::Segment(std::unique_ptr<Impl> impl, std::string name, uint32_t lease, bool owner)
@@ -373,14 +434,16 @@ Result<std::unique_ptr<Segment>> Segment::Create(const SegmentOptions& options) 
                                              " bytes is too small (needs at least " + std::to_string(overhead) + ")");
   }
   auto impl = std::make_unique<Impl>();
+  TRIBUTARY_ASSIGN_OR_RETURN(impl->owner_lock, TakeOwnership(options.name));
   try {
-    bip::shared_memory_object::remove(options.name.c_str());
+    bip::shared_memory_object::remove(options.name.c_str());  // a dead owner's: we hold its name now
     impl->shm = ManagedSegment(bip::create_only, options.name.c_str(), options.bytes);
     impl->header = impl->shm.construct<SegmentHeader>(kHeaderName)();
     void* table = impl->shm.allocate(uint64_t{options.max_blocks} * 8);
     std::memset(table, 0, uint64_t{options.max_blocks} * 8);
     impl->table = static_cast<uint64_t*>(table);
   } catch (const bip::interprocess_exception& e) {
+    unlink(OwnerPath(options.name).c_str());
     return MakeError(ErrorCode::kIo, "cannot create shared-memory segment '" + options.name + "': " + e.what());
   }
   SegmentHeader* h = impl->header;
@@ -398,6 +461,7 @@ Result<std::unique_ptr<Segment>> Segment::Create(const SegmentOptions& options) 
     auto taken = TakeLease(h);
     if (!taken) {
       bip::shared_memory_object::remove(options.name.c_str());
+      unlink(OwnerPath(options.name).c_str());
       return std::move(taken).error();
     }
     lease = taken.value();
@@ -439,7 +503,10 @@ Segment::~Segment() {
     Impl::Locked lock(*impl_);
     impl_->DropLease(lease_);
   }
-  if (owner_) bip::shared_memory_object::remove(name_.c_str());
+  if (owner_) {
+    bip::shared_memory_object::remove(name_.c_str());
+    unlink(OwnerPath(name_).c_str());  // then the lock goes with impl_
+  }
 }
 
 Result<BlockRef> Segment::Allocate(uint64_t bytes, const BlockMeta& meta) {

@@ -29,6 +29,7 @@ enum trb_kind {
   TRB_KIND_PARTIAL = 2, /* a partial aggregate block, function to parent (or a leaf's commit to the agent) */
   TRB_KIND_TASK = 3,    /* a FunctionTask block, agent to function */
   TRB_KIND_HELLO = 4,   /* no block: a function announces itself to the agent */
+  TRB_KIND_HEARTBEAT = 5, /* no block: a function's loop is alive (every 250 ms), to the agent */
 };
 
 /* One per message. dest_fn != 0 names the destination function; dest_fn == 0
@@ -73,7 +74,7 @@ enum trb_verdict_kind {
 static inline int trb_classify(const struct trb_descriptor *d, __u32 len) {
   if (len < sizeof(struct trb_descriptor)) return TRB_MALFORMED;
   if (d->magic != TRB_DESCRIPTOR_MAGIC || d->version != TRB_DESCRIPTOR_VERSION) return TRB_MALFORMED;
-  if (d->kind < TRB_KIND_UPDATE || d->kind > TRB_KIND_HELLO) return TRB_MALFORMED;
+  if (d->kind < TRB_KIND_UPDATE || d->kind > TRB_KIND_HEARTBEAT) return TRB_MALFORMED;
   if (d->dest_fn >= TRB_MAX_FUNCTIONS) return TRB_MALFORMED;
   return d->dest_fn != TRB_NO_FUNCTION ? TRB_TO_FUNCTION : TRB_BY_ROUTE;
 }

@@ -14,10 +14,17 @@
 // spreads them over the nodes; after the round the new global model is
 // evaluated on the test set. Results go to `run_dir` (report.h).
 //
-// Reproducibility: data, partitions, selection, initial weights and every
-// client's training are functions of the seed. Aggregation sums in arrival
-// order, so two runs agree to f32 rounding of the sums (about 1e-7 relative),
-// which training can amplify in later digits of the metrics.
+// Reproducibility: data, partitions, initial weights are functions of the
+// seed; each round's selection of (seed, round) and each client's training of
+// (seed, client, round); the tree folds in a fixed order whatever the arrival
+// order and whatever functions die or hang on the way (node_agent.h). So two
+// runs with the same seed end with the same model, bit for bit.
+//
+// Resume: metrics are appended to the run directory as each round ends and
+// the controller checkpoints every round there, so running the same job on an
+// existing run directory continues it: the rounds after its checkpoint only,
+// ending with the model an uninterrupted run ends with. A run directory of a
+// different job or seed is refused (run.json). SemiPFL runs start over.
 #pragma once
 
 #include <ostream>
@@ -48,7 +55,9 @@ struct RoundMetrics {
   double updates_per_s = 0;
   uint64_t bytes_up = 0, bytes_down = 0;
   uint64_t functions_live = 0, cold_starts = 0, warm_reuses = 0;  // over all nodes, cumulative counts
-  uint64_t function_deaths = 0, rebuilds = 0;  // faults so far, over all nodes: exits nobody asked for, tree rebuilds
+  // Faults so far, over all nodes: exits nobody asked for, functions killed
+  // for silence (hung), tree rebuilds.
+  uint64_t function_deaths = 0, liveness_kills = 0, rebuilds = 0;
 };
 
 Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const SimulationOptions& options,

@@ -76,6 +76,7 @@ struct SimulationJob {
   std::string compression = "none";       // none | f16 | bf16 | int8
   uint32_t workers = 2;                   // client training threads
   uint64_t deadline_s = 300;
+  uint64_t function_liveness_ms = 10'000;  // the node agents': a function silent this long is replaced
 };
 // Errors are kConfig with file, line and key (config/yaml_section.h).
 Result<SimulationJob> LoadSimulationJob(const std::string& path);

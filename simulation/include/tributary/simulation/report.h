@@ -1,5 +1,7 @@
 // A simulation's run directory:
-//   metrics.csv, metrics.json   one row per round (RoundMetrics)
+//   metrics.csv, metrics.jsonl  one line per round (RoundMetrics), appended as
+//                               each round ends: a killed run keeps its rounds
+//   metrics.json                every round, written with the report
 //   model.bin, model.json       the final global model (f32, little-endian)
 //                               and its layout and version
 //   report.html                 accuracy, loss and round-time plots as inline
@@ -21,6 +23,15 @@ struct FinalModel {
   std::vector<float> values;
 };
 
+// Appends round `m` to metrics.csv (with its header when new) and metrics.jsonl.
+Result<void> AppendRound(const std::string& run_dir, const RoundMetrics& m);
+
+// The rounds logged in `run_dir` (metrics.jsonl), at most the first `keep`,
+// stopping at a line a kill cut short; the log is rewritten to hold exactly
+// those, so a resumed run appends after them. No log: no rounds.
+Result<std::vector<RoundMetrics>> LoggedRounds(const std::string& run_dir, uint64_t keep);
+
+// metrics.json, the model files and report.html, from `rounds`.
 Result<void> WriteReport(const std::string& run_dir, const SimulationJob& job,
                          const std::vector<RoundMetrics>& rounds, const FinalModel& model);
 

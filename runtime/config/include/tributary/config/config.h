@@ -25,6 +25,8 @@ struct NodeConfig {
   std::string gateway_bind = "tcp://127.0.0.1:0";
   std::string dataplane = "auto";  // auto, ebpf, userspace
   uint64_t keep_alive_ms = 60'000;  // idle functions are stopped after this
+  // A function silent this long (stopped, wedged, or in one fold for that long) is killed and replaced.
+  uint64_t function_liveness_ms = 10'000;
   std::string metrics_bind = "127.0.0.1:9400";  // /healthz and /metrics; "" for none
   // shared-memory, or tcp: the serverful comparison mode of `tributary bench round`.
   std::string aggregation_transport = "shared-memory";
@@ -41,6 +43,7 @@ struct NodeConfig {
 //   gateway_bind: tcp://*:7600
 //   dataplane: auto
 //   keep_alive_ms: 60000
+//   function_liveness_ms: 10000
 //   metrics_bind: 0.0.0.0:9400
 //   aggregation_transport: shared-memory
 //   gateway_security: {mode: curve, secret_key_file: /etc/tributary/gateway.key, allow_list: /etc/tributary/clients}

@@ -121,6 +121,14 @@ inline Descriptor MakeHello(const HelloFields& f) {
   return d;
 }
 
+// A function's sign of life for the agent (function_host.h: kHeartbeatInterval).
+inline Descriptor MakeHeartbeat(uint32_t src_fn) {
+  Descriptor d = internal::Blank(TRB_KIND_HEARTBEAT);
+  d.dest_fn = TRB_AGENT_FN;
+  d.src_fn = src_fn;
+  return d;
+}
+
 inline double WeightOf(const Descriptor& d) {
   double w;
   std::memcpy(&w, &d.weight_bits, sizeof w);

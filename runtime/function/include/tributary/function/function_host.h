@@ -12,6 +12,9 @@
 //            dtype; `route_key` its client, which fixes its place in the fold.
 //   PARTIAL  a child's partial aggregate block for task `task`; `slot` its
 //            place in the fold.
+//   HEARTBEAT (to the agent) every kHeartbeatInterval from the loop, between
+//            batches, busy or idle: the agent's supervisor kills and replaces
+//            a function silent for longer than its liveness bound.
 // Inputs are folded eagerly as they arrive, several at once when several are
 // queued, in the task's fixed order. With fan-in inputs folded, the result
 // goes to the parent (a PARTIAL). Inputs for a task this function does not
@@ -42,6 +45,7 @@ namespace tributary::function {
 
 // The agent's own link in the data plane: hellos and node results go there.
 inline constexpr uint32_t kAgentFn = TRB_AGENT_FN;
+inline constexpr std::chrono::milliseconds kHeartbeatInterval{250};
 
 struct FunctionOptions {
   uint32_t fn = 0;

@@ -21,8 +21,10 @@
 // none is counted twice (results of the abandoned tasks are ignored), and the
 // node's partial has the same bits as without the failure. At the deadline,
 // the tree is planned anew for the updates that arrived (results committed
-// before go to the node-root after its children). WaitRound() returns the
-// node's partial aggregate.
+// before go to the node-root after its children). A function silent past
+// `function_liveness` (stopped, wedged) is killed and counts as a failure
+// (supervisor.h), so a hung function cannot hold a round past its deadline.
+// WaitRound() returns the node's partial aggregate.
 //
 // RunPersonalRound() is a personalized job's round (SemiPFL): there is
 // nothing to fold, so no functions run; each accepted update is decoded to
@@ -65,6 +67,7 @@ struct NodeOptions {
   dataplane::DataPlaneMode dataplane = dataplane::DataPlaneMode::kAuto;
   std::string binary;  // the `tributary` executable functions are started from
   std::chrono::milliseconds keep_alive{60'000};
+  std::chrono::milliseconds function_liveness{10'000};  // Supervisor: silent this long, killed
   uint32_t kernel_threads = 1;  // per function
   AggregationTransport transport = AggregationTransport::kSharedMemory;
 };
@@ -120,6 +123,11 @@ class NodeAgent {
   // The functions working on the open round: leaves, intermediates, the node-root last.
   std::vector<FunctionInstance> RoundFunctions() const;
 
+  // Ends the round in progress (its WaitRound or RunPersonalRound returns
+  // kRoundClosed) and refuses new ones: for teardown from another thread.
+  void Shutdown();
+
+  // Stops idle functions past the keep-alive and kills silent ones (liveness).
   uint32_t ReapIdleFunctions();
   NodeStats Stats() const;
 

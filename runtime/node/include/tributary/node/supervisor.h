@@ -2,10 +2,22 @@
 //
 // Acquire() hands out an idle warm function (a warm reuse) or starts a new
 // `tributary function` process (a cold start) and waits for its hello; one
-// that dies before its hello is replaced (3 attempts, then kIo).
+// that dies before its hello, or sends none within `start_timeout` (then it
+// is killed, a liveness kill), is replaced (3 attempts, then kIo).
 // Release() puts a function back in the warm pool; Reap() stops those idle
 // longer than the keep-alive, so an idle node scales to zero. A function
 // that exits or dies is forgotten (OnExit) and never handed out again.
+//
+// Liveness: a function says hello, then a heartbeat every 250 ms from its
+// loop (OnHeartbeat). KillSilent() kills (SIGKILL) every function, busy or
+// idle, silent for longer than `liveness_timeout`: stopped, wedged or stuck
+// in one fold. Acquire() never hands out a function silent for more than
+// `suspect_after`, so a stalled function is not reused while its bound runs.
+// The data plane then reports its exit like any other.
+//
+// The destructor stops every function: SIGTERM, then SIGKILL for those still
+// there after `stop_grace` (a stopped process ignores all but SIGKILL), and
+// waits for each, so it always returns.
 //
 // Thread safety: all methods lock; OnHello/OnExit come from the agent's
 // data-plane threads.
@@ -33,6 +45,9 @@ struct SupervisorOptions {
   dataplane::SwitchAddress switch_address;
   std::chrono::milliseconds keep_alive{60'000};
   std::chrono::milliseconds start_timeout{10'000};
+  std::chrono::milliseconds liveness_timeout{10'000};
+  std::chrono::milliseconds suspect_after{1'000};  // 4 heartbeats missed
+  std::chrono::milliseconds stop_grace{2'000};
   uint32_t max_functions = 256;
   dataplane::AggregationTransport transport = dataplane::AggregationTransport::kSharedMemory;
 };
@@ -49,6 +64,7 @@ struct SupervisorStats {
   uint64_t warm_reuses = 0;
   uint64_t reaped = 0;
   uint64_t deaths = 0;  // exits the supervisor did not ask for
+  uint64_t liveness_kills = 0;  // silent past the liveness bound or the start timeout: killed (not deaths)
   uint32_t live = 0;
   uint32_t idle = 0;
 };
@@ -63,8 +79,11 @@ class Supervisor {
   Result<FunctionInstance> Acquire();
   void Release(uint32_t fn);
   uint32_t Reap();  // returns how many were stopped
+  // Kills the functions silent past the liveness bound; returns their ids.
+  std::vector<uint32_t> KillSilent();
 
   void OnHello(uint32_t fn, uint32_t lease, uint16_t payload_port);
+  void OnHeartbeat(uint32_t fn);
   void OnExit(uint32_t fn);
 
   SupervisorStats Stats() const;
@@ -76,8 +95,9 @@ class Supervisor {
     bool busy = false;
     bool stopping = false;
     std::chrono::steady_clock::time_point idle_since;
+    std::chrono::steady_clock::time_point last_heard;  // its hello or last heartbeat
   };
-  Result<FunctionInstance> Spawn(std::unique_lock<std::mutex>& lock, bool& died_at_start);
+  Result<FunctionInstance> Spawn(std::unique_lock<std::mutex>& lock);
   void Kill(Entry& e);
 
   SupervisorOptions options_;

@@ -36,6 +36,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "tributary/core/error.h"
 
@@ -121,10 +122,20 @@ struct SweepReport {
   uint64_t blocks_freed = 0;
 };
 
+// Ownership: the creating process holds an flock on "<name>.owner" beside the
+// segment in /dev/shm for the segment's life. The kernel drops the lock when
+// the process ends, however it ends (SIGKILL included), so a segment whose
+// owner file can be locked was abandoned.
+//
+// Removes every abandoned segment whose name starts with `prefix` (and its
+// owner file); returns their names. Segments of live owners are untouched.
+std::vector<std::string> RemoveAbandonedSegments(std::string_view prefix);
+
 class Segment {
  public:
-  // Creates the segment (removing a stale one of the same name) and takes the
-  // owner's lease. The owner removes the segment's name when destroyed.
+  // Creates the segment and takes the owner's lease; a segment of the same
+  // name left by a dead owner is replaced, one whose owner lives is kConfig.
+  // The owner removes the segment's name when destroyed.
   static Result<std::unique_ptr<Segment>> Create(const SegmentOptions& options);
   // Maps an existing segment and takes a lease.
   static Result<std::unique_ptr<Segment>> Open(std::string_view name);
