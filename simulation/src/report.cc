@@ -82,8 +82,6 @@ std::string Chart(const std::string& title, const std::vector<Series>& series, b
   return o.str();
 }
 
-}  // namespace
-
 // Every field of a round, by name, in the CSV's column order: `f(name, field)`.
 template <typename Metrics, typename F>
 void ForEachField(Metrics& m, F&& f) {
@@ -110,13 +108,15 @@ RoundMetrics FromJson(const nlohmann::json& j) {
 
 std::string CsvHeader() {
   std::string out;
-  for (const auto& [key, value] : ToJson(RoundMetrics{}).items()) out += (out.empty() ? "" : ",") + key;
+  const nlohmann::ordered_json row = ToJson(RoundMetrics{});
+  for (const auto& [key, value] : row.items()) out += (out.empty() ? "" : ",") + key;
   return out + "\n";
 }
 
 std::string CsvLine(const RoundMetrics& m) {
   std::string out;
-  for (const auto& [key, value] : ToJson(m).items()) out += (out.empty() ? "" : ",") + value.dump();
+  const nlohmann::ordered_json row = ToJson(m);
+  for (const auto& [key, value] : row.items()) out += (out.empty() ? "" : ",") + value.dump();
   return out + "\n";
 }
 

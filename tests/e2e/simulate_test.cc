@@ -69,7 +69,7 @@ int Simulate(const fs::path& out, const char* job = JOB_FILE, int faults = 0, in
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-size_t LinesIn(const fs::path& p) {
+[[maybe_unused]] size_t LinesIn(const fs::path& p) {
   std::ifstream in(p);
   size_t n = 0;
   for (std::string line; std::getline(in, line);) ++n;
@@ -93,7 +93,7 @@ std::vector<std::string> LeftoversOf(pid_t pid) {
 }
 
 // Waits (up to 10 s) for what `pid` left to go, and returns what is still there.
-std::vector<std::string> LeftoversAfter(pid_t pid) {
+[[maybe_unused]] std::vector<std::string> LeftoversAfter(pid_t pid) {
   std::vector<std::string> left = LeftoversOf(pid);
   for (int i = 0; i < 100 && !left.empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -102,7 +102,7 @@ std::vector<std::string> LeftoversAfter(pid_t pid) {
   return left;
 }
 
-std::string Joined(const std::vector<std::string>& v) {
+[[maybe_unused]] std::string Joined(const std::vector<std::string>& v) {
   std::string out;
   for (const std::string& s : v) out += s + " ";
   return out;
