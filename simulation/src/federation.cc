@@ -208,6 +208,8 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
     TRIBUTARY_TRY(AppendRound(options.run_dir, m));
     rounds.push_back(m);
   }
+  std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_layout;
+  for (const auto& t : spec.tensors()) tensor_layout.emplace_back(t.name, t.shape);
   // Fault counters are cumulative over the run, across resumes.
   const RoundMetrics before = rounds.empty() ? RoundMetrics{} : rounds.back();
   for (uint64_t r = done + 1; r <= job.rounds; ++r) {
@@ -254,12 +256,13 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
     TRIBUTARY_TRY(AppendRound(options.run_dir, m));
     rounds.push_back(m);
     Print(out, m, job.rounds, options.progress_bar);
+    TRIBUTARY_TRY(
+        WriteReport(options.run_dir, job, rounds, {report.value().model_version, tensor_layout, std::move(model)}));
   }
-  TRIBUTARY_ASSIGN_OR_RETURN(std::vector<float> final_values, controller->Model(job.name));
-  TRIBUTARY_ASSIGN_OR_RETURN(uint64_t version, controller->ModelVersion(job.name));
-  FinalModel final_model{version, {}, std::move(final_values)};
-  for (const auto& t : spec.tensors()) final_model.tensors.emplace_back(t.name, t.shape);
-  TRIBUTARY_TRY(WriteReport(options.run_dir, job, rounds, final_model));
+  if (done == job.rounds) {  // nothing ran: the report of the run as it stands
+    TRIBUTARY_ASSIGN_OR_RETURN(std::vector<float> values, controller->Model(job.name));
+    TRIBUTARY_TRY(WriteReport(options.run_dir, job, rounds, {done, tensor_layout, std::move(values)}));
+  }
   return rounds;
 }
 

@@ -52,21 +52,28 @@ pid_t StartSimulate(const fs::path& out, const char* job) {
   return pid;
 }
 
-// Runs `tributary simulate`; with `faults`, sends `signal` to that many of
-// its function processes, one every `every`, while it runs.
-int Simulate(const fs::path& out, const char* job = JOB_FILE, int faults = 0, int* sent = nullptr,
-             int signal = SIGKILL, std::chrono::milliseconds every = std::chrono::milliseconds(60)) {
-  const pid_t pid = StartSimulate(out, job);
+struct SimulateRun {
+  int exit_code = -1;
+  pid_t pid = 0;
+  int faults = 0;  // signals delivered to its function processes
+};
+
+// Runs `tributary simulate` to its end; with `faults`, sends `signal` to that
+// many of its function processes, one every `every`, while it runs.
+SimulateRun Simulate(const fs::path& out, const char* job = JOB_FILE, int faults = 0, int signal = SIGKILL,
+             std::chrono::milliseconds every = std::chrono::milliseconds(60)) {
+  SimulateRun run;
+  run.pid = StartSimulate(out, job);
   std::mt19937 rng(11);
-  int status = 0, done = 0;
-  while (waitpid(pid, &status, faults > done ? WNOHANG : 0) == 0) {
+  int status = 0;
+  while (waitpid(run.pid, &status, faults > run.faults ? WNOHANG : 0) == 0) {
     std::this_thread::sleep_for(every);
-    const std::vector<pid_t> functions = FunctionsOf(pid);
+    const std::vector<pid_t> functions = FunctionsOf(run.pid);
     if (functions.empty()) continue;
-    if (kill(functions[std::uniform_int_distribution<size_t>(0, functions.size() - 1)(rng)], signal) == 0) ++done;
+    if (kill(functions[std::uniform_int_distribution<size_t>(0, functions.size() - 1)(rng)], signal) == 0) ++run.faults;
   }
-  if (sent) *sent = done;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
 }
 
 [[maybe_unused]] size_t LinesIn(const fs::path& p) {
@@ -93,7 +100,7 @@ std::vector<std::string> LeftoversOf(pid_t pid) {
 }
 
 // Waits (up to 10 s) for what `pid` left to go, and returns what is still there.
-[[maybe_unused]] std::vector<std::string> LeftoversAfter(pid_t pid) {
+std::vector<std::string> LeftoversAfter(pid_t pid) {
   std::vector<std::string> left = LeftoversOf(pid);
   for (int i = 0; i < 100 && !left.empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -102,13 +109,13 @@ std::vector<std::string> LeftoversOf(pid_t pid) {
   return left;
 }
 
-[[maybe_unused]] std::string Joined(const std::vector<std::string>& v) {
+std::string Joined(const std::vector<std::string>& v) {
   std::string out;
   for (const std::string& s : v) out += s + " ";
   return out;
 }
 
-[[maybe_unused]] std::string FileBytes(const fs::path& p) {
+std::string FileBytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
@@ -119,8 +126,11 @@ nlohmann::json Rounds(const fs::path& dir) { return nlohmann::json::parse(std::i
 TEST(Simulate, AShortFederationLearnsAndIsReproducible) {
   const fs::path base = fs::path(::testing::TempDir()) / ("simulate-" + std::to_string(getpid()));
   fs::remove_all(base);
-  ASSERT_EQ(Simulate(base / "a"), 0);
-  for (const char* f : {"metrics.csv", "metrics.json", "model.bin", "model.json", "report.html"}) {
+  const SimulateRun first = Simulate(base / "a");
+  ASSERT_EQ(first.exit_code, 0);
+  EXPECT_TRUE(LeftoversAfter(first.pid).empty()) << Joined(LeftoversAfter(first.pid));
+  for (const char* f :
+       {"metrics.csv", "metrics.jsonl", "metrics.json", "model.bin", "model.json", "report.html", "run.json"}) {
     EXPECT_TRUE(fs::exists(base / "a" / f)) << f;
   }
   const nlohmann::json a = Rounds(base / "a");
@@ -147,8 +157,10 @@ TEST(Simulate, AShortFederationLearnsAndIsReproducible) {
   ASSERT_EQ(waitpid(killed, nullptr, 0), killed);
   ASSERT_LT(LinesIn(base / "b" / "metrics.jsonl"), 3u) << "the run ended before it could be killed";
   EXPECT_FALSE(LeftoversOf(killed).empty()) << "a SIGKILLed run leaves its segments (the resume removes them)";
-  ASSERT_EQ(Simulate(base / "b"), 0);
+  const SimulateRun resumed = Simulate(base / "b");
+  ASSERT_EQ(resumed.exit_code, 0);
   EXPECT_TRUE(LeftoversAfter(killed).empty()) << "left by the killed run: " << Joined(LeftoversAfter(killed));
+  EXPECT_TRUE(LeftoversAfter(resumed.pid).empty()) << Joined(LeftoversAfter(resumed.pid));
   const nlohmann::json b = Rounds(base / "b");
   ASSERT_EQ(b.size(), a.size());
   for (size_t r = 0; r < a.size(); ++r) {
@@ -159,7 +171,7 @@ TEST(Simulate, AShortFederationLearnsAndIsReproducible) {
   EXPECT_TRUE(FileBytes(base / "b" / "model.bin") == FileBytes(base / "a" / "model.bin"))
       << "the resumed run ended with another model";
   // Done is done: another run on it trains nothing more and changes nothing.
-  ASSERT_EQ(Simulate(base / "b"), 0);
+  ASSERT_EQ(Simulate(base / "b").exit_code, 0);
   EXPECT_EQ(Rounds(base / "b").size(), 3u);
   EXPECT_TRUE(FileBytes(base / "b" / "model.bin") == FileBytes(base / "a" / "model.bin"));
   fs::remove_all(base);
@@ -171,10 +183,13 @@ TEST(Simulate, AShortFederationLearnsAndIsReproducible) {
 TEST(Simulate, HungFunctionsChangeNoBitOfTheModel) {
   const fs::path base = fs::path(::testing::TempDir()) / ("simulate-hang-" + std::to_string(getpid()));
   fs::remove_all(base);
-  ASSERT_EQ(Simulate(base / "calm", FAULTS_JOB_FILE), 0);
-  int stopped = 0;
-  ASSERT_EQ(Simulate(base / "hung", FAULTS_JOB_FILE, 3, &stopped, SIGSTOP, std::chrono::milliseconds(700)), 0);
+  ASSERT_EQ(Simulate(base / "calm", FAULTS_JOB_FILE).exit_code, 0);
+  const SimulateRun hung_run = Simulate(base / "hung", FAULTS_JOB_FILE, 3, SIGSTOP, std::chrono::milliseconds(700));
+  ASSERT_EQ(hung_run.exit_code, 0);
+  const int stopped = hung_run.faults;
   EXPECT_EQ(stopped, 3);
+  EXPECT_TRUE(LeftoversAfter(hung_run.pid).empty())
+      << "stopped functions outlived the run: " << Joined(LeftoversAfter(hung_run.pid));
   EXPECT_TRUE(FileBytes(base / "hung" / "model.bin") == FileBytes(base / "calm" / "model.bin"))
       << "hung functions changed the final model";
   const nlohmann::json calm = Rounds(base / "calm"), hung = Rounds(base / "hung");
@@ -189,7 +204,7 @@ TEST(Simulate, HungFunctionsChangeNoBitOfTheModel) {
 TEST(Simulate, AShortSemiPflFederationBeatsItsBaselinesAtOnePercentLabels) {
   const fs::path out = fs::path(::testing::TempDir()) / ("semipfl-" + std::to_string(getpid()));
   fs::remove_all(out);
-  ASSERT_EQ(Simulate(out, SEMIPFL_JOB_FILE), 0);
+  ASSERT_EQ(Simulate(out, SEMIPFL_JOB_FILE).exit_code, 0);
   EXPECT_TRUE(fs::exists(out / "semipfl-users.csv"));
   const nlohmann::json r = nlohmann::json::parse(std::ifstream(out / "semipfl.json"));
   const auto& rounds = r["rounds"];
@@ -215,9 +230,11 @@ TEST(Simulate, AShortSemiPflFederationBeatsItsBaselinesAtOnePercentLabels) {
 TEST(Simulate, KilledFunctionsChangeNoBitOfTheModel) {
   const fs::path base = fs::path(::testing::TempDir()) / ("simulate-faults-" + std::to_string(getpid()));
   fs::remove_all(base);
-  ASSERT_EQ(Simulate(base / "calm", FAULTS_JOB_FILE), 0);
-  int killed = 0;
-  ASSERT_EQ(Simulate(base / "killed", FAULTS_JOB_FILE, 40, &killed), 0);
+  ASSERT_EQ(Simulate(base / "calm", FAULTS_JOB_FILE).exit_code, 0);
+  const SimulateRun run = Simulate(base / "killed", FAULTS_JOB_FILE, 40);
+  ASSERT_EQ(run.exit_code, 0);
+  const int killed = run.faults;
+  EXPECT_TRUE(LeftoversAfter(run.pid).empty()) << Joined(LeftoversAfter(run.pid));
   EXPECT_GE(killed, 10) << "too few kills landed to test anything";
   EXPECT_TRUE(FileBytes(base / "killed" / "model.bin") == FileBytes(base / "calm" / "model.bin"))
       << "killed functions changed the final model (" << killed << " kills)";

@@ -20,9 +20,10 @@ using testing::UploadClient;
 struct RecordingSink final : UpdateSink {
   std::mutex mu;
   std::vector<std::pair<AcceptedUpdate, shm::BlockRef>> got;
-  void Accept(const AcceptedUpdate& u, shm::BlockRef block) override {
+  Result<void> Accept(const AcceptedUpdate& u, shm::BlockRef block) override {
     std::lock_guard lock(mu);
     got.emplace_back(u, std::move(block));
+    return Ok();
   }
 };
 

@@ -301,10 +301,14 @@ struct Gateway::Impl {
     // Checked once, here: the functions that fold it trust the mark.
     u.block.mutable_meta().checked_finite = u.reject_non_finite;
     shm::BlockRef block = std::move(u.block);
+    const Result<void> taken = sink->Accept(accepted, std::move(block));
+    if (!taken) {
+      Drop(id);
+      return taken;
+    }
     u.admission.Commit();
     upload_of.erase(UploadKey(accepted.admission.job, accepted.admission.round, accepted.admission.client));
     uploads.erase(id);
-    sink->Accept(accepted, std::move(block));
     {
       std::lock_guard lock(stats_mu);
       stats.accepted += 1;

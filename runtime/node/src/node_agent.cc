@@ -176,13 +176,17 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     }
   }
 
-  void Accept(const gateway::AcceptedUpdate& u, shm::BlockRef block) override {
+  Result<void> Accept(const gateway::AcceptedUpdate& u, shm::BlockRef block) override {
     std::lock_guard lock(mu);
-    if (!round.active || u.admission.job != round.spec.job || u.admission.round != round.spec.round) return;
+    // After the deadline the tree folds what it held then: a later update would never be folded.
+    if (!round.active || u.admission.job != round.spec.job || u.admission.round != round.spec.round ||
+        round.deadline_passed) {
+      return MakeError(ErrorCode::kRoundClosed, "the round closed on this node while the update was uploaded");
+    }
     if (round.personal) {
       round.arrived.push_back({u.admission.client, u.layout, static_cast<double>(u.sample_count), std::move(block)});
       cv.notify_all();
-      return;
+      return Ok();
     }
     HeldUpdate h{std::move(block), u.admission.route_key, static_cast<uint8_t>(u.layout.runs().front().dtype),
                  static_cast<double>(u.sample_count)};
@@ -193,6 +197,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       cv.notify_all();
     }
     if (transport->recovers_failures()) round.held.push_back(std::move(h));
+    return Ok();
   }
 
   // ---- under `mu`
@@ -367,7 +372,8 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
   impl->options = options;
   // What agents killed on this machine left behind (their owner files say so).
   for (const std::string& name : shm::RemoveAbandonedSegments("tributary.")) {
-    spdlog::warn("node {}: removed shared-memory segment {}, abandoned by a process that is gone", options.node_id, name);
+    spdlog::warn("node {}: removed shared-memory segment {}, abandoned by a process that is gone", options.node_id,
+                 name);
   }
   TRIBUTARY_ASSIGN_OR_RETURN(impl->segment, shm::Segment::Create(options.store));
   TRIBUTARY_ASSIGN_OR_RETURN(auto kernel, dataplane::OpenKernelRouter(options.dataplane, &impl->dataplane_reason));

@@ -9,7 +9,9 @@
 // makes; libzmq owns the frame until then). After the last chunk the gateway
 // verifies the checksum and, if the round asks for it, rejects NaN/Inf; then
 // it hands the block to the UpdateSink (which emits the descriptor) and
-// answers UpdateAccepted.
+// answers UpdateAccepted, or the sink's error if it refuses the update (the
+// node's round closed while the upload ran): no client is told an update
+// landed that will not be folded.
 //
 // A header repeated while its upload is unfinished resumes it: the answer is
 // the same upload id with the bytes already stored. A header from the same
@@ -52,7 +54,8 @@ class UpdateSink {
  public:
   virtual ~UpdateSink() = default;
   // Takes the block's reference: the update now belongs to the data plane.
-  virtual void Accept(const AcceptedUpdate& update, shm::BlockRef block) = 0;
+  // An error (kRoundClosed) refuses it: the block is dropped, the client gets the error.
+  virtual Result<void> Accept(const AcceptedUpdate& update, shm::BlockRef block) = 0;
 };
 
 // Client authentication (client_auth.h). No secret key: any client may
