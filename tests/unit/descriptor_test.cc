@@ -43,7 +43,12 @@ TEST(Descriptor, BuildersFillOnlyTheirKindsFields) {
   EXPECT_EQ(task.length, 128u);
   EXPECT_EQ(task.generation, 9u);
   EXPECT_EQ(task.weight_bits, 0u);
-  for (const Descriptor* d : {&hello, &partial, &task}) EXPECT_EQ(trb_classify(d, sizeof *d), TRB_TO_FUNCTION);
+  const Descriptor beat = MakeHeartbeat(9);
+  EXPECT_EQ(beat.kind, TRB_KIND_HEARTBEAT);
+  EXPECT_EQ(beat.dest_fn, TRB_AGENT_FN);
+  EXPECT_EQ(beat.src_fn, 9u);
+  EXPECT_EQ(beat.task + beat.offset + beat.length + beat.lease + beat.route_key + beat.slot, 0u);
+  for (const Descriptor* d : {&hello, &partial, &task, &beat}) EXPECT_EQ(trb_classify(d, sizeof *d), TRB_TO_FUNCTION);
 }
 
 TEST(Descriptor, ClassifyRoutesByDestinationOrRouteKey) {
@@ -66,7 +71,7 @@ TEST(Descriptor, ClassifyRejectsMalformed) {
   d = good;
   d.kind = 0;
   EXPECT_EQ(trb_classify(&d, sizeof d), TRB_MALFORMED);
-  d.kind = 9;
+  d.kind = TRB_KIND_HEARTBEAT + 1;
   EXPECT_EQ(trb_classify(&d, sizeof d), TRB_MALFORMED);
   d = good;
   d.dest_fn = TRB_MAX_FUNCTIONS;
