@@ -24,8 +24,10 @@ elseif(TRIBUTARY_SANITIZE STREQUAL "thread")
   # members to MapFieldBase: our inline message code would disagree with
   # Debian's libprotobuf (built without TSan) on the layout of every message
   # with a map, and messages would lose fields on the wire. Undefined, the
-  # layouts match the library's; nothing else we include reads the macro.
-  set(_san -fsanitize=thread -fno-omit-frame-pointer -U__SANITIZE_THREAD__)
+  # layouts match the library's. libstdc++ derives _GLIBCXX_TSAN from it (the
+  # shared_ptr paths TSan understands): set that directly. (glog reads it too:
+  # only LibTorch code includes glog, and no TSan suite builds it.)
+  set(_san -fsanitize=thread -fno-omit-frame-pointer -U__SANITIZE_THREAD__ -D_GLIBCXX_TSAN=1)
 elseif(NOT TRIBUTARY_SANITIZE STREQUAL "")
   message(FATAL_ERROR "TRIBUTARY_SANITIZE must be '', 'address' or 'thread'")
 endif()

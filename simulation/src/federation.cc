@@ -1,9 +1,6 @@
 #include "tributary/simulation/federation.h"
 
-#include <filesystem>
-#include <fstream>
 #include <iomanip>
-#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <tuple>
@@ -84,36 +81,6 @@ std::vector<uint32_t> SelectClients(uint64_t seed, uint64_t round, uint32_t clie
   }
   everyone.resize(per_round);
   return everyone;
-}
-
-// What makes a run directory's rounds this job's: a resume with another
-// job (or seed) is refused rather than mixed into it.
-nlohmann::json RunIdentity(const SimulationJob& job) {
-  return {{"job", job.name},         {"seed", job.seed},       {"clients", job.clients},
-          {"clients_per_round", job.clients_per_round},       {"dataset", job.dataset},
-          {"partition", job.partition}, {"model", job.model}, {"strategy", job.strategy.name},
-          {"nodes", job.nodes},       {"fan_in", job.fan_in},   {"lr", job.lr},
-          {"local_epochs", job.local_epochs}, {"batch_size", job.batch_size}, {"compression", job.compression}};
-}
-
-Result<void> ClaimRunDir(const std::string& run_dir, const SimulationJob& job) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(run_dir, ec);
-  if (ec) return MakeError(ErrorCode::kIo, "cannot create " + run_dir + ": " + ec.message());
-  const fs::path path = fs::path(run_dir) / "run.json";
-  const nlohmann::json mine = RunIdentity(job);
-  if (fs::exists(path)) {
-    const auto theirs = nlohmann::json::parse(std::ifstream(path), nullptr, false);
-    if (theirs != mine) {
-      return MakeError(ErrorCode::kConfig, run_dir + " holds a run of another job or seed (run.json: " +
-                                               (theirs.is_discarded() ? "unreadable" : theirs.dump()) +
-                                               "): choose another --out");
-    }
-    return Ok();
-  }
-  std::ofstream(path) << mine.dump(2) << "\n";
-  return Ok();
 }
 
 }  // namespace

@@ -138,6 +138,12 @@ Result<SimulationJob> ParseSimulationJob(const std::string& yaml_text, const std
     TRIBUTARY_TRY(ReadOne(f, "workers", j.workers, 1, 256));
     TRIBUTARY_TRY(ReadOne(f, "deadline_s", j.deadline_s, 1, 86'400));
     TRIBUTARY_TRY(ReadOne(f, "function_liveness_ms", j.function_liveness_ms, 1'000, 86'400'000));
+    if (j.function_liveness_ms >= j.deadline_s * 1000) {
+      // Else the deadline would replan around a hung function before it is replaced: other sums, other bits.
+      const YAML::Node at = root["federation"]["function_liveness_ms"];
+      return f.Fail(at.IsDefined() ? at : root["federation"], "function_liveness_ms",
+                    "must be shorter than deadline_s (default 10000 ms)");
+    }
   }
   return j;
 }

@@ -128,6 +128,36 @@ Result<void> WriteFile(const std::filesystem::path& path, const std::string& tex
   return Ok();
 }
 
+// A kill leaves the old file or the new one, never a torn one.
+Result<void> ReplaceFile(const std::filesystem::path& path, const std::string& text) {
+  std::filesystem::path fresh = path;
+  fresh += ".new";
+  TRIBUTARY_TRY(WriteFile(fresh, text, std::ios::trunc));
+  std::error_code ec;
+  std::filesystem::rename(fresh, path, ec);
+  if (ec) return MakeError(ErrorCode::kIo, "cannot replace " + path.string() + ": " + ec.message());
+  return Ok();
+}
+
+// What makes a run directory's rounds this job's: everything that changes a
+// bit of the model (not rounds: a finished run may be extended).
+nlohmann::json RunIdentity(const SimulationJob& job) {
+  const agg::StrategyOptions& s = job.strategy;
+  auto optional = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
+  return {{"job", job.name},
+          {"seed", job.seed},
+          {"clients", job.clients},
+          {"clients_per_round", job.clients_per_round},
+          {"data", {{"dataset", job.dataset}, {"partition", job.partition}, {"alpha", job.alpha},
+                    {"shards_per_client", job.shards_per_client}, {"synthetic_samples", job.synthetic_samples}}},
+          {"model", job.model},
+          {"train", {{"local_epochs", job.local_epochs}, {"batch_size", job.batch_size}, {"lr", job.lr},
+                     {"momentum", job.momentum}, {"optimizer", job.optimizer}, {"proximal_mu", job.proximal_mu}}},
+          {"strategy", {{"name", s.name}, {"server_lr", optional(s.server_lr)}, {"momentum", optional(s.momentum)},
+                        {"beta1", optional(s.beta1)}, {"beta2", optional(s.beta2)}, {"tau", optional(s.tau)}}},
+          {"federation", {{"nodes", job.nodes}, {"fan_in", job.fan_in}, {"compression", job.compression}}}};
+}
+
 }  // namespace
 
 Result<void> AppendRound(const std::string& run_dir, const RoundMetrics& m) {
@@ -165,9 +195,24 @@ Result<std::vector<RoundMetrics>> LoggedRounds(const std::string& run_dir, uint6
     csv += CsvLine(m);
     lines += ToJson(m).dump() + "\n";
   }
-  TRIBUTARY_TRY(WriteFile(fs::path(run_dir) / "metrics.csv", csv, std::ios::trunc));
-  TRIBUTARY_TRY(WriteFile(jsonl, lines, std::ios::trunc));
+  TRIBUTARY_TRY(ReplaceFile(fs::path(run_dir) / "metrics.csv", csv));
+  TRIBUTARY_TRY(ReplaceFile(jsonl, lines));
   return rounds;
+}
+
+Result<void> ClaimRunDir(const std::string& run_dir, const SimulationJob& job) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return MakeError(ErrorCode::kIo, "cannot create " + run_dir + ": " + ec.message());
+  const fs::path path = fs::path(run_dir) / "run.json";
+  const nlohmann::json mine = RunIdentity(job);
+  if (!fs::exists(path)) return ReplaceFile(path, mine.dump(2) + "\n");
+  const auto theirs = nlohmann::json::parse(std::ifstream(path), nullptr, /*allow_exceptions=*/false);
+  if (theirs == mine) return Ok();
+  return MakeError(ErrorCode::kConfig, run_dir + " holds a run of another job or settings (run.json: " +
+                                           (theirs.is_discarded() ? "unreadable" : theirs.dump()) +
+                                           "): choose another --out");
 }
 
 Result<void> WriteReport(const std::string& run_dir, const SimulationJob& job,

@@ -58,10 +58,12 @@ struct SimulateRun {
   int faults = 0;  // signals delivered to its function processes
 };
 
-// Runs `tributary simulate` to its end; with `faults`, sends `signal` to that
-// many of its function processes, one every `every`, while it runs.
-SimulateRun Simulate(const fs::path& out, const char* job = JOB_FILE, int faults = 0, int signal = SIGKILL,
-             std::chrono::milliseconds every = std::chrono::milliseconds(60)) {
+// Runs `tributary simulate` to its end; with `faults`, sends that many
+// signals to its function processes, one every `every`, cycling through
+// `signals`, while it runs.
+SimulateRun Simulate(const fs::path& out, const char* job = JOB_FILE, int faults = 0,
+                     std::vector<int> signals = {SIGKILL},
+                     std::chrono::milliseconds every = std::chrono::milliseconds(60)) {
   SimulateRun run;
   run.pid = StartSimulate(out, job);
   std::mt19937 rng(11);
@@ -70,7 +72,8 @@ SimulateRun Simulate(const fs::path& out, const char* job = JOB_FILE, int faults
     std::this_thread::sleep_for(every);
     const std::vector<pid_t> functions = FunctionsOf(run.pid);
     if (functions.empty()) continue;
-    if (kill(functions[std::uniform_int_distribution<size_t>(0, functions.size() - 1)(rng)], signal) == 0) ++run.faults;
+    const pid_t victim = functions[std::uniform_int_distribution<size_t>(0, functions.size() - 1)(rng)];
+    if (kill(victim, signals[static_cast<size_t>(run.faults) % signals.size()]) == 0) ++run.faults;
   }
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return run;
@@ -155,7 +158,9 @@ TEST(Simulate, AShortFederationLearnsAndIsReproducible) {
   }
   ASSERT_EQ(kill(killed, SIGKILL), 0);
   ASSERT_EQ(waitpid(killed, nullptr, 0), killed);
-  ASSERT_LT(LinesIn(base / "b" / "metrics.jsonl"), 3u) << "the run ended before it could be killed";
+  const size_t logged = LinesIn(base / "b" / "metrics.jsonl");
+  ASSERT_GE(logged, 1u) << "killed before its first round: nothing to resume";
+  ASSERT_LT(logged, 3u) << "the run ended before it could be killed";
   EXPECT_FALSE(LeftoversOf(killed).empty()) << "a SIGKILLed run leaves its segments (the resume removes them)";
   const SimulateRun resumed = Simulate(base / "b");
   ASSERT_EQ(resumed.exit_code, 0);
@@ -177,17 +182,18 @@ TEST(Simulate, AShortFederationLearnsAndIsReproducible) {
   fs::remove_all(base);
 }
 
-// A function stopped with SIGSTOP (alive, no progress) is killed at the
-// liveness bound and replaced: the run ends, with the same model, bit for bit,
-// and with the hung functions counted.
-TEST(Simulate, HungFunctionsChangeNoBitOfTheModel) {
+// Functions stopped with SIGSTOP (alive, no progress) are killed at the
+// liveness bound and replaced, functions SIGKILLed are replaced: the run ends
+// with the same model, bit for bit, and with the faults counted.
+TEST(Simulate, HungAndKilledFunctionsChangeNoBitOfTheModel) {
   const fs::path base = fs::path(::testing::TempDir()) / ("simulate-hang-" + std::to_string(getpid()));
   fs::remove_all(base);
   ASSERT_EQ(Simulate(base / "calm", FAULTS_JOB_FILE).exit_code, 0);
-  const SimulateRun hung_run = Simulate(base / "hung", FAULTS_JOB_FILE, 3, SIGSTOP, std::chrono::milliseconds(700));
+  const SimulateRun hung_run =
+      Simulate(base / "hung", FAULTS_JOB_FILE, 6, {SIGSTOP, SIGKILL}, std::chrono::milliseconds(500));
   ASSERT_EQ(hung_run.exit_code, 0);
-  const int stopped = hung_run.faults;
-  EXPECT_EQ(stopped, 3);
+  ASSERT_EQ(hung_run.faults, 6);
+  const int stopped = 3;
   EXPECT_TRUE(LeftoversAfter(hung_run.pid).empty())
       << "stopped functions outlived the run: " << Joined(LeftoversAfter(hung_run.pid));
   EXPECT_TRUE(FileBytes(base / "hung" / "model.bin") == FileBytes(base / "calm" / "model.bin"))
@@ -198,6 +204,8 @@ TEST(Simulate, HungFunctionsChangeNoBitOfTheModel) {
   EXPECT_EQ(calm.back()["liveness_kills"].get<int>(), 0);
   EXPECT_GE(hung.back()["liveness_kills"].get<int>(), 1);
   EXPECT_LE(hung.back()["liveness_kills"].get<int>(), stopped);
+  EXPECT_GE(hung.back()["function_deaths"].get<int>(), 1);
+  EXPECT_LE(hung.back()["function_deaths"].get<int>(), 3);
   fs::remove_all(base);
 }
 

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <set>
 #include <thread>
@@ -78,6 +79,14 @@ std::vector<double> FlatSum(const std::vector<Client>& clients) {
     for (size_t i = 0; i < sum.size(); ++i) sum[i] += static_cast<double>(c.samples) * x[i];
   }
   return sum;
+}
+
+// A process that exists and is not a zombie.
+[[maybe_unused]] bool Exists(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line) || line.rfind(')') == std::string::npos) return false;
+  return line[line.rfind(')') + 2] != 'Z';
 }
 
 std::string Bytes(const shm::BlockRef& partial) {
@@ -192,7 +201,7 @@ TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {
 // killed at the liveness bound and replaced in its place, so the round ends
 // with the same bits; teardown then finishes.
 TEST_F(NodeAgentTest, AHungFunctionIsKilledAndReplacedAndNoBitChanges) {
-  StartAgent(AggregationTransport::kSharedMemory, std::chrono::milliseconds(1000));
+  StartAgent(AggregationTransport::kSharedMemory, std::chrono::seconds(3));
   const auto clients = MakeClients(24, 8);
   const std::string undisturbed = Undisturbed(clients, 1, 4);
   ASSERT_TRUE(agent_->OpenRound(Spec(clients, 2), 4));
@@ -210,12 +219,13 @@ TEST_F(NodeAgentTest, AHungFunctionIsKilledAndReplacedAndNoBitChanges) {
   EXPECT_EQ(result.value().partial.meta().updates, 24u);
   EXPECT_TRUE(Bytes(result.value().partial) == undisturbed) << "a hung function changed the sum";
   // The first one killed may end the round before the other's bound (their
-  // last heartbeats differ): that one goes between rounds.
-  for (int i = 0; i < 100 && agent_->Stats().functions.liveness_kills < 2; ++i) {
-    agent_->ReapIdleFunctions();
+  // last heartbeats differ): that one goes right after.
+  for (int i = 0; i < 100 && (Exists(functions[4].pid) || Exists(functions.back().pid)); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  EXPECT_EQ(agent_->Stats().functions.liveness_kills, 2u);
+  EXPECT_FALSE(Exists(functions[4].pid));
+  EXPECT_FALSE(Exists(functions.back().pid));
+  EXPECT_GE(agent_->Stats().functions.liveness_kills, 2u);
   EXPECT_EQ(agent_->Stats().functions.deaths, 0u);
 }
 
@@ -238,6 +248,34 @@ TEST_F(NodeAgentTest, TheDeadlineRebuildDoesNotReuseAStalledFunction) {
   EXPECT_LT(RelativeError(result.value().partial, FlatSum(arrived)), 1e-6);
   EXPECT_EQ(agent_->Stats().functions.liveness_kills, 0u);
 }  // teardown: the stopped node-root is killed, the agent's destructor returns
+
+// Teardown while a round waits on a stopped function: Shutdown() from another
+// thread ends the round at once (what ~NodeService does), and the agent's
+// destructor then stops the function.
+TEST_F(NodeAgentTest, ShutdownEndsARoundHeldByAStoppedFunction) {
+  const auto clients = MakeClients(8, 11);
+  ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 4));
+  // The first leaf's clients, then the node-root stops (idle, its task long
+  // started: not inside the segment's allocator), then the others.
+  UploadAll(std::vector<Client>(clients.begin(), clients.begin() + 4), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto functions = agent_->RoundFunctions();
+  ASSERT_EQ(kill(functions.back().pid, SIGSTOP), 0);  // the round cannot end by itself now
+  UploadAll(std::vector<Client>(clients.begin() + 4, clients.end()), 1);
+  std::thread teardown([this] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    agent_->Shutdown();
+  });
+  const auto t0 = Clock::now();
+  auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(60));
+  teardown.join();
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kRoundClosed);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(30)) << "the round outlived Shutdown()";
+  EXPECT_EQ(agent_->OpenRound(Spec(clients, 2), 4).error().code, ErrorCode::kRoundClosed);
+  agent_.reset();
+  EXPECT_FALSE(Exists(functions.back().pid));
+}
 
 TEST_F(NodeAgentTest, ACommittedLeafFreesItsUpdates) {
   const auto clients = MakeClients(24, 5);

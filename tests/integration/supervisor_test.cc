@@ -169,8 +169,8 @@ TEST(Supervisor, TheLimitIsResourceExhausted) {
 
 TEST(Supervisor, ASilentFunctionIsNotReusedThenKilledAndNeverHandedOutAgain) {
   SupervisorOptions o = Options(60s);
-  o.liveness_timeout = 400ms;
-  o.suspect_after = 100ms;
+  o.liveness_timeout = 1500ms;
+  o.suspect_after = 200ms;
   Supervisor s(o);
   DataPlaneStandIn plane(s);
   const FunctionInstance idle = s.Acquire().value();
@@ -178,14 +178,14 @@ TEST(Supervisor, ASilentFunctionIsNotReusedThenKilledAndNeverHandedOutAgain) {
   s.Release(idle.fn);
   plane.Silence(idle.fn);  // stopped while idle in the warm pool
   plane.Silence(busy.fn);  // stopped while it holds a task
-  std::this_thread::sleep_for(200ms);
+  std::this_thread::sleep_for(400ms);
   EXPECT_TRUE(s.KillSilent().empty()) << "killed before the liveness bound";
   // Suspect already: a new function is started rather than the silent one reused.
   const FunctionInstance fresh = s.Acquire().value();
   EXPECT_NE(fresh.fn, idle.fn);
   EXPECT_EQ(s.Stats().cold_starts, 3u);
   EXPECT_EQ(s.Stats().warm_reuses, 0u);
-  std::this_thread::sleep_for(300ms);
+  std::this_thread::sleep_for(1300ms);
   const std::vector<uint32_t> killed = s.KillSilent();
   EXPECT_EQ(std::set<uint32_t>(killed.begin(), killed.end()), (std::set<uint32_t>{idle.fn, busy.fn}));
   EXPECT_EQ(s.Stats().liveness_kills, 2u);

@@ -105,6 +105,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   gateway::ModelStore models;
   std::unique_ptr<gateway::Gateway> gateway;
   std::thread receiver;
+  std::thread watchdog;  // liveness, apart from `mu`: a function stopped inside the segment's lock must not stop it
   std::atomic<bool> stop{false};
   std::atomic<bool> shutting_down{false};  // Shutdown(): rounds end, none opens
 
@@ -200,19 +201,17 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     return Ok();
   }
 
-  // ---- under `mu`
-
-  // Kills the functions silent past the liveness bound; one of the current
-  // tree's means a rebuild on the same plan (replacements take its place).
-  void CheckLiveness() {
-    for (uint32_t fn : supervisor->KillSilent()) {
-      round.died.insert(fn);
-      if (std::any_of(round.functions.begin(), round.functions.end(),
-                      [fn](const TreeFunction& t) { return t.f.fn == fn; })) {
-        round.rebuild = true;
-      }
+  // Kills the functions silent past the liveness bound, every 100 ms. Their
+  // exits then come from the data plane like any death (OnFunctionExit): a
+  // rebuild on the same plan if the current tree used one.
+  void Watch() {
+    while (!stop.load()) {
+      supervisor->KillSilent();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
+
+  // ---- under `mu`
 
   // A leaf of the current tree handed the agent its result: its updates are
   // no longer needed (a leaf of an abandoned tree is ignored).
@@ -397,9 +396,11 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
       impl->transport,
       MakeUpdateTransport(options.transport, *impl->segment, *impl->link,
                           [self](const Descriptor& d, shm::BlockRef block) { self->OnResult(d, std::move(block)); }));
-  impl->receiver = std::thread([self] { self->Receive(); });
   TRIBUTARY_ASSIGN_OR_RETURN(impl->gateway, gateway::Gateway::Start(options.gateway, *impl->segment, impl->rounds, *impl,
                                                                                    impl->models));
+  // Last: nothing can fail after them (a joinable thread must not be destroyed).
+  impl->receiver = std::thread([self] { self->Receive(); });
+  impl->watchdog = std::thread([self] { self->Watch(); });
   return std::unique_ptr<NodeAgent>(new NodeAgent(std::move(impl)));
 }
 
@@ -408,6 +409,7 @@ NodeAgent::~NodeAgent() {
   impl_->models.Clear();  // its blocks go before the segment
   impl_->stop = true;
   impl_->receiver.join();
+  impl_->watchdog.join();
   {
     std::lock_guard lock(impl_->mu);
     impl_->round = Round{};
@@ -454,7 +456,6 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
       impl_->EndRound();
       return MakeError(ErrorCode::kRoundClosed, "the node is shutting down");
     }
-    impl_->CheckLiveness();
     while (!impl_->results.empty()) {
       auto [d, block] = std::move(impl_->results.front());
       impl_->results.pop_front();
@@ -515,7 +516,7 @@ Result<uint64_t> NodeAgent::RunPersonalRound(gateway::RoundSpec spec, Clock::tim
   while (outcome && handled < expected && !impl_->shutting_down.load()) {
     if (r.arrived.empty()) {
       if (Clock::now() >= deadline) break;
-      impl_->cv.wait_until(lock, deadline);
+      impl_->cv.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
       continue;
     }
     PersonalUpdate u = std::move(r.arrived.front());
@@ -551,16 +552,13 @@ std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
 }
 
 void NodeAgent::Shutdown() {
-  {
-    std::lock_guard lock(impl_->mu);  // a waiter checks the flag under the lock: no lost wake-up
-    impl_->shutting_down = true;
-  }
+  // Not under `mu`, which a stalled call may hold: waiters look at the flag at least every 100 ms.
+  impl_->shutting_down = true;
   impl_->cv.notify_all();
 }
 
 uint32_t NodeAgent::ReapIdleFunctions() {
   impl_->Sweep();
-  impl_->supervisor->KillSilent();
   return impl_->supervisor->Reap();
 }
 

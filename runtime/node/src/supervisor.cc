@@ -106,8 +106,10 @@ Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock) {
   }
   auto it = functions_.find(fn);
   if (it == functions_.end()) return MakeError(ErrorCode::kIo, "function " + fn_s + " exited at start");
-  if (!ok) {
+  if (!ok) {  // hung at start: it may never have registered, so no exit will be reported
     Kill(it->second);
+    waitpid(pid, nullptr, 0);
+    functions_.erase(it);
     stats_.liveness_kills += 1;
     return MakeError(ErrorCode::kIo, "function " + fn_s + " did not start within the timeout");
   }

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -387,13 +388,23 @@ std::vector<std::string> RemoveAbandonedSegments(std::string_view prefix) {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(kShmDir, ec)) {
     const std::string file = entry.path().filename().string();
-    if (!file.starts_with(prefix) || !file.ends_with(kOwnerSuffix)) continue;
+    const size_t owner = file.find(kOwnerSuffix);
+    if (!file.starts_with(prefix) || owner == std::string::npos) continue;
     UniqueFd fd(open(entry.path().c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd || flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // gone, or its owner lives
-    const std::string segment = file.substr(0, file.size() - kOwnerSuffix.size());
-    bip::shared_memory_object::remove(segment.c_str());
+    // Still the file at that path? A new owner may have renamed its own over it meanwhile.
+    struct stat locked {}, now {};
+    if (fstat(fd.get(), &locked) != 0 || stat(entry.path().c_str(), &now) != 0 || locked.st_ino != now.st_ino ||
+        locked.st_dev != now.st_dev) {
+      continue;
+    }
+    // "<name>.owner.<pid>": its creator died before the rename, so before it made a segment.
+    if (owner + kOwnerSuffix.size() == file.size()) {
+      const std::string segment = file.substr(0, owner);
+      bip::shared_memory_object::remove(segment.c_str());  // before the owner file: its name is ours until then
+      removed.push_back(segment);
+    }
     unlink(entry.path().c_str());
-    removed.push_back(segment);
   }
   return removed;
 }

@@ -1,7 +1,8 @@
 // A simulation's run directory:
 //   metrics.csv, metrics.jsonl  one line per round (RoundMetrics), appended as
 //                               each round ends: a killed run keeps its rounds
-//   metrics.json                every round, written with the report
+//   metrics.json                every round, rewritten with the report after each
+//   run.json                    what makes the directory this job's run
 //   model.bin, model.json       the final global model (f32, little-endian)
 //                               and its layout and version
 //   report.html                 accuracy, loss and round-time plots as inline
@@ -22,6 +23,11 @@ struct FinalModel {
   std::vector<std::pair<std::string, std::vector<int64_t>>> tensors;  // name, shape
   std::vector<float> values;
 };
+
+// Makes `run_dir` this job's run (run.json: the job's name, seed and every
+// setting that changes the model), or checks that it already is: kConfig for
+// a directory of another job or settings.
+Result<void> ClaimRunDir(const std::string& run_dir, const SimulationJob& job);
 
 // Appends round `m` to metrics.csv (with its header when new) and metrics.jsonl.
 Result<void> AppendRound(const std::string& run_dir, const RoundMetrics& m);

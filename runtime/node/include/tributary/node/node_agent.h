@@ -127,7 +127,8 @@ class NodeAgent {
   // kRoundClosed) and refuses new ones: for teardown from another thread.
   void Shutdown();
 
-  // Stops idle functions past the keep-alive and kills silent ones (liveness).
+  // Stops idle functions past the keep-alive (silent ones are killed on the
+  // agent's own liveness thread, every 100 ms).
   uint32_t ReapIdleFunctions();
   NodeStats Stats() const;
 
