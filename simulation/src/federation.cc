@@ -83,6 +83,19 @@ std::vector<uint32_t> SelectClients(uint64_t seed, uint64_t round, uint32_t clie
   return everyone;
 }
 
+// The counters that are cumulative over a run, across resumes, as the last
+// logged round left them; every other field 0.
+RoundMetrics CountersOf(const std::vector<RoundMetrics>& rounds) {
+  RoundMetrics m;
+  if (rounds.empty()) return m;
+  m.cold_starts = rounds.back().cold_starts;
+  m.warm_reuses = rounds.back().warm_reuses;
+  m.function_deaths = rounds.back().function_deaths;
+  m.liveness_kills = rounds.back().liveness_kills;
+  m.rebuilds = rounds.back().rebuilds;
+  return m;
+}
+
 }  // namespace
 
 Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const SimulationOptions& options,
@@ -167,18 +180,15 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
     // line: the model is known, so is its score; times and counts are not (0).
     TRIBUTARY_ASSIGN_OR_RETURN(std::vector<float> model, controller->Model(job.name));
     TRIBUTARY_TRY(ta::LoadParameters(*evaluator, Unflatten(spec, model)));
-    RoundMetrics m = rounds.empty() ? RoundMetrics{} : rounds.back();
+    RoundMetrics m = CountersOf(rounds);
     m.round = done;
     std::tie(m.accuracy, m.loss) = Evaluate(evaluator, data);
-    m.train_loss = m.round_s = m.clients_s = m.aggregation_s = m.evaluation_s = m.updates_per_s = 0;
-    m.updates = m.bytes_up = m.bytes_down = 0;
     TRIBUTARY_TRY(AppendRound(options.run_dir, m));
     rounds.push_back(m);
   }
   std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_layout;
   for (const auto& t : spec.tensors()) tensor_layout.emplace_back(t.name, t.shape);
-  // Fault counters are cumulative over the run, across resumes.
-  const RoundMetrics before = rounds.empty() ? RoundMetrics{} : rounds.back();
+  const RoundMetrics before = CountersOf(rounds);
   for (uint64_t r = done + 1; r <= job.rounds; ++r) {
     const auto t0 = Clock::now();
     auto report = controller->RunRound(
@@ -193,13 +203,8 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
     TRIBUTARY_TRY(ta::LoadParameters(*evaluator, Unflatten(spec, model)));
     const auto [accuracy, loss] = Evaluate(evaluator, data);
     const auto t2 = Clock::now();
-    RoundMetrics m;
+    RoundMetrics m = before;
     m.round = report.value().round;
-    m.cold_starts = before.cold_starts;
-    m.warm_reuses = before.warm_reuses;
-    m.function_deaths = before.function_deaths;
-    m.liveness_kills = before.liveness_kills;
-    m.rebuilds = before.rebuilds;
     m.accuracy = accuracy;
     m.loss = loss;
     m.train_loss = tally.updates ? tally.train_loss / static_cast<double>(tally.updates) : 0;

@@ -106,17 +106,11 @@ RoundMetrics FromJson(const nlohmann::json& j) {
   return m;
 }
 
-std::string CsvHeader() {
-  std::string out;
-  const nlohmann::ordered_json row = ToJson(RoundMetrics{});
-  for (const auto& [key, value] : row.items()) out += (out.empty() ? "" : ",") + key;
-  return out + "\n";
-}
-
-std::string CsvLine(const RoundMetrics& m) {
+// The CSV's header (the field names) or a round's line (its values).
+std::string CsvLine(const RoundMetrics& m, bool header = false) {
   std::string out;
   const nlohmann::ordered_json row = ToJson(m);
-  for (const auto& [key, value] : row.items()) out += (out.empty() ? "" : ",") + value.dump();
+  for (const auto& [key, value] : row.items()) out += (out.empty() ? "" : ",") + (header ? key : value.dump());
   return out + "\n";
 }
 
@@ -162,11 +156,8 @@ nlohmann::json RunIdentity(const SimulationJob& job) {
 
 Result<void> AppendRound(const std::string& run_dir, const RoundMetrics& m) {
   namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(run_dir, ec);
-  if (ec) return MakeError(ErrorCode::kIo, "cannot create " + run_dir + ": " + ec.message());
   const fs::path csv = fs::path(run_dir) / "metrics.csv";
-  if (!fs::exists(csv)) TRIBUTARY_TRY(WriteFile(csv, CsvHeader(), std::ios::trunc));
+  if (!fs::exists(csv)) TRIBUTARY_TRY(WriteFile(csv, CsvLine({}, /*header=*/true), std::ios::trunc));
   TRIBUTARY_TRY(WriteFile(csv, CsvLine(m), std::ios::app));
   return WriteFile(fs::path(run_dir) / "metrics.jsonl", ToJson(m).dump() + "\n", std::ios::app);
 }
@@ -190,7 +181,7 @@ Result<std::vector<RoundMetrics>> LoggedRounds(const std::string& run_dir, uint6
     if (m.round != rounds.size() + 1) break;
     rounds.push_back(m);
   }
-  std::string csv = CsvHeader(), lines;
+  std::string csv = CsvLine({}, /*header=*/true), lines;
   for (const RoundMetrics& m : rounds) {
     csv += CsvLine(m);
     lines += ToJson(m).dump() + "\n";
@@ -218,9 +209,6 @@ Result<void> ClaimRunDir(const std::string& run_dir, const SimulationJob& job) {
 Result<void> WriteReport(const std::string& run_dir, const SimulationJob& job,
                          const std::vector<RoundMetrics>& rounds, const FinalModel& model) {
   namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(run_dir, ec);
-  if (ec) return MakeError(ErrorCode::kIo, "cannot create " + run_dir + ": " + ec.message());
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
   for (const RoundMetrics& m : rounds) rows.push_back(ToJson(m));
   std::ofstream(fs::path(run_dir) / "metrics.json")

@@ -29,6 +29,8 @@ struct FinalModel {
 // a directory of another job or settings.
 Result<void> ClaimRunDir(const std::string& run_dir, const SimulationJob& job);
 
+// The functions below write into a run directory ClaimRunDir made.
+
 // Appends round `m` to metrics.csv (with its header when new) and metrics.jsonl.
 Result<void> AppendRound(const std::string& run_dir, const RoundMetrics& m);
 
