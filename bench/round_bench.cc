@@ -65,7 +65,7 @@ class BenchNode {
     n->config_ = std::filesystem::temp_directory_path() / (n->id_ + ".yaml");
     std::ofstream(n->config_) << "node_id: " << n->id_ << "\nstore:\n  segment_bytes: " << o.segment_bytes
                               << "\n  max_blocks: 65536\nkeep_alive_ms: 600000\nmetrics_bind: \"\"\n"
-                              << "aggregation_transport: " << transport << "\ngateway_security:\n  mode: none\n";
+                              << "aggregation_transport: " << transport << "\ngateway_security:\n  mode: none\ncontroller_security:\n  mode: none\n";
     n->pid_ = fork();
     if (n->pid_ == 0) {
       execl(o.binary.c_str(), "tributary", "node", "--config", n->config_.c_str(), "--controller",

@@ -10,11 +10,16 @@
 #include "aggregate_bench.h"
 #include "dataplane_bench.h"
 #include "round_bench.h"
-#include "tributary/keys/curve_keys.h"
 #include "tributary/config/config.h"
+#include "tributary/config/controller_config.h"
+#include "tributary/controller/controller_service.h"
 #include "tributary/function/function_host.h"
+#include "tributary/keys/curve_keys.h"
+#include "tributary/loadgen/loadgen.h"
 #include "tributary/node/node_service.h"
+#include "status_view.h"
 
+#include <atomic>
 #include <csignal>
 #include <spdlog/spdlog.h>
 #include <thread>
@@ -30,13 +35,23 @@ int Report(const tributary::Result<void>& r) {
 
 volatile std::sig_atomic_t g_stop = 0;
 
+void StopOnSignals() {
+  std::signal(SIGINT, [](int) { g_stop = 1; });
+  std::signal(SIGTERM, [](int) { g_stop = 1; });
+}
+
 // This executable, which node agents start functions from.
 std::string SelfPath() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
 // `tributary node`: the node agent under a controller, until SIGINT/SIGTERM.
-int RunNode(const std::string& config_file, const std::string& controller, const std::string& binary) {
+int RunNode(const std::string& config_file, std::string controller, const std::string& binary) {
   auto cfg = tributary::config::LoadNodeConfig(config_file);
   if (!cfg) return Report(std::move(cfg).error());
+  if (controller.empty()) controller = cfg.value().controller_endpoint;
+  if (controller.empty()) {
+    return Report(tributary::MakeError(tributary::ErrorCode::kConfig,
+                                       config_file + ": no controller: set `controller:` or pass --controller"));
+  }
   tributary::node::NodeOptions o;
   o.node_id = cfg.value().node_id;
   o.store = cfg.value().store;
@@ -54,16 +69,94 @@ int RunNode(const std::string& config_file, const std::string& controller, const
   } else {
     spdlog::warn("node {}: gateway_security mode none: clients connect unauthenticated and unencrypted", o.node_id);
   }
-  auto service = tributary::node::NodeService::Start(o, controller, cfg.value().metrics_bind);
+  tributary::node::ControllerLink link{.endpoint = controller};
+  if (cfg.value().controller_security == "curve") {
+    auto server = tributary::keys::LoadPublicKey(cfg.value().controller_public_key_file);
+    if (!server) return Report(std::move(server).error());
+    auto own = tributary::keys::LoadKeyPair(cfg.value().controller_secret_key_file);
+    if (!own) return Report(std::move(own).error());
+    link.controller_public_key = server.value();
+    link.public_key = own.value().public_key;
+    link.secret_key = own.value().secret_key;
+    spdlog::info("node {}: control plane CURVE, node public key (on the controller's allow-list): {}", o.node_id,
+                 link.public_key);
+  } else {
+    spdlog::warn("node {}: controller_security mode none: the control plane is unauthenticated and unencrypted",
+                 o.node_id);
+  }
+  auto service = tributary::node::NodeService::Start(o, link, cfg.value().metrics_bind);
   if (!service) return Report(std::move(service).error());
   spdlog::info("node {}: data plane: {}", o.node_id, service.value()->agent().dataplane_reason());
   spdlog::info("node {}: gateway on {}, segment {} ({} bytes), controller {}, metrics on port {}", o.node_id,
                service.value()->agent().gateway_endpoint(), o.store.name, o.store.bytes, controller,
                service.value()->metrics_port());
-  std::signal(SIGINT, [](int) { g_stop = 1; });
-  std::signal(SIGTERM, [](int) { g_stop = 1; });
+  StopOnSignals();
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   spdlog::info("node {}: stopping", o.node_id);
+  return 0;
+}
+
+// The configuration and every job file, checked; errors name file, line, key.
+tributary::Result<std::pair<tributary::config::ControllerConfig, std::vector<tributary::config::DeploymentJob>>>
+LoadControllerSetup(const std::string& config_file) {
+  TRIBUTARY_ASSIGN_OR_RETURN(tributary::config::ControllerConfig cfg, tributary::config::LoadControllerConfig(config_file));
+  std::vector<tributary::config::DeploymentJob> jobs;
+  for (const std::string& file : cfg.jobs) {
+    TRIBUTARY_ASSIGN_OR_RETURN(tributary::config::DeploymentJob job, tributary::config::LoadDeploymentJob(file));
+    jobs.push_back(std::move(job));
+  }
+  return std::pair{std::move(cfg), std::move(jobs)};
+}
+
+// `tributary controller`: the standalone controller, until SIGINT/SIGTERM.
+int RunController(const std::string& config_file) {
+  auto setup = LoadControllerSetup(config_file);
+  if (!setup) return Report(std::move(setup).error());
+  auto& [cfg, jobs] = setup.value();
+  tributary::controller::ControllerOptions o;
+  o.bind = cfg.bind;
+  o.checkpoint_dir = cfg.state_dir;
+  o.node_timeout = std::chrono::milliseconds(cfg.node_timeout_ms);
+  o.client_ttl = std::chrono::milliseconds(cfg.client_ttl_ms);
+  if (cfg.security == "curve") {
+    auto keys = tributary::keys::LoadKeyPair(cfg.secret_key_file);
+    if (!keys) return Report(std::move(keys).error());
+    o.security = {keys.value().secret_key, cfg.node_allow_list};
+    spdlog::info("controller: control plane CURVE, public key (nodes need it): {}", keys.value().public_key);
+  } else {
+    spdlog::warn("controller: security mode none: any node may connect, unauthenticated and unencrypted");
+  }
+  auto service = tributary::controller::ControllerService::Start(o, std::move(jobs), cfg.http_bind);
+  if (!service) return Report(std::move(service).error());
+  spdlog::info("controller: nodes connect to {}, HTTP on port {}, state in {}", service.value()->controller().endpoint(),
+               service.value()->http_port(), cfg.state_dir);
+  StopOnSignals();
+  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  spdlog::info("controller: stopping");
+  return 0;
+}
+
+// `tributary loadgen`: synthetic clients until done or SIGINT/SIGTERM.
+int RunLoadgen(tributary::loadgen::LoadgenOptions o, const std::string& gateway_key, bool json) {
+  if (!gateway_key.empty()) {
+    auto key = tributary::keys::IsZ85Key(gateway_key) ? tributary::Result<std::string>(gateway_key)
+                                                       : tributary::keys::LoadPublicKey(gateway_key);
+    if (!key) return Report(std::move(key).error());
+    o.gateway_public_key = key.value();
+  }
+  static std::atomic<bool> stop{false};
+  StopOnSignals();
+  std::thread watch([] {
+    while (!stop.load()) {
+      if (g_stop) stop = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  auto report = tributary::loadgen::RunLoadgen(o, &stop);
+  stop = true;
+  watch.join();
+  if (!report) return Report(std::move(report).error());
+  tributary::loadgen::PrintReport(report.value(), json, std::cout);
   return 0;
 }
 
@@ -73,7 +166,7 @@ int RunNode(const std::string& config_file, const std::string& controller, const
 int main(int argc, char** argv) {
   CLI::App app{"Tributary: serverless federated-learning aggregation over shared memory."};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "tributary 0.1.0");
+  app.set_version_flag("--version", "tributary " TRIBUTARY_VERSION);
 
   CLI::App* bench = app.add_subcommand("bench", "Run a benchmark and print its figures beside a same-run baseline");
   bench->require_subcommand(1);
@@ -162,19 +255,61 @@ int main(int argc, char** argv) {
   std::string node_config, controller_endpoint;
   CLI::App* node = app.add_subcommand("node", "Run the node agent: shared memory, data plane, gateway, functions");
   node->add_option("--config", node_config, "Node configuration (YAML; see `tributary config node`)")->required();
-  node->add_option("--controller", controller_endpoint, "The controller's endpoint, e.g. tcp://10.0.0.1:7700")
+  node->add_option("--controller", controller_endpoint,
+                   "The controller's endpoint, e.g. tcp://10.0.0.1:7700 (default: node.yaml's `controller`)");
+
+  std::string controller_config;
+  CLI::App* controller = app.add_subcommand(
+      "controller", "Run the controller: jobs, rounds, client selection, the root merge, checkpoints and models");
+  controller->add_option("--config", controller_config, "Controller configuration (YAML; see docs/deploy.md)")
       ->required();
+
+  std::string status_url = "http://127.0.0.1:7701";
+  bool status_json = false;
+  CLI::App* status = app.add_subcommand("status", "Print a controller's status: nodes, clients, jobs and rounds");
+  status->add_option("--controller", status_url, "The controller's HTTP address")->capture_default_str();
+  status->add_flag("--json", status_json, "Print /v1/status as it is");
+
+  tributary::loadgen::LoadgenOptions lg;
+  std::string lg_gateway_key;
+  bool lg_json = false;
+  int64_t lg_duration_s = 0;
+  CLI::App* loadgen = app.add_subcommand(
+      "loadgen", "Synthetic clients: check in, take tasks, download, upload a fake update; print what happened");
+  loadgen->option_defaults()->always_capture_default();
+  loadgen->add_option("--gateway", lg.gateways, "A gateway endpoint (repeat: client i asks gateway i % count)")
+      ->required();
+  loadgen->add_option("--gateway-key", lg_gateway_key, "The gateway's CURVE public key (Z85, or a .pub file)");
+  loadgen->add_option("--client-keys", lg.client_keys_dir, "With --gateway-key: the directory of <client-id>.key files");
+  loadgen->add_option("--clients", lg.clients, "Clients")->check(CLI::Range(1u, 1'000'000u));
+  loadgen->add_option("--first-client", lg.first_client, "Index of the first client id");
+  loadgen->add_option("--id-prefix", lg.id_prefix, "Client ids are this and a five-digit index");
+  loadgen->add_option("--concurrency", lg.concurrency, "Worker threads")->check(CLI::Range(1u, 4096u));
+  loadgen->add_option("--rounds", lg.rounds, "Updates per client, then it stops (0: no limit)");
+  loadgen->add_option("--duration", lg_duration_s, "Seconds, then everything stops (0: until done or SIGTERM)")
+      ->check(CLI::NonNegativeNumber);
+  loadgen->add_flag("--json", lg_json, "Print the report as JSON");
 
   CLI::App* config = app.add_subcommand("config", "Check configuration files");
   config->require_subcommand(1);
   std::string node_file;
   CLI::App* config_node = config->add_subcommand("node", "Validate a node agent configuration (node.yaml)");
   config_node->add_option("file", node_file, "The YAML file")->required();
+  std::string controller_file;
+  CLI::App* config_controller =
+      config->add_subcommand("controller", "Validate a controller configuration and every job file it names");
+  config_controller->add_option("file", controller_file, "The YAML file")->required();
 
   CLI11_PARSE(app, argc, argv);
 
   if (bench_agg->parsed()) return Report(tributary::bench::RunAggregateBench(agg, std::cout));
   if (node->parsed()) return RunNode(node_config, controller_endpoint, SelfPath());
+  if (controller->parsed()) return RunController(controller_config);
+  if (status->parsed()) return Report(tributary::cli::PrintStatus(status_url, status_json, std::cout));
+  if (loadgen->parsed()) {
+    lg.duration = std::chrono::seconds(lg_duration_s);
+    return RunLoadgen(lg, lg_gateway_key, lg_json);
+  }
   if (function->parsed()) {
     fn.idle_exit = std::chrono::milliseconds(idle_exit_ms);
     fn.transport = tributary::dataplane::ParseAggregationTransport(fn_transport).value();
@@ -212,6 +347,18 @@ int main(int argc, char** argv) {
     if (!c) return Report(std::move(c).error());
     std::cout << node_file << ": ok (node " << c.value().node_id << ", segment " << c.value().store.name << ", "
               << c.value().store.bytes << " bytes)\n";
+    return 0;
+  }
+  if (config_controller->parsed()) {
+    auto setup = LoadControllerSetup(controller_file);
+    if (!setup) return Report(std::move(setup).error());
+    for (const auto& job : setup.value().second) {
+      if (auto spec = tributary::controller::JobSpecFor(job); !spec) {
+        return Report(tributary::MakeError(spec.error().code, job.source + ": " + spec.error().reason));
+      }
+    }
+    std::cout << controller_file << ": ok (" << setup.value().second.size() << " jobs, state in "
+              << setup.value().first.state_dir << ")\n";
     return 0;
   }
   return EXIT_FAILURE;

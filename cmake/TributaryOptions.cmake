@@ -13,6 +13,8 @@ add_library(tributary_options INTERFACE)
 # Designated initializers name the fields they set and leave the rest at their
 # defaults (descriptor builders, block metadata): GCC 12 would warn for each.
 target_compile_options(tributary_options INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wno-missing-field-initializers)
+# The release every component reports (node hellos, --version, /v1/status).
+target_compile_definitions(tributary_options INTERFACE TRIBUTARY_VERSION="${PROJECT_VERSION}")
 if(TRIBUTARY_WERROR)
   target_compile_options(tributary_options INTERFACE -Werror)
 endif()

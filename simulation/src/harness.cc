@@ -24,7 +24,7 @@ Result<LocalRuntime> StartLocalRuntime(const SimulationJob& job, const Simulatio
     o.binary = options.tributary_binary;
     o.function_liveness = std::chrono::milliseconds(job.function_liveness_ms);
     o.gateway.task_poll_interval = std::chrono::milliseconds(100);
-    TRIBUTARY_ASSIGN_OR_RETURN(auto service, node::NodeService::Start(o, rt.controller->endpoint()));
+    TRIBUTARY_ASSIGN_OR_RETURN(auto service, node::NodeService::Start(o, {.endpoint = rt.controller->endpoint()}));
     rt.nodes.push_back(std::move(service));
   }
   TRIBUTARY_TRY(rt.controller->WaitForNodes(job.nodes, std::chrono::seconds(30)));

@@ -35,7 +35,7 @@ class FederationTest : public ::testing::Test {
       const std::string id = "n" + std::to_string(n) + "-" + std::to_string(getpid());
       const std::string cfg = dir_ + "/" + id + ".yaml";
       std::ofstream(cfg) << "node_id: " << id << "\nstore:\n  segment_bytes: 128MiB\nkeep_alive_ms: 5000\nmetrics_bind: 127.0.0.1:0\n"
-                             << "gateway_security:\n  mode: none\n";
+                             << "gateway_security:\n  mode: none\ncontroller_security:\n  mode: none\n";
       const pid_t pid = fork();
       if (pid == 0) {
         execl(TRIBUTARY_BINARY, "tributary", "node", "--config", cfg.c_str(), "--controller",

@@ -15,7 +15,7 @@ TEST(NodeService, ServesHealthAndPrometheusMetrics) {
   o.binary = TRIBUTARY_BINARY;
   o.dataplane = dataplane::DataPlaneMode::kUserspace;
   // No controller listens there: the node keeps saying hello into the void.
-  auto service = NodeService::Start(o, "tcp://127.0.0.1:9", "127.0.0.1:0");
+  auto service = NodeService::Start(o, {.endpoint = "tcp://127.0.0.1:9"}, "127.0.0.1:0");
   ASSERT_TRUE(service) << service.error().ToString();
   ASSERT_GT(service.value()->metrics_port(), 0);
   httplib::Client http("127.0.0.1", service.value()->metrics_port());

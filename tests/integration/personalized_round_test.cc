@@ -69,7 +69,7 @@ class PersonalizedRoundTest : public ::testing::Test {
       o.binary = TRIBUTARY_BINARY;
       o.dataplane = dataplane::DataPlaneMode::kUserspace;
       o.gateway.task_poll_interval = std::chrono::milliseconds(20);
-      auto s = node::NodeService::Start(o, controller_->endpoint());
+      auto s = node::NodeService::Start(o, {.endpoint = controller_->endpoint()});
       ASSERT_TRUE(s) << s.error().ToString();
       ids_.push_back(o.node_id);
       nodes_.push_back(std::move(s).value());

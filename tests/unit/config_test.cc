@@ -9,7 +9,8 @@ namespace {
 
 TEST(Config, ParsesNodeConfigWithSizes) {
   auto c = ParseNodeConfig(
-      "node_id: edge-a\nstore:\n  segment_bytes: 512MiB\n  max_blocks: 1024\ngateway_security:\n  mode: none\n",
+      "node_id: edge-a\nstore:\n  segment_bytes: 512MiB\n  max_blocks: 1024\ngateway_security:\n  mode: none\n"
+      "controller_security:\n  mode: none\n",
       "node.yaml");
   ASSERT_TRUE(c) << c.error().ToString();
   EXPECT_EQ(c.value().node_id, "edge-a");
@@ -47,7 +48,7 @@ TEST(Config, MissingFileIsAConfigError) {
 
 TEST(Config, LoadsFromFile) {
   const std::string path = ::testing::TempDir() + "/node-config-test.yaml";
-  std::ofstream(path) << "node_id: b\ngateway_security: {mode: none}\n";
+  std::ofstream(path) << "node_id: b\ngateway_security: {mode: none}\ncontroller_security: {mode: none}\n";
   auto c = LoadNodeConfig(path);
   ASSERT_TRUE(c);
   EXPECT_EQ(c.value().node_id, "b");
@@ -64,10 +65,31 @@ TEST(Config, GatewaySecurityIsExplicit) {
   auto unknown = ParseNodeConfig("gateway_security: {mode: tls}\n", "n.yaml");
   ASSERT_FALSE(unknown);
   EXPECT_NE(unknown.error().reason.find("n.yaml:1:"), std::string::npos) << unknown.error().reason;
-  auto curve = ParseNodeConfig("gateway_security: {mode: curve, secret_key_file: g.key, allow_list: clients/}\n", "n.yaml");
+  auto curve = ParseNodeConfig(
+      "gateway_security: {mode: curve, secret_key_file: g.key, allow_list: clients/}\ncontroller_security: {mode: none}\n",
+      "n.yaml");
   ASSERT_TRUE(curve) << curve.error().ToString();
   EXPECT_EQ(curve.value().gateway_secret_key_file, "g.key");
   EXPECT_EQ(curve.value().gateway_allow_list, "clients/");
+}
+
+// Nor is the control plane: its mode is required, CURVE needs both key files.
+TEST(Config, ControllerSecurityIsExplicit) {
+  const std::string gw = "gateway_security: {mode: none}\n";
+  auto missing = ParseNodeConfig(gw, "n.yaml");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().reason.find("controller_security"), std::string::npos) << missing.error().reason;
+  auto half = ParseNodeConfig(gw + "controller_security: {mode: curve, secret_key_file: n.key}\n", "n.yaml");
+  ASSERT_FALSE(half);
+  EXPECT_NE(half.error().reason.find("n.yaml:2:"), std::string::npos) << half.error().reason;
+  EXPECT_NE(half.error().reason.find("controller_public_key_file"), std::string::npos) << half.error().reason;
+  auto curve = ParseNodeConfig(gw + "controller: tcp://10.1.2.3:7700\ncontroller_security: {mode: curve, "
+                                    "controller_public_key_file: c.pub, secret_key_file: n.key}\n",
+                               "n.yaml");
+  ASSERT_TRUE(curve) << curve.error().ToString();
+  EXPECT_EQ(curve.value().controller_endpoint, "tcp://10.1.2.3:7700");
+  EXPECT_EQ(curve.value().controller_public_key_file, "c.pub");
+  EXPECT_EQ(curve.value().controller_secret_key_file, "n.key");
 }
 
 TEST(Config, StrategySectionIsValidated) {

@@ -66,7 +66,7 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   TRIBUTARY_TRY(top.ExpectMap());
   TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms",
                                  "function_liveness_ms", "metrics_bind",
-                                 "aggregation_transport", "gateway_security"}));
+                                 "aggregation_transport", "gateway_security", "controller", "controller_security"}));
   NodeConfig c;
   if (top.Has("node_id")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.node_id, top.String("node_id"));
@@ -135,6 +135,31 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
     } else {
       return sec.Fail(root["gateway_security"]["mode"], "mode", "expected curve or none");
     }
+  }
+  if (top.Has("controller")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(c.controller_endpoint, top.String("controller"));
+  }
+  if (!top.Has("controller_security")) {
+    return top.Fail(root, "controller_security",
+                    "missing: set mode: curve (controller_public_key_file, secret_key_file) or, knowingly, mode: none");
+  }
+  Section ctl = top.Child("controller_security");
+  TRIBUTARY_TRY(ctl.ExpectMap());
+  TRIBUTARY_TRY(ctl.OnlyKeys({"mode", "controller_public_key_file", "secret_key_file"}));
+  if (!ctl.Has("mode")) return ctl.Fail(root["controller_security"], "mode", "missing (curve or none)");
+  TRIBUTARY_ASSIGN_OR_RETURN(c.controller_security, ctl.String("mode"));
+  if (c.controller_security == "curve") {
+    if (!ctl.Has("controller_public_key_file") || !ctl.Has("secret_key_file")) {
+      return ctl.Fail(root["controller_security"], "mode", "curve needs controller_public_key_file and secret_key_file");
+    }
+    TRIBUTARY_ASSIGN_OR_RETURN(c.controller_public_key_file, ctl.String("controller_public_key_file"));
+    TRIBUTARY_ASSIGN_OR_RETURN(c.controller_secret_key_file, ctl.String("secret_key_file"));
+  } else if (c.controller_security == "none") {
+    if (ctl.Has("controller_public_key_file") || ctl.Has("secret_key_file")) {
+      return ctl.Fail(root["controller_security"], "mode", "none takes no keys");
+    }
+  } else {
+    return ctl.Fail(root["controller_security"]["mode"], "mode", "expected curve or none");
   }
   return c;
 }

@@ -86,7 +86,10 @@ Result<CheckpointState> DecodeCheckpoint(std::string_view data, uint64_t element
 }
 
 Result<void> WriteCheckpoint(const std::string& path, const CheckpointState& state) {
-  const std::string data = EncodeCheckpoint(state);
+  return WriteFileAtomically(path, EncodeCheckpoint(state));
+}
+
+Result<void> WriteFileAtomically(const std::string& path, std::string_view data) {
   const std::string tmp = path + ".tmp";
   auto failed = [&](const std::string& what) {
     const Error e = MakeError(ErrorCode::kIo, what + ": " + std::strerror(errno));

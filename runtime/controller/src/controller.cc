@@ -2,15 +2,24 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <deque>
+#include <set>
 #include <filesystem>
 #include <mutex>
 #include <thread>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include <spdlog/spdlog.h>
+
+#include <random>
+
 #include "tributary/controller/checkpoint.h"
+#include "tributary/controller/safetensors.h"
+#include "tributary/keys/allow_list.h"
 #include "tributary/protocol/codec.h"
 
 namespace tributary::controller {
@@ -43,26 +52,56 @@ struct ClientEvent {
 struct Pending {
   std::string job;
   uint64_t round = 0;
+  uint64_t plan_id = 0;
+  RoundPolicy policy;
+  std::set<std::string> nodes;               // the plan's nodes
   std::map<std::string, Incoming> partials;  // by node
   std::map<std::string, Error> failures;
+  std::set<std::string> lost;                // nodes lost while the round ran
+  std::map<std::string, uint64_t> accepted;  // by node, from heartbeats
+  bool close_sent = false;
   std::deque<ClientEvent> events;  // personalized rounds: updates not yet handed to the function
+
+  bool Settled(const std::string& node) const {
+    auto it = partials.find(node);
+    return (it != partials.end() && it->second.done) || failures.count(node) || lost.count(node);
+  }
+};
+
+struct Node {
+  NodeInfo info;
+  Clock::time_point last_heard;
 };
 
 std::string CheckpointPath(const std::string& dir, const std::string& job) { return dir + "/" + job + ".ckpt"; }
+
+std::string ModelPath(const std::string& dir, const std::string& job, uint64_t version) {
+  char name[48];
+  std::snprintf(name, sizeof(name), "model-%06llu.safetensors", static_cast<unsigned long long>(version));
+  return dir + "/" + job + "/" + name;
+}
+
+constexpr auto kHeartbeatInterval = std::chrono::milliseconds(500);
 
 }  // namespace
 
 struct Controller::Impl {
   ControllerOptions options;
   zmq::context_t context{1};
+  std::unique_ptr<keys::ZapAuthenticator> authenticator;  // before `socket`: handshakes need it
   zmq::socket_t socket{context, zmq::socket_type::router};
   std::string endpoint;
   std::atomic<bool> stop{false};
   std::thread thread;
+  const uint64_t instance = std::random_device{}() * 0x100000001ull ^ std::random_device{}();
+  std::mt19937_64 plan_ids{instance};
 
   mutable std::mutex mu;
   mutable std::condition_variable cv;
-  std::map<std::string, std::string> nodes;  // id -> gateway endpoint
+  bool shutting_down = false;  // Shutdown(): the round in progress ends, none starts
+  std::map<std::string, Node> nodes;
+  ClientRegistry registry{std::chrono::milliseconds(30'000)};
+  ControllerStats stats;
   struct Outgoing {
     std::string node;
     std::string envelope;
@@ -73,9 +112,14 @@ struct Controller::Impl {
   std::optional<Pending> pending;
 
   void Run() {
+    auto last_beat = Clock::time_point{};
     while (!stop.load()) {
       {
         std::lock_guard lock(mu);
+        if (Clock::now() - last_beat >= kHeartbeatInterval) {
+          last_beat = Clock::now();
+          Beat();
+        }
         while (!outbox.empty()) {
           Outgoing o = std::move(outbox.front());
           outbox.pop_front();
@@ -91,32 +135,155 @@ struct Controller::Impl {
         std::vector<zmq::message_t> parts;
         if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
         if (parts.size() < 2) continue;
+        const std::string from = parts[0].to_string();
         auto e = protocol::DecodeEnvelope(std::span(static_cast<const std::byte*>(parts[1].data()), parts[1].size()),
                                           protocol::Limits{});
-        if (e) Handle(parts[0].to_string(), e.value(), parts.size() > 2 ? &parts[2] : nullptr);
+        std::lock_guard lock(mu);
+        if (!e) {
+          Refuse("malformed", from, e.error().reason);
+          continue;
+        }
+        // With CURVE, the node id the allow-list binds to this connection's key.
+        if (authenticator && parts[1].gets("User-Id") != from) {
+          Refuse("impersonation", from, "its key belongs to node '" + std::string(parts[1].gets("User-Id")) + "'");
+          continue;
+        }
+        Handle(from, e.value(), parts.size() > 2 ? &parts[2] : nullptr);
       }
     }
   }
 
+  // Counted by reason and logged; the message goes no further.
+  void Refuse(const std::string& reason, const std::string& from, const std::string& why) {
+    const uint64_t n = ++stats.refused[reason];
+    // Logged at 1, 2, 4, 8...: a flood of bad messages must not flood the log.
+    if ((n & (n - 1)) == 0) {
+      spdlog::warn("controller: refused a message from node '{}' ({}, {} so far): {}", from, reason, n, why);
+    }
+  }
+
+  // Heartbeats to connected nodes; nodes silent past the timeout are lost (under `mu`).
+  void Beat() {
+    const auto now = Clock::now();
+    for (auto& [id, n] : nodes) {
+      if (!n.info.connected) continue;
+      if (now - n.last_heard > options.node_timeout) {
+        n.info.connected = false;
+        stats.node_losses += 1;
+        spdlog::warn("controller: node '{}' lost: silent for {} ms", id,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(now - n.last_heard).count());
+        if (pending && pending->nodes.count(id) && !pending->Settled(id)) pending->lost.insert(id);
+        cv.notify_all();
+        continue;
+      }
+      SendHeartbeat(id, true);
+    }
+    registry.Expire(now);
+  }
+
+  void SendHeartbeat(const std::string& node, bool known) {
+    v1::Envelope e = protocol::NewEnvelope();
+    e.mutable_controller_heartbeat()->set_instance(instance);
+    e.mutable_controller_heartbeat()->set_known(known);
+    outbox.push_back({node, protocol::EncodeEnvelope(e), {}});
+  }
+
+  // Every message carries a node id; it must be the sender's (under `mu`).
   void Handle(const std::string& from, const v1::Envelope& e, const zmq::message_t* frame) {
-    std::lock_guard lock(mu);
-    if (e.has_node_hello()) {
-      nodes[e.node_hello().node_id()] = e.node_hello().gateway_endpoint();
-      cv.notify_all();
+    std::string claimed;
+    switch (e.body_case()) {
+      case v1::Envelope::kNodeHello: claimed = e.node_hello().node_id(); break;
+      case v1::Envelope::kNodeHeartbeat: claimed = e.node_heartbeat().node_id(); break;
+      case v1::Envelope::kNodeCheckIns: claimed = e.node_check_ins().node_id(); break;
+      case v1::Envelope::kNodePartial: claimed = e.node_partial().node_id(); break;
+      case v1::Envelope::kNodePartialChunk: claimed = e.node_partial_chunk().node_id(); break;
+      case v1::Envelope::kNodeRoundFailed: claimed = e.node_round_failed().node_id(); break;
+      default: return Refuse("malformed", from, "the controller does not take this message");
+    }
+    if (claimed != from) return Refuse("impersonation", from, "it claims to be node '" + claimed + "'");
+    if (e.has_node_hello()) return OnHello(from, e.node_hello());
+    auto known = nodes.find(from);
+    if (known == nodes.end() || !known->second.info.connected) {
+      // A node we do not know (we restarted, or lost it): it says hello first.
+      if (e.has_node_heartbeat()) SendHeartbeat(from, false);
       return;
     }
-    if (!pending) return;
+    known->second.last_heard = Clock::now();
+    if (e.has_node_heartbeat()) return OnHeartbeat(from, known->second, e.node_heartbeat());
+    if (e.has_node_check_ins()) {
+      const auto now = Clock::now();
+      for (const v1::ClientCheckIn& c : e.node_check_ins().clients()) {
+        if (c.client_id().empty()) continue;
+        registry.CheckIn(c.client_id(), from, protocol::FromProto(c.properties()),
+                         now - std::chrono::milliseconds(std::min<uint64_t>(c.age_ms(), 3'600'000)));
+      }
+      return;
+    }
+    OnRoundMessage(from, e, frame);
+  }
+
+  void OnHello(const std::string& from, const v1::NodeHello& h) {
+    Node& n = nodes[from];
+    const bool rejoined = !n.info.connected;
+    n.info.gateway = h.gateway_endpoint();
+    n.info.version = h.version();
+    n.info.cores = h.cores();
+    n.info.segment_bytes = h.segment_bytes();
+    n.info.function_limit = h.function_limit();
+    n.info.dataplane = h.dataplane();
+    n.info.connected = true;
+    n.last_heard = Clock::now();
+    if (rejoined) {
+      spdlog::info("controller: node '{}' joined (gateway {}, {} cores, {} segment bytes, data plane {}, version {})",
+                   from, h.gateway_endpoint(), h.cores(), h.segment_bytes(), h.dataplane(), h.version());
+    }
+    SendHeartbeat(from, true);
+    cv.notify_all();
+  }
+
+  void OnHeartbeat(const std::string& from, Node& n, const v1::NodeHeartbeat& h) {
+    n.info.segment_free_bytes = h.segment_free_bytes();
+    n.info.functions_live = h.functions_live();
+    n.info.functions_idle = h.functions_idle();
+    if (!pending || !pending->nodes.count(from) || h.job_id() != pending->job || h.round() != pending->round) return;
+    pending->accepted[from] = h.round_accepted();
+    uint64_t total = 0;
+    for (const auto& [node, count] : pending->accepted) total += count;
+    if (pending->policy.close_at > 0 && total >= pending->policy.close_at && !pending->close_sent) {
+      pending->close_sent = true;
+      for (const std::string& node : pending->nodes) {
+        v1::Envelope e = protocol::NewEnvelope();
+        e.mutable_round_close()->set_job_id(pending->job);
+        e.mutable_round_close()->set_round(pending->round);
+        e.mutable_round_close()->set_plan_id(pending->plan_id);
+        outbox.push_back({node, protocol::EncodeEnvelope(e), {}});
+      }
+    }
+  }
+
+  // A partial, its chunks, or a failure: only for the plan this node was sent.
+  void OnRoundMessage(const std::string& from, const v1::Envelope& e, const zmq::message_t* frame) {
+    auto ours = [&](const std::string& job, uint64_t round, uint64_t plan_id) {
+      if (pending && pending->nodes.count(from) && job == pending->job && round == pending->round &&
+          plan_id == pending->plan_id && !pending->lost.count(from)) {
+        return true;
+      }
+      Refuse("unassigned_round", from,
+             "an answer for round " + std::to_string(round) + " of job '" + job + "' it was not given");
+      return false;
+    };
     if (e.has_node_partial()) {
       const auto& h = e.node_partial();
-      if (h.job_id() != pending->job || h.round() != pending->round || h.node_id() != from) return;
+      if (!ours(h.job_id(), h.round(), h.plan_id())) return;
       pending->partials[from] = Incoming{h, {}, false};
       pending->partials[from].bytes.reserve(h.payload_bytes());
       Complete(pending->partials[from]);
       TakeClientUpdate(from);
     } else if (e.has_node_partial_chunk() && frame != nullptr) {
       const auto& c = e.node_partial_chunk();
+      if (!ours(c.job_id(), c.round(), c.plan_id())) return;
       auto it = pending->partials.find(from);
-      if (c.job_id() != pending->job || c.round() != pending->round || it == pending->partials.end()) return;
+      if (it == pending->partials.end()) return Refuse("malformed", from, "a chunk without its partial");
       Incoming& in = it->second;
       if (c.offset() != in.bytes.size() || in.bytes.size() + frame->size() > in.header.payload_bytes()) {
         pending->failures[from] = MakeError(ErrorCode::kMalformedFrame, "node " + from + " sent a chunk out of order");
@@ -127,7 +294,10 @@ struct Controller::Impl {
       }
     } else if (e.has_node_round_failed()) {
       const auto& f = e.node_round_failed();
-      if (f.job_id() == pending->job && f.round() == pending->round) pending->failures[from] = protocol::FromErrorReply(f.error());
+      if (!ours(f.job_id(), f.round(), f.plan_id())) return;
+      pending->failures[from] = protocol::FromErrorReply(f.error());
+    } else {
+      return Refuse("malformed", from, "a chunk without its frame");
     }
     cv.notify_all();
   }
@@ -236,6 +406,7 @@ struct Controller::Impl {
       plan->set_deadline_ms(static_cast<uint64_t>(job.spec.deadline.count()));
       plan->set_reject_non_finite(job.spec.reject_non_finite);
       plan->set_personalized(personal != nullptr);
+      plan->set_plan_id(pending->plan_id);
       protocol::ToProto(job.spec.client_config, plan->mutable_client_config());
       (*plan->mutable_client_config())["round"].set_int_value(static_cast<int64_t>(round));
       outbox.push_back({node, protocol::EncodeEnvelope(e), {}});
@@ -245,15 +416,18 @@ struct Controller::Impl {
   // Waits until every node's partial is in, a node failed, or time is up;
   // hands a personalized job's updates to its function as they come (the
   // lock is released meanwhile). False: the nodes did not answer in time.
-  Result<bool> Collect(std::unique_lock<std::mutex>& lock, const Job& job, uint64_t round, size_t node_count,
-                       RoundReport& report) {
+  Result<bool> Collect(std::unique_lock<std::mutex>& lock, const Job& job, uint64_t round, RoundReport& report) {
     const auto give_up = Clock::now() + job.spec.deadline + std::chrono::seconds(30);
+    const bool tolerant = pending->policy.min_updates > 0;
     for (;;) {
       const bool woke = cv.wait_until(lock, give_up, [&] {
-        size_t done = 0;
-        for (const auto& [node, in] : pending->partials) done += in.done;
-        return !pending->failures.empty() || !pending->events.empty() || done == node_count;
+        if (shutting_down) return true;
+        if (!pending->events.empty()) return true;
+        if (!tolerant && (!pending->failures.empty() || !pending->lost.empty())) return true;
+        return std::all_of(pending->nodes.begin(), pending->nodes.end(),
+                           [&](const std::string& n) { return pending->Settled(n); });
       });
+      if (shutting_down) return MakeError(ErrorCode::kRoundClosed, "the controller is shutting down");
       if (!woke || pending->events.empty()) return woke;
       // Events go to the stateful function in arrival order, without the lock.
       ClientEvent ev = std::move(pending->events.front());
@@ -278,6 +452,8 @@ struct Controller::Impl {
     std::vector<float> sum(job.model.size(), 0.0f);
     agg::Partial total{sum, 0, 0};
     for (const auto& [node, in] : done.partials) {
+      if (!in.done) continue;
+      report.clients.insert(report.clients.end(), in.header.clients().begin(), in.header.clients().end());
       const agg::PartialView child{std::span(reinterpret_cast<const float*>(in.bytes.data()), in.bytes.size() / 4),
                                    in.header.weight(), in.header.updates()};
       TRIBUTARY_TRY(job.strategy->Merge(total, std::span(&child, 1)));
@@ -288,7 +464,15 @@ struct Controller::Impl {
     TRIBUTARY_TRY(job.strategy->Finalize(agg::View(total), state));
     job.steps = state.steps;
     job.version += 1;
+    if (!options.checkpoint_dir.empty()) {
+      // The model file first: a checkpoint never names a version whose file is missing.
+      TRIBUTARY_TRY(WriteSafetensors(ModelPath(options.checkpoint_dir, job.spec.id, job.version), job.spec.model,
+                                     job.model,
+                                     {{"job", job.spec.id}, {"model_version", std::to_string(job.version)},
+                                      {"format", "pt"}, {"producer", "tributary"}}));
+    }
     TRIBUTARY_TRY(Checkpoint(job));
+    std::sort(report.clients.begin(), report.clients.end());
     report.updates = total.updates;
     report.weight = total.weight;
     return Ok();
@@ -300,13 +484,27 @@ Controller::Controller(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Result<std::unique_ptr<Controller>> Controller::Start(const ControllerOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  impl->registry = ClientRegistry(options.client_ttl);
   if (!options.checkpoint_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(options.checkpoint_dir, ec);
     if (ec) return MakeError(ErrorCode::kIo, "cannot create " + options.checkpoint_dir + ": " + ec.message());
   }
+  const bool curve = !options.security.secret_key.empty();
+  if (curve) {
+    if (options.security.node_allow_list.empty()) {
+      return MakeError(ErrorCode::kConfig, "CURVE on the control plane needs a node allow-list");
+    }
+    TRIBUTARY_ASSIGN_OR_RETURN(impl->authenticator, keys::ZapAuthenticator::Start(
+                                                        impl->context, options.security.node_allow_list, "controller", "node"));
+  }
   try {
     impl->socket.set(zmq::sockopt::linger, 0);
+    if (curve) {
+      impl->socket.set(zmq::sockopt::curve_server, 1);
+      impl->socket.set(zmq::sockopt::curve_secretkey, options.security.secret_key);
+      impl->socket.set(zmq::sockopt::zap_domain, "tributary-control");
+    }
     impl->socket.bind(options.bind);
     impl->endpoint = impl->socket.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
@@ -318,21 +516,73 @@ Result<std::unique_ptr<Controller>> Controller::Start(const ControllerOptions& o
 }
 
 Controller::~Controller() {
+  Shutdown();
   impl_->stop = true;
   impl_->thread.join();
+}
+
+void Controller::Shutdown() {
+  std::lock_guard lock(impl_->mu);
+  impl_->shutting_down = true;
+  impl_->cv.notify_all();
 }
 
 const std::string& Controller::endpoint() const { return impl_->endpoint; }
 
 std::map<std::string, std::string> Controller::Nodes() const {
   std::lock_guard lock(impl_->mu);
-  return impl_->nodes;
+  std::map<std::string, std::string> out;
+  for (const auto& [id, n] : impl_->nodes) {
+    if (n.info.connected) out[id] = n.info.gateway;
+  }
+  return out;
+}
+
+std::map<std::string, NodeInfo> Controller::NodeDetails() const {
+  std::lock_guard lock(impl_->mu);
+  const auto now = Clock::now();
+  const auto checked_in = impl_->registry.CountByNode(now);
+  std::map<std::string, NodeInfo> out;
+  for (const auto& [id, n] : impl_->nodes) {
+    NodeInfo info = n.info;
+    info.seconds_since_heard = std::chrono::duration<double>(now - n.last_heard).count();
+    auto c = checked_in.find(id);
+    info.clients_checked_in = c == checked_in.end() ? 0 : c->second;
+    if (impl_->pending && impl_->pending->accepted.count(id)) info.round_accepted = impl_->pending->accepted.at(id);
+    out[id] = std::move(info);
+  }
+  return out;
+}
+
+std::vector<AvailableClient> Controller::AvailableClients() const {
+  std::lock_guard lock(impl_->mu);
+  std::set<std::string> connected;
+  for (const auto& [id, n] : impl_->nodes) {
+    if (n.info.connected) connected.insert(id);
+  }
+  return impl_->registry.Available(Clock::now(), connected);
+}
+
+ControllerStats Controller::Stats() const {
+  std::lock_guard lock(impl_->mu);
+  ControllerStats s = impl_->stats;
+  if (impl_->authenticator) s.refused["unknown_key"] = impl_->authenticator->refused();
+  std::set<std::string> connected;
+  for (const auto& [id, n] : impl_->nodes) {
+    if (n.info.connected) connected.insert(id);
+  }
+  s.clients_available = impl_->registry.Available(Clock::now(), connected).size();
+  return s;
 }
 
 Result<void> Controller::WaitForNodes(size_t count, std::chrono::milliseconds timeout) const {
   std::unique_lock lock(impl_->mu);
-  if (!impl_->cv.wait_for(lock, timeout, [&] { return impl_->nodes.size() >= count; })) {
-    return MakeError(ErrorCode::kIo, std::to_string(impl_->nodes.size()) + " of " + std::to_string(count) +
+  auto connected = [&] {
+    return static_cast<size_t>(std::count_if(impl_->nodes.begin(), impl_->nodes.end(),
+                                             [](const auto& kv) { return kv.second.info.connected; }));
+  };
+  if (!impl_->cv.wait_for(lock, timeout, [&] { return connected() >= count; })) {
+    return MakeError(ErrorCode::kIo, std::to_string(connected()) + " of " + std::to_string(count) +
                                          " nodes connected before the timeout");
   }
   return Ok();
@@ -358,6 +608,11 @@ Result<void> Controller::AddJob(JobSpec spec) {
   j.model = spec.initial_model;
   j.slots.assign(static_cast<size_t>(j.strategy->state_slots()), std::vector<float>(j.model.size(), 0.0f));
   j.spec = std::move(spec);
+  if (!impl_->options.checkpoint_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(impl_->options.checkpoint_dir + "/" + j.spec.id, ec);
+    if (ec) return MakeError(ErrorCode::kIo, "cannot create the model directory of job " + j.spec.id + ": " + ec.message());
+  }
   std::lock_guard lock(impl_->mu);
   TRIBUTARY_TRY(impl_->Restore(j));
   impl_->jobs[j.spec.id] = std::move(j);
@@ -365,7 +620,8 @@ Result<void> Controller::AddJob(JobSpec spec) {
 }
 
 Result<RoundReport> Controller::RunRound(const std::string& job_id,
-                                         const std::map<std::string, std::vector<std::string>>& clients_by_node) {
+                                         const std::map<std::string, std::vector<std::string>>& clients_by_node,
+                                         RoundPolicy policy) {
   const auto start = Clock::now();
   std::unique_lock lock(impl_->mu);
   auto jit = impl_->jobs.find(job_id);
@@ -373,15 +629,24 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
   Job& job = jit->second;
   const uint64_t round = job.version + 1;
   for (const auto& [node, clients] : clients_by_node) {
-    if (impl_->nodes.count(node) == 0) return MakeError(ErrorCode::kNotFound, "node '" + node + "' is not connected");
+    auto n = impl_->nodes.find(node);
+    if (n == impl_->nodes.end() || !n->second.info.connected) {
+      return MakeError(ErrorCode::kNotFound, "node '" + node + "' is not connected");
+    }
   }
+  if (impl_->shutting_down) return MakeError(ErrorCode::kRoundClosed, "the controller is shutting down");
   if (impl_->pending) {
     return MakeError(ErrorCode::kInvalidArgument, "round " + std::to_string(impl_->pending->round) + " of job '" +
                                                       impl_->pending->job + "' is in progress: one round at a time");
   }
   // Reserved before anything else: the round's function calls and the nodes'
   // messages belong to it alone. Nodes' messages for it are taken from here on.
-  impl_->pending = Pending{job_id, round, {}, {}, {}};
+  impl_->pending = Pending{};
+  impl_->pending->job = job_id;
+  impl_->pending->round = round;
+  impl_->pending->plan_id = impl_->plan_ids();
+  impl_->pending->policy = policy;
+  for (const auto& [node, clients] : clients_by_node) impl_->pending->nodes.insert(node);
   // Personal models are generated before the plans go out, without the lock
   // (the reservation keeps every other round out meanwhile).
   std::map<std::string, std::vector<float>> personal_models;
@@ -397,24 +662,58 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
   }
   impl_->SendPlans(job, round, clients_by_node, personal_models);
   RoundReport report;
-  auto collected = impl_->Collect(lock, job, round, clients_by_node.size(), report);
+  auto collected = impl_->Collect(lock, job, round, report);
   Pending pending = std::move(*impl_->pending);
   impl_->pending.reset();
-  if (!collected) return std::move(collected).error();
-  if (!pending.failures.empty()) {
-    const auto& [node, err] = *pending.failures.begin();
-    return MakeError(err.code, "round " + std::to_string(round) + " failed on node " + node + ": " + err.reason);
-  }
-  if (!collected.value()) {
-    return MakeError(ErrorCode::kRoundClosed, "round " + std::to_string(round) + ": nodes did not answer in time");
+  auto fail = [&](Error e) {
+    impl_->stats.rounds_failed += 1;
+    return e;
+  };
+  if (!collected) return fail(std::move(collected).error());
+  const std::string which = "round " + std::to_string(round) + " of job '" + job_id + "'";
+  if (policy.min_updates == 0) {
+    if (!pending.failures.empty()) {
+      const auto& [node, err] = *pending.failures.begin();
+      return fail(MakeError(err.code, which + " failed on node " + node + ": " + err.reason));
+    }
+    if (!pending.lost.empty()) {
+      return fail(MakeError(ErrorCode::kRoundClosed, which + ": node " + *pending.lost.begin() + " was lost"));
+    }
+    if (!collected.value()) return fail(MakeError(ErrorCode::kRoundClosed, which + ": nodes did not answer in time"));
+  } else {
+    // What did not arrive is lost; what did counts if it is enough.
+    for (const std::string& node : pending.nodes) {
+      auto in = pending.partials.find(node);
+      if (in == pending.partials.end() || !in->second.done) {
+        report.lost_nodes.push_back(node);
+        if (in != pending.partials.end()) pending.partials.erase(in);
+      }
+    }
+    for (const auto& [node, err] : pending.failures) {
+      spdlog::warn("controller: {}: node {} delivered nothing: {}", which, node, err.ToString());
+    }
+    uint64_t arrived = 0;
+    for (const auto& [node, in] : pending.partials) arrived += in.header.updates();
+    if (arrived < policy.min_updates) {
+      return fail(MakeError(ErrorCode::kRoundClosed, which + ": " + std::to_string(arrived) + " updates, fewer than " +
+                                                         std::to_string(policy.min_updates) + " (run it again)"));
+    }
   }
   report.round = round;
   if (job.spec.personalized) {
     for (const auto& [node, in] : pending.partials) report.updates_by_node[node] = in.header.updates();
     job.version += 1;
   } else {
-    TRIBUTARY_TRY(impl_->MergeAtRoot(job, pending, report));
+    if (auto merged = impl_->MergeAtRoot(job, pending, report); !merged) return fail(std::move(merged).error());
+    std::set<std::string> folded(report.clients.begin(), report.clients.end());
+    for (const auto& [node, clients] : clients_by_node) {
+      for (const std::string& c : clients) {
+        if (!folded.count(c)) report.missing.push_back(c);
+      }
+    }
+    std::sort(report.missing.begin(), report.missing.end());
   }
+  impl_->stats.rounds_completed += 1;
   report.model_version = job.version;
   report.seconds = Clock::now() - start;
   return report;

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -11,12 +12,15 @@
 #include <zmq_addon.hpp>
 
 #include "tributary/aggregator/kernels.h"
-#include "tributary/gateway/client_auth.h"
+#include "tributary/keys/allow_list.h"
 
 namespace tributary::gateway {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// Check-ins the node has not collected yet, at most (new clients beyond it
+// wait for their next ask).
+constexpr size_t kMaxPendingCheckIns = 1 << 20;
 
 struct Upload {
   uint64_t id = 0;
@@ -44,7 +48,7 @@ struct Gateway::Impl {
   UpdateSink* sink = nullptr;
   const ModelStore* models = nullptr;
   zmq::context_t context{1};
-  std::unique_ptr<ClientAuthenticator> authenticator;  // before `socket`: handshakes need it
+  std::unique_ptr<keys::ZapAuthenticator> authenticator;  // before `socket`: handshakes need it
   zmq::socket_t socket{context, zmq::socket_type::router};
   std::unordered_set<std::string> clients_seen;
   std::string endpoint;
@@ -57,6 +61,8 @@ struct Gateway::Impl {
 
   mutable std::mutex stats_mu;
   GatewayStats stats;
+  std::unordered_map<std::string, CheckIn> check_ins;  // under stats_mu; since the last TakeCheckIns
+  std::minstd_rand jitter{std::random_device{}()};
 
   void Run() {
     while (!stop.load(std::memory_order_relaxed)) {
@@ -139,9 +145,14 @@ struct Gateway::Impl {
 
   Result<void> OnTaskRequest(const zmq::message_t& identity, uint64_t request_id, const v1::TaskRequest& t) {
     if (t.client_id().empty()) return MakeError(ErrorCode::kInvalidArgument, "a task request names its client");
-    if (clients_seen.insert(t.client_id()).second) {
+    {
+      const bool first = clients_seen.insert(t.client_id()).second;
       std::lock_guard lock(stats_mu);
       stats.clients_seen = clients_seen.size();
+      // A client flooding asks costs one entry, not one per ask.
+      if (first || check_ins.size() < kMaxPendingCheckIns || check_ins.count(t.client_id())) {
+        check_ins[t.client_id()] = CheckIn{t.client_id(), protocol::FromProto(t.properties()), Clock::now()};
+      }
     }
     v1::Envelope e = protocol::NewEnvelope(request_id);
     if (auto a = rounds->AssignmentFor(t.client_id())) {
@@ -151,7 +162,8 @@ struct Gateway::Impl {
       out.set_model_version(a->model_version);
       protocol::ToProto(a->config, out.mutable_config());
     } else {
-      e.mutable_no_task()->set_retry_after_ms(static_cast<uint32_t>(options.task_poll_interval.count()));
+      const auto base = static_cast<uint32_t>(options.task_poll_interval.count());
+      e.mutable_no_task()->set_retry_after_ms(base / 2 + std::uniform_int_distribution<uint32_t>(0, base)(jitter));
     }
     Send(identity, e);
     return Ok();
@@ -359,7 +371,7 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options, s
       return MakeError(ErrorCode::kConfig, "a gateway with a CURVE key needs an allow-list of client keys");
     }
     TRIBUTARY_ASSIGN_OR_RETURN(impl->authenticator,
-                               ClientAuthenticator::Start(impl->context, options.security.allow_list));
+                               keys::ZapAuthenticator::Start(impl->context, options.security.allow_list, "gateway", "client"));
   }
   try {
     if (impl->authenticator) {
@@ -394,6 +406,16 @@ const std::string& Gateway::endpoint() const { return impl_->endpoint; }
 GatewayStats Gateway::Stats() const {
   std::lock_guard lock(impl_->stats_mu);
   return impl_->stats;
+}
+
+std::vector<CheckIn> Gateway::TakeCheckIns(size_t max) {
+  std::lock_guard lock(impl_->stats_mu);
+  std::vector<CheckIn> out;
+  for (auto it = impl_->check_ins.begin(); it != impl_->check_ins.end() && out.size() < max;) {
+    out.push_back(std::move(it->second));
+    it = impl_->check_ins.erase(it);
+  }
+  return out;
 }
 
 }  // namespace tributary::gateway

@@ -69,6 +69,8 @@ struct Round {
   bool rebuild = false;
   std::set<uint32_t> died;  // functions that exited since the current tree was planned
   bool deadline_passed = false;
+  bool close_requested = false;          // CloseRound(): fold what arrived now, as at the deadline
+  std::set<std::string> accepted;        // clients whose updates the round folds
   uint32_t rebuilds = 0;
 
   // The live leaf that folds `route_key`, if any.
@@ -184,6 +186,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
         round.deadline_passed) {
       return MakeError(ErrorCode::kRoundClosed, "the round closed on this node while the update was uploaded");
     }
+    round.accepted.insert(u.admission.client);
     if (round.personal) {
       round.arrived.push_back({u.admission.client, u.layout, static_cast<double>(u.sample_count), std::move(block)});
       cv.notify_all();
@@ -460,7 +463,7 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
       auto [d, block] = std::move(impl_->results.front());
       impl_->results.pop_front();
       if (d.task != r.node_task) continue;  // an abandoned attempt's result
-      NodeRoundResult out{std::move(block), r.rebuilds};
+      NodeRoundResult out{std::move(block), r.rebuilds, {r.accepted.begin(), r.accepted.end()}};
       impl_->rounds_completed += 1;
       impl_->EndRound();
       return out;
@@ -480,7 +483,7 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
       }
       continue;
     }
-    if (!r.deadline_passed && Clock::now() >= deadline) {
+    if (!r.deadline_passed && (r.close_requested || Clock::now() >= deadline)) {
       // Close the gateway for this round, then fold what arrived.
       r.deadline_passed = true;
       impl_->rounds.CloseRound(r.spec.job);
@@ -515,7 +518,7 @@ Result<uint64_t> NodeAgent::RunPersonalRound(gateway::RoundSpec spec, Clock::tim
   Result<void> outcome = Ok();
   while (outcome && handled < expected && !impl_->shutting_down.load()) {
     if (r.arrived.empty()) {
-      if (Clock::now() >= deadline) break;
+      if (r.close_requested || Clock::now() >= deadline) break;
       impl_->cv.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
       continue;
     }
@@ -551,6 +554,23 @@ std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
   return out;
 }
 
+void NodeAgent::CloseRound(const std::string& job, uint64_t round) {
+  std::lock_guard lock(impl_->mu);
+  Round& r = impl_->round;
+  if (!r.active || r.spec.job != job || r.spec.round != round) return;
+  r.close_requested = true;
+  impl_->cv.notify_all();
+}
+
+std::optional<RoundProgress> NodeAgent::Progress() const {
+  std::lock_guard lock(impl_->mu);
+  const Round& r = impl_->round;
+  if (!r.active) return std::nullopt;
+  return RoundProgress{r.spec.job, r.spec.round, r.accepted.size()};
+}
+
+std::vector<gateway::CheckIn> NodeAgent::TakeCheckIns(size_t max) { return impl_->gateway->TakeCheckIns(max); }
+
 void NodeAgent::Shutdown() {
   // Not under `mu`, which a stalled call may hold: waiters look at the flag at least every 100 ms.
   impl_->shutting_down = true;
@@ -571,6 +591,7 @@ NodeStats NodeAgent::Stats() const {
   std::lock_guard lock(impl_->mu);
   s.rounds_completed = impl_->rounds_completed;
   s.rebuilds = impl_->total_rebuilds;
+  s.function_limit = kMaxFunctions;
   return s;
 }
 

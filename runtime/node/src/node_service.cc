@@ -2,9 +2,15 @@
 
 #include <httplib.h>
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <optional>
+#include <random>
 #include <thread>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -13,6 +19,20 @@
 #include "tributary/protocol/codec.h"
 
 namespace tributary::node {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kBeatInterval = std::chrono::milliseconds(500);
+constexpr size_t kCheckInsPerMessage = 10'000;
+
+// A message for the controller, queued by the round worker for the socket's thread.
+struct Outgoing {
+  std::string envelope;
+  std::string frame;  // empty: none
+};
+
+}  // namespace
 
 struct NodeService::Impl {
   NodeOptions options;
@@ -25,43 +45,167 @@ struct NodeService::Impl {
   int http_port = 0;
   std::thread http_thread;
 
-  void Send(const v1::Envelope& e, const void* frame = nullptr, size_t frame_bytes = 0) {
-    const std::string wire = protocol::EncodeEnvelope(e);
-    socket.send(zmq::buffer(wire), frame ? zmq::send_flags::sndmore : zmq::send_flags::none);
-    if (frame) socket.send(zmq::const_buffer(frame, frame_bytes), zmq::send_flags::none);
+  // Controller state, on the socket's thread.
+  std::optional<uint64_t> controller_instance;
+  Clock::time_point last_beat{}, last_check_ins{};
+  std::optional<RoundProgress> reported;
+
+  // The round worker: plans in, messages out.
+  std::mutex mu;
+  std::condition_variable wake;
+  std::deque<v1::RoundPlan> plans;
+  std::optional<v1::RoundPlan> running;
+  std::deque<Outgoing> outbox;
+  std::thread worker;
+
+  void Send(const std::string& wire, const std::string& frame = {}) {
+    // A controller out of reach for long loses what does not fit its queue
+    // (a heartbeat, a partial it would refuse anyway); the thread must not block.
+    try {
+      if (!socket.send(zmq::buffer(wire), (frame.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore) |
+                                              zmq::send_flags::dontwait)) {
+        return;
+      }
+      if (!frame.empty()) (void)socket.send(zmq::buffer(frame), zmq::send_flags::none);
+    } catch (const zmq::error_t& e) {
+      spdlog::warn("node {}: send to the controller failed: {}", options.node_id, e.what());
+    }
   }
+  void Send(const v1::Envelope& e) { Send(protocol::EncodeEnvelope(e)); }
 
   void Hello() {
     v1::Envelope e = protocol::NewEnvelope();
-    e.mutable_node_hello()->set_node_id(options.node_id);
-    e.mutable_node_hello()->set_gateway_endpoint(agent->gateway_endpoint());
+    auto* h = e.mutable_node_hello();
+    h->set_node_id(options.node_id);
+    h->set_gateway_endpoint(agent->gateway_endpoint());
+    h->set_version(TRIBUTARY_VERSION);
+    h->set_cores(std::max(1u, std::thread::hardware_concurrency()));
+    h->set_segment_bytes(options.store.bytes);
+    const NodeStats stats = agent->Stats();
+    h->set_function_limit(stats.function_limit);
+    h->set_dataplane(stats.dataplane);
+    Send(e);
+  }
+
+  void Heartbeat() {
+    v1::Envelope e = protocol::NewEnvelope();
+    auto* h = e.mutable_node_heartbeat();
+    h->set_node_id(options.node_id);
+    const NodeStats stats = agent->Stats();
+    h->set_segment_free_bytes(stats.store.capacity_bytes - std::min(stats.store.capacity_bytes,
+                                                                    stats.store.allocator_bytes_in_use));
+    h->set_functions_live(stats.functions.live);
+    h->set_functions_idle(stats.functions.idle);
+    if (reported) {
+      h->set_job_id(reported->job);
+      h->set_round(reported->round);
+      h->set_round_accepted(reported->accepted);
+    }
+    Send(e);
+  }
+
+  void ReportCheckIns() {
+    std::vector<gateway::CheckIn> batch = agent->TakeCheckIns(kCheckInsPerMessage);
+    if (batch.empty()) return;
+    v1::Envelope e = protocol::NewEnvelope();
+    auto* c = e.mutable_node_check_ins();
+    c->set_node_id(options.node_id);
+    const auto now = Clock::now();
+    for (gateway::CheckIn& in : batch) {
+      auto* client = c->add_clients();
+      client->set_client_id(in.client);
+      protocol::ToProto(in.properties, client->mutable_properties());
+      client->set_age_ms(static_cast<uint64_t>(
+          std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(now - in.at).count())));
+    }
     Send(e);
   }
 
   void Run() {
-    auto last_hello = std::chrono::steady_clock::time_point{};
+    Hello();
     while (!stop.load()) {
-      if (std::chrono::steady_clock::now() - last_hello > std::chrono::seconds(1)) {
-        Hello();
-        last_hello = std::chrono::steady_clock::now();
+      const auto now = Clock::now();
+      const std::optional<RoundProgress> progress = agent->Progress();
+      const bool moved = progress.has_value() != reported.has_value() ||
+                         (progress && (progress->accepted != reported->accepted || progress->round != reported->round ||
+                                       progress->job != reported->job));
+      reported = progress;
+      if (moved || now - last_beat >= kBeatInterval) {
+        last_beat = now;
+        Heartbeat();
+      }
+      if (now - last_check_ins >= kBeatInterval) {
+        last_check_ins = now;
+        ReportCheckIns();
+      }
+      for (;;) {
+        std::unique_lock lock(mu);
+        if (outbox.empty()) break;
+        Outgoing o = std::move(outbox.front());
+        outbox.pop_front();
+        lock.unlock();
+        Send(o.envelope, o.frame);
       }
       zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, std::chrono::milliseconds(100));
+      zmq::poll(&item, 1, std::chrono::milliseconds(50));
       agent->ReapIdleFunctions();
       if (!(item.revents & ZMQ_POLLIN)) continue;
-      std::vector<zmq::message_t> parts;
-      if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait) || parts.empty()) continue;
-      auto e = protocol::DecodeEnvelope(std::span(static_cast<const std::byte*>(parts[0].data()), parts[0].size()),
-                                        protocol::Limits{});
-      if (!e) continue;
-      if (e.value().has_model_publish()) {
-        StartModel(e.value().model_publish());
-      } else if (e.value().has_model_publish_chunk() && parts.size() == 2) {
-        ModelChunk(e.value().model_publish_chunk(), parts[1]);
-      } else if (e.value().has_round_plan()) {
-        RunRound(e.value().round_plan());
+      for (int burst = 0; burst < 64; ++burst) {
+        std::vector<zmq::message_t> parts;
+        if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
+        if (parts.empty()) continue;
+        auto e = protocol::DecodeEnvelope(std::span(static_cast<const std::byte*>(parts[0].data()), parts[0].size()),
+                                          protocol::Limits{});
+        if (!e) continue;
+        Handle(e.value(), parts);
       }
     }
+  }
+
+  void Handle(const v1::Envelope& e, const std::vector<zmq::message_t>& parts) {
+    if (e.has_controller_heartbeat()) {
+      const auto& h = e.controller_heartbeat();
+      if (!h.known() || controller_instance != h.instance()) {
+        if (controller_instance && controller_instance != h.instance()) {
+          spdlog::info("node {}: the controller restarted; saying hello", options.node_id);
+        }
+        controller_instance = h.instance();
+        Hello();
+      }
+    } else if (e.has_model_publish()) {
+      StartModel(e.model_publish());
+    } else if (e.has_model_publish_chunk() && parts.size() == 2) {
+      ModelChunk(e.model_publish_chunk(), parts[1]);
+    } else if (e.has_round_plan()) {
+      std::lock_guard lock(mu);
+      if (running) agent->CloseRound(running->job_id(), running->round());  // superseded
+      plans.push_back(e.round_plan());
+      wake.notify_all();
+    } else if (e.has_round_close()) {
+      std::lock_guard lock(mu);
+      const auto& c = e.round_close();
+      if (running && running->plan_id() == c.plan_id()) agent->CloseRound(c.job_id(), c.round());
+    }
+  }
+
+  void Work() {
+    for (;;) {
+      std::unique_lock lock(mu);
+      wake.wait(lock, [&] { return stop.load() || !plans.empty(); });
+      if (stop.load()) return;
+      running = std::move(plans.front());
+      plans.pop_front();
+      const v1::RoundPlan plan = *running;
+      lock.unlock();
+      RunRound(plan);
+      lock.lock();
+      running.reset();
+    }
+  }
+
+  void Queue(const v1::Envelope& e, std::string frame = {}) {
+    std::lock_guard lock(mu);
+    outbox.push_back({protocol::EncodeEnvelope(e), std::move(frame)});
   }
 
   // A global model arriving from the controller, assembled in shared memory.
@@ -108,8 +252,9 @@ struct NodeService::Impl {
     f->set_job_id(plan.job_id());
     f->set_round(plan.round());
     f->set_node_id(options.node_id);
+    f->set_plan_id(plan.plan_id());
     *f->mutable_error() = protocol::ToErrorReply(result.error());
-    Send(e);
+    Queue(e);
   }
 
   Result<void> Execute(const v1::RoundPlan& plan) {
@@ -126,22 +271,23 @@ struct NodeService::Impl {
       agent->models().DropPersonalBefore(plan.job_id(), plan.model_version());
       TRIBUTARY_ASSIGN_OR_RETURN(
           const uint64_t updates, agent->RunPersonalRound(std::move(spec), deadline, [&](ClientUpdate u) -> Result<void> {
-            SendPartial(plan, u.client, u.weight, 1, std::as_bytes(std::span(u.values)));
+            SendPartial(plan, u.client, u.weight, 1, std::as_bytes(std::span(u.values)), {});
             return Ok();
           }));
-      SendPartial(plan, "", 0, updates, {});  // the node's round is over
+      SendPartial(plan, "", 0, updates, {}, {});  // the node's round is over
       return Ok();
     }
     TRIBUTARY_TRY(agent->OpenRound(std::move(spec), plan.fan_in()));
     TRIBUTARY_ASSIGN_OR_RETURN(NodeRoundResult result, agent->WaitRound(deadline));
-    SendPartial(plan, "", result.partial.meta().weight, result.partial.meta().updates, result.partial.bytes());
+    SendPartial(plan, "", result.partial.meta().weight, result.partial.meta().updates, result.partial.bytes(),
+                result.clients);
     return Ok();
   }
 
   // A NodePartial and its chunks: the node's aggregate, or (with `client`)
   // one client's update of a personalized round.
   void SendPartial(const v1::RoundPlan& plan, const std::string& client, double weight, uint64_t updates,
-                   std::span<const std::byte> bytes) {
+                   std::span<const std::byte> bytes, const std::vector<std::string>& folded) {
     v1::Envelope head = protocol::NewEnvelope();
     auto* p = head.mutable_node_partial();
     p->set_job_id(plan.job_id());
@@ -152,7 +298,9 @@ struct NodeService::Impl {
     p->set_updates(updates);
     p->set_payload_bytes(bytes.size());
     p->set_payload_xxh3(protocol::PayloadHasher::Of(bytes));
-    Send(head);
+    p->set_plan_id(plan.plan_id());
+    for (const std::string& c : folded) p->add_clients(c);
+    Queue(head);
     for (uint64_t off = 0; off < bytes.size(); off += protocol::kControlChunkBytes) {
       v1::Envelope c = protocol::NewEnvelope();
       auto* chunk = c.mutable_node_partial_chunk();
@@ -160,24 +308,42 @@ struct NodeService::Impl {
       chunk->set_round(plan.round());
       chunk->set_node_id(options.node_id);
       chunk->set_offset(off);
-      Send(c, bytes.data() + off, std::min<uint64_t>(protocol::kControlChunkBytes, bytes.size() - off));
+      chunk->set_plan_id(plan.plan_id());
+      Queue(c, std::string(reinterpret_cast<const char*>(bytes.data()) + off,
+                           std::min<uint64_t>(protocol::kControlChunkBytes, bytes.size() - off)));
     }
   }
 };
 
 NodeService::NodeService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& options, const std::string& controller,
+Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& options, const ControllerLink& controller,
                                                         const std::string& metrics_bind) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  const bool curve = !controller.secret_key.empty();
+  if (curve && (controller.controller_public_key.empty() || controller.public_key.empty())) {
+    return MakeError(ErrorCode::kConfig, "CURVE to the controller needs its public key and the node's key pair");
+  }
   TRIBUTARY_ASSIGN_OR_RETURN(impl->agent, NodeAgent::Start(options));
   try {
     impl->socket.set(zmq::sockopt::linger, 1000);
     impl->socket.set(zmq::sockopt::routing_id, options.node_id);
-    impl->socket.connect(controller);
+    // Reconnect backoff: 100-200 ms (jittered, so nodes cut off together do
+    // not come back together), doubling up to 5 s.
+    impl->socket.set(zmq::sockopt::reconnect_ivl, 100 + static_cast<int>(std::random_device{}() % 100));
+    impl->socket.set(zmq::sockopt::reconnect_ivl_max, 5000);
+    // Nothing queues for a connection that is not up: a restarted controller
+    // gets no stale messages, and sends never block.
+    impl->socket.set(zmq::sockopt::immediate, 1);
+    if (curve) {
+      impl->socket.set(zmq::sockopt::curve_serverkey, controller.controller_public_key);
+      impl->socket.set(zmq::sockopt::curve_publickey, controller.public_key);
+      impl->socket.set(zmq::sockopt::curve_secretkey, controller.secret_key);
+    }
+    impl->socket.connect(controller.endpoint);
   } catch (const zmq::error_t& e) {
-    return MakeError(ErrorCode::kIo, "cannot connect to the controller at " + controller + ": " + e.what());
+    return MakeError(ErrorCode::kIo, "cannot connect to the controller at " + controller.endpoint + ": " + e.what());
   }
   Impl* raw = impl.get();
   if (!metrics_bind.empty()) {
@@ -193,6 +359,7 @@ Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& optio
     if (impl->http_port <= 0) return MakeError(ErrorCode::kIo, "cannot serve metrics on " + metrics_bind);
     impl->http_thread = std::thread([raw] { raw->http.listen_after_bind(); });
   }
+  impl->worker = std::thread([raw] { raw->Work(); });
   impl->thread = std::thread([raw] { raw->Run(); });
   return std::unique_ptr<NodeService>(new NodeService(std::move(impl)));
 }
@@ -200,6 +367,11 @@ Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& optio
 NodeService::~NodeService() {
   impl_->stop = true;
   impl_->agent->Shutdown();  // a round in progress ends now
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->wake.notify_all();
+  }
+  impl_->worker.join();
   impl_->thread.join();
   impl_->incoming.reset();
   if (impl_->http_thread.joinable()) {

@@ -35,6 +35,13 @@ struct NodeConfig {
   std::string gateway_security;
   std::string gateway_secret_key_file;
   std::string gateway_allow_list;  // directory of <client-id>.pub files, or a file of "<client-id> <key>" lines
+  // The control plane, required likewise: "curve" (the controller's public
+  // key file and the node's own secret key file, whose public key is on the
+  // controller's node allow-list under this node id) or "none".
+  std::string controller_endpoint;  // `--controller` overrides it
+  std::string controller_security;
+  std::string controller_public_key_file;
+  std::string controller_secret_key_file;
 };
 
 // Parses a node configuration file:
@@ -47,6 +54,9 @@ struct NodeConfig {
 //   metrics_bind: 0.0.0.0:9400
 //   aggregation_transport: shared-memory
 //   gateway_security: {mode: curve, secret_key_file: /etc/tributary/gateway.key, allow_list: /etc/tributary/clients}
+//   controller: tcp://10.0.0.1:7700
+//   controller_security: {mode: curve, controller_public_key_file: /etc/tributary/controller.pub,
+//                         secret_key_file: /etc/tributary/node-a.key}
 Result<NodeConfig> LoadNodeConfig(const std::string& path);
 Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source_name);
 

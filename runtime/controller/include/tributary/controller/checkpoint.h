@@ -40,6 +40,9 @@ Result<CheckpointState> DecodeCheckpoint(std::string_view data, uint64_t element
                                          const std::string& where);
 
 Result<void> WriteCheckpoint(const std::string& path, const CheckpointState& state);
+// `data` as the file at `path`, atomically: a temporary file, fsync, rename
+// over `path`, fsync of the directory (kIo on failure; the old file stays).
+Result<void> WriteFileAtomically(const std::string& path, std::string_view data);
 Result<std::optional<CheckpointState>> ReadCheckpoint(const std::string& path, uint64_t elements, uint64_t slots);
 
 }  // namespace tributary::controller

@@ -2,13 +2,29 @@
 // rounds, the root of the aggregation tree, the global model's versions and
 // their checkpoints.
 //
-// Node agents connect to its ZeroMQ ROUTER and say hello. RunRound() sends
+// Node agents connect to its ZeroMQ ROUTER (CURVE with a node allow-list
+// that binds each key to one node id, unless the options say none) and say
+// hello with their capacity; heartbeats go both ways every 500 ms, and a
+// node silent for `node_timeout` is lost until it says hello again. Nodes
+// also report the clients that asked their gateways for work; the
+// controller's ClientRegistry (client_registry.h) keeps those available.
+// Every message from a node is checked against the connection's
+// authenticated node id and against the plan that node was sent: a node
+// posing as another, or answering a plan it was not given (one from before a
+// restart, or another node's), is refused, counted by reason and logged.
+//
+// RunRound() sends
 // each node its RoundPlan (its selected clients with route keys, the fan-in,
 // the deadline), collects every node's partial aggregate (checksummed chunks),
 // merges them in node-id order, finalizes with the job's strategy (the server
 // optimizer) into the next model version, and checkpoints the job atomically
-// (write, fsync, rename). AddJob() resumes a job from its checkpoint when one
-// exists, so a restarted controller continues where it stopped.
+// (write, fsync, rename), with the model as a safetensors file beside it.
+// AddJob() resumes a job from its checkpoint when one exists, so a restarted
+// controller continues where it stopped. Under a RoundPolicy with
+// min_updates, a node lost mid-round (or failing its part) costs only its
+// updates: the round succeeds if the others bring min_updates, and close_at
+// ends it early once that many updates were accepted across the nodes
+// (over-selection).
 //
 // A personalized job (JobSpec.personalized, e.g. SemiPFL) has no global
 // model: before each round the controller asks the job's stateful function
@@ -32,14 +48,57 @@
 
 #include "tributary/aggregator/personalized.h"
 #include "tributary/aggregator/strategy.h"
+#include "tributary/controller/client_registry.h"
 #include "tributary/core/config_map.h"
 #include "tributary/core/error.h"
 
 namespace tributary::controller {
 
+// No secret key: any node may connect in plaintext and claim any id
+// (simulation and tests on loopback).
+struct ControllerSecurity {
+  std::string secret_key;       // the controller's CURVE secret key, Z85
+  std::string node_allow_list;  // required with a secret key: <node-id>.pub files or "<node-id> <key>" lines
+};
+
 struct ControllerOptions {
   std::string bind = "tcp://127.0.0.1:0";
-  std::string checkpoint_dir;  // empty: no checkpoints
+  // Per job: <dir>/<job>.ckpt, and <dir>/<job>/model-<version>.safetensors
+  // after every round. Empty: no state kept.
+  std::string checkpoint_dir;
+  ControllerSecurity security;
+  std::chrono::milliseconds node_timeout{5'000};  // silent this long: lost
+  std::chrono::milliseconds client_ttl{30'000};   // a check-in keeps a client available this long
+};
+
+// How a round may end. The default (every node in the plan delivers, no
+// early close) is the embedded federation's: any node failure fails the round.
+struct RoundPolicy {
+  uint64_t min_updates = 0;  // >0: the round succeeds with at least this many updates from the nodes that delivered
+  uint64_t close_at = 0;     // >0: close the round once this many updates were accepted across its nodes
+};
+
+struct NodeInfo {
+  std::string gateway;
+  std::string version;
+  uint32_t cores = 0;
+  uint64_t segment_bytes = 0;
+  uint32_t function_limit = 0;
+  std::string dataplane;
+  bool connected = false;
+  double seconds_since_heard = 0;
+  uint64_t segment_free_bytes = 0;
+  uint32_t functions_live = 0, functions_idle = 0;
+  uint64_t clients_checked_in = 0;
+  uint64_t round_accepted = 0;  // updates accepted in the round open now, if this node is in it
+};
+
+struct ControllerStats {
+  std::map<std::string, uint64_t> refused;  // messages and connections refused, by reason
+  uint64_t node_losses = 0;
+  uint64_t rounds_completed = 0;
+  uint64_t rounds_failed = 0;
+  uint64_t clients_available = 0;
 };
 
 struct JobSpec {
@@ -63,6 +122,9 @@ struct RoundReport {
   double weight = 0;
   std::chrono::duration<double> seconds{0};
   std::map<std::string, uint64_t> updates_by_node;
+  std::vector<std::string> clients;     // whose updates were folded, sorted (FedAvg-family jobs)
+  std::vector<std::string> lost_nodes;  // nodes whose part was lost (RoundPolicy::min_updates)
+  std::vector<std::string> missing;     // selected clients whose update was not folded, sorted
 };
 
 class Controller {
@@ -73,14 +135,25 @@ class Controller {
   Controller& operator=(const Controller&) = delete;
 
   const std::string& endpoint() const;
-  // Node id -> its gateway endpoint, for the nodes that said hello.
+  // Node id -> its gateway endpoint, for the connected nodes.
   std::map<std::string, std::string> Nodes() const;
+  // Every node that said hello, connected or lost.
+  std::map<std::string, NodeInfo> NodeDetails() const;
   Result<void> WaitForNodes(size_t count, std::chrono::milliseconds timeout) const;
+  // The clients available now (registry), sorted by id.
+  std::vector<AvailableClient> AvailableClients() const;
+  ControllerStats Stats() const;
 
   // Registers a job; resumes it from its checkpoint if there is one.
   Result<void> AddJob(JobSpec job);
   // The next round: `clients_by_node` names the selected clients per node.
-  Result<RoundReport> RunRound(const std::string& job, const std::map<std::string, std::vector<std::string>>& clients_by_node);
+  // kRoundClosed: too few updates (re-run it with a new selection).
+  Result<RoundReport> RunRound(const std::string& job, const std::map<std::string, std::vector<std::string>>& clients_by_node,
+                               RoundPolicy policy = {});
+
+  // Ends the round in progress (its RunRound returns kRoundClosed) and
+  // refuses new ones: for teardown from another thread.
+  void Shutdown();
 
   Result<std::vector<float>> Model(const std::string& job) const;
   Result<uint64_t> ModelVersion(const std::string& job) const;

@@ -35,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tributary/core/error.h"
 #include "tributary/gateway/model_store.h"
@@ -58,7 +59,7 @@ class UpdateSink {
   virtual Result<void> Accept(const AcceptedUpdate& update, shm::BlockRef block) = 0;
 };
 
-// Client authentication (client_auth.h). No secret key: any client may
+// Client authentication (keys/allow_list.h). No secret key: any client may
 // connect in plaintext and claim any id (simulation on loopback, tests).
 struct GatewaySecurity {
   std::string secret_key;  // the gateway's CURVE secret key, Z85
@@ -71,7 +72,9 @@ struct GatewayOptions {
   uint64_t max_chunk_bytes = 4ull << 20;
   uint32_t max_uploads = 1024;                       // in progress at once
   std::chrono::milliseconds upload_idle_timeout{30'000};  // then the upload is dropped
-  std::chrono::milliseconds task_poll_interval{200};      // NoTask tells clients to ask again after this
+  // NoTask tells clients to ask again after this, give or take half of it
+  // (jitter, so that clients started together do not ask together).
+  std::chrono::milliseconds task_poll_interval{200};
   GatewaySecurity security;
 };
 
@@ -86,6 +89,14 @@ struct GatewayStats {
   std::map<ErrorCode, uint64_t> rejected;  // by code
 };
 
+// A client that asked for work (TaskRequest): the node reports these to the
+// controller, whose registry selects among them.
+struct CheckIn {
+  std::string client;
+  ConfigMap properties;
+  std::chrono::steady_clock::time_point at;  // its latest ask
+};
+
 class Gateway {
  public:
   static Result<std::unique_ptr<Gateway>> Start(const GatewayOptions& options, shm::Segment& segment,
@@ -97,6 +108,9 @@ class Gateway {
   // The bound endpoint, e.g. "tcp://127.0.0.1:41234".
   const std::string& endpoint() const;
   GatewayStats Stats() const;
+  // The clients that asked for work since the last call, each once with its
+  // latest ask; at most `max` (the rest stay for the next call).
+  std::vector<CheckIn> TakeCheckIns(size_t max);
 
  private:
   struct Impl;

@@ -6,7 +6,7 @@
 // secret key, mode 0600) and DIR/NAME.pub (the public key); each file holds
 // one key and a newline. A gateway's allow-list is a directory of
 // `<client-id>.pub` files, or one file of `<client-id> <public key>` lines
-// (gateway/client_auth.h); see docs/client-sdk.md.
+// (keys/allow_list.h); see docs/client-sdk.md.
 //
 // Thread safety: plain functions and value types.
 #pragma once

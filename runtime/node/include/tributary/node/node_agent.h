@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,14 @@ struct NodeOptions {
 struct NodeRoundResult {
   shm::BlockRef partial;  // f32 weighted sum; meta().weight and meta().updates
   uint32_t rebuilds = 0;  // tree rebuilds (function failures, deadline)
+  std::vector<std::string> clients;  // whose updates it folds, sorted
+};
+
+// The round open on the node, for the controller's heartbeats.
+struct RoundProgress {
+  std::string job;
+  uint64_t round = 0;
+  uint64_t accepted = 0;  // updates accepted so far
 };
 
 // One client's update in a personalized round.
@@ -91,6 +100,7 @@ struct NodeStats {
   std::string dataplane;
   uint64_t rounds_completed = 0;
   uint64_t rebuilds = 0;
+  uint32_t function_limit = 0;  // most functions the node runs at once
 };
 
 class NodeAgent {
@@ -119,6 +129,16 @@ class NodeAgent {
   // error `on_update` returns ends the round with that error.
   Result<uint64_t> RunPersonalRound(gateway::RoundSpec spec, std::chrono::steady_clock::time_point deadline,
                                     const std::function<Result<void>(ClientUpdate)>& on_update);
+
+  // Ends round `round` of `job` early, if it is the open one: the gateway
+  // closes it and the node folds what was accepted, as at the deadline (the
+  // controller's over-selection: enough updates arrived across the nodes).
+  void CloseRound(const std::string& job, uint64_t round);
+  // The open round and its accepted updates; none between rounds.
+  std::optional<RoundProgress> Progress() const;
+
+  // The clients that asked the gateway for work since the last call (gateway.h).
+  std::vector<gateway::CheckIn> TakeCheckIns(size_t max);
 
   // The functions working on the open round: leaves, intermediates, the node-root last.
   std::vector<FunctionInstance> RoundFunctions() const;

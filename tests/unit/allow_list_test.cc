@@ -1,7 +1,7 @@
 // Client authentication: the allow-list's formats and errors, and the ZAP
 // handler's answers (key bound to its client id, unknown keys refused, the
 // list re-read on change without a restart), asked directly over ZAP.
-#include "tributary/gateway/client_auth.h"
+#include "tributary/keys/allow_list.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -14,7 +14,7 @@
 
 #include "tributary/keys/curve_keys.h"
 
-namespace tributary::gateway {
+namespace tributary::keys {
 namespace {
 
 namespace fs = std::filesystem;
@@ -100,7 +100,7 @@ std::pair<std::string, std::string> AskZap(zmq::context_t& context, const std::s
 TEST_F(AllowListTest, TheZapHandlerBindsKeysToIdsAndRereadsTheList) {
   Write(dir_ / "clients" / "alice.pub", alice_.public_key + "\n");
   zmq::context_t context;
-  auto auth = ClientAuthenticator::Start(context, dir_ / "clients").value();
+  auto auth = ZapAuthenticator::Start(context, dir_ / "clients", "gateway", "client").value();
   EXPECT_EQ(AskZap(context, alice_.public_key), std::make_pair(std::string("200"), std::string("alice")));
   EXPECT_EQ(AskZap(context, bob_.public_key).first, "400");
   // Added without a restart; the list is checked at most once a second.
@@ -124,4 +124,4 @@ TEST_F(AllowListTest, TheZapHandlerBindsKeysToIdsAndRereadsTheList) {
 }
 
 }  // namespace
-}  // namespace tributary::gateway
+}  // namespace tributary::keys

@@ -12,11 +12,12 @@
 // unknown key is refused (status 400), so its handshake fails. The gateway
 // then checks that every message's client id equals the connection's User-Id.
 //
-// Thread safety: ClientAuthenticator runs its own thread; AllowList is a value.
+// 
 #pragma once
 
 #include <filesystem>
 #include <map>
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,33 +28,39 @@ namespace zmq {
 class context_t;
 }
 
-namespace tributary::gateway {
+namespace tributary::keys {
 
 class AllowList {
  public:
   // kNotFound if the path does not exist; kConfig for a malformed entry
-  // (with the file and line) or a key listed for two clients.
+  // (with the file and line) or a key listed for two ids.
   static Result<AllowList> Load(const std::filesystem::path& path);
 
   std::optional<std::string> ClientOf(const std::string& z85_key) const;
   size_t size() const { return client_of_.size(); }
 
  private:
-  std::map<std::string, std::string> client_of_;  // public key -> client id
+  std::map<std::string, std::string> client_of_;  // public key -> id
 };
 
-class ClientAuthenticator {
+class ZapAuthenticator {
  public:
-  // Binds the context's ZAP endpoint; must run before the gateway's socket binds.
-  static Result<std::unique_ptr<ClientAuthenticator>> Start(zmq::context_t& context, std::filesystem::path allow_list);
-  ~ClientAuthenticator();
-  ClientAuthenticator(const ClientAuthenticator&) = delete;
-  ClientAuthenticator& operator=(const ClientAuthenticator&) = delete;
+  // Binds the context's ZAP endpoint; must run before the server's socket
+  // binds. `role` ("gateway", "controller") and `peers` ("client", "node")
+  // name the log lines.
+  static Result<std::unique_ptr<ZapAuthenticator>> Start(zmq::context_t& context, std::filesystem::path allow_list,
+                                                         std::string role, std::string peers);
+  ~ZapAuthenticator();
+  ZapAuthenticator(const ZapAuthenticator&) = delete;
+  ZapAuthenticator& operator=(const ZapAuthenticator&) = delete;
+
+  // Handshakes refused for a key not on the list, since the start.
+  uint64_t refused() const;
 
  private:
   struct Impl;
-  explicit ClientAuthenticator(std::unique_ptr<Impl> impl);
+  explicit ZapAuthenticator(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace tributary::gateway
+}  // namespace tributary::keys

@@ -1,4 +1,4 @@
-#include "tributary/gateway/client_auth.h"
+#include "tributary/keys/allow_list.h"
 
 #include <spdlog/spdlog.h>
 
@@ -11,7 +11,7 @@
 
 #include "tributary/keys/curve_keys.h"
 
-namespace tributary::gateway {
+namespace tributary::keys {
 namespace {
 
 namespace fs = std::filesystem;
@@ -36,7 +36,7 @@ Result<AllowList> AllowList::Load(const fs::path& path) {
   if (fs::is_directory(path, ec)) {
     for (const auto& e : fs::directory_iterator(path, ec)) {
       if (e.path().extension() != ".pub") continue;
-      auto key = keys::LoadPublicKey(e.path().string());
+      auto key = LoadPublicKey(e.path().string());
       entries.emplace_back(e.path().stem().string(), key ? key.value() : "", e.path().string());
     }
   } else {
@@ -55,7 +55,7 @@ Result<AllowList> AllowList::Load(const fs::path& path) {
   }
   AllowList list;
   for (const auto& [client, key, where] : entries) {
-    if (!keys::IsZ85Key(key)) return MakeError(ErrorCode::kConfig, where + ": expected a 40-character Z85 public key");
+    if (!IsZ85Key(key)) return MakeError(ErrorCode::kConfig, where + ": expected a 40-character Z85 public key");
     auto [it, fresh] = list.client_of_.emplace(key, client);
     if (!fresh && it->second != client) {
       return MakeError(ErrorCode::kConfig, where + ": key already listed for client '" + it->second + "'");
@@ -70,12 +70,14 @@ std::optional<std::string> AllowList::ClientOf(const std::string& z85_key) const
   return it->second;
 }
 
-struct ClientAuthenticator::Impl {
+struct ZapAuthenticator::Impl {
   zmq::socket_t socket;
   fs::path path;
   AllowList list;
   fs::file_time_type loaded_version{};
   Clock::time_point checked{};
+  std::string role, peers;
+  std::atomic<uint64_t> refused{0};
   std::atomic<bool> stop{false};
   std::thread thread;
 
@@ -90,12 +92,12 @@ struct ClientAuthenticator::Impl {
     if (version == loaded_version) return;
     auto fresh = AllowList::Load(path);
     if (!fresh) {
-      spdlog::error("gateway: allow-list not reloaded, keeping {} keys: {}", list.size(), fresh.error().ToString());
+      spdlog::error("{}: allow-list not reloaded, keeping {} keys: {}", role, list.size(), fresh.error().ToString());
       return;
     }
     list = std::move(fresh).value();
     loaded_version = version;
-    spdlog::info("gateway: allow-list {} loaded: {} client keys", path.string(), list.size());
+    spdlog::info("{}: allow-list {} loaded: {} {} keys", role, path.string(), list.size(), peers);
   }
 
   void Run() {
@@ -120,7 +122,8 @@ struct ClientAuthenticator::Impl {
         text = "OK";
         user = *client;
       } else {
-        spdlog::warn("gateway: refused a connection from {} with an unknown key {}", r[3].to_string(), z85);
+        refused += 1;
+        spdlog::warn("{}: refused a connection from {} with an unknown key {}", role, r[3].to_string(), z85);
       }
     }
     const std::string request_id = r.size() > 1 ? r[1].to_string() : "";
@@ -131,11 +134,14 @@ struct ClientAuthenticator::Impl {
   }
 };
 
-ClientAuthenticator::ClientAuthenticator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ZapAuthenticator::ZapAuthenticator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Result<std::unique_ptr<ClientAuthenticator>> ClientAuthenticator::Start(zmq::context_t& context, fs::path allow_list) {
+Result<std::unique_ptr<ZapAuthenticator>> ZapAuthenticator::Start(zmq::context_t& context, fs::path allow_list,
+                                                                   std::string role, std::string peers) {
   auto impl = std::make_unique<Impl>(context);
   impl->path = std::move(allow_list);
+  impl->role = std::move(role);
+  impl->peers = std::move(peers);
   TRIBUTARY_ASSIGN_OR_RETURN(impl->list, AllowList::Load(impl->path));
   impl->loaded_version = LastChange(impl->path);
   impl->checked = Clock::now();
@@ -144,15 +150,18 @@ Result<std::unique_ptr<ClientAuthenticator>> ClientAuthenticator::Start(zmq::con
   } catch (const zmq::error_t& e) {
     return MakeError(ErrorCode::kInternal, std::string("cannot bind the ZAP handler: ") + e.what());
   }
-  spdlog::info("gateway: CURVE authentication, allow-list {} with {} client keys", impl->path.string(), impl->list.size());
+  spdlog::info("{}: CURVE authentication, allow-list {} with {} {} keys", impl->role, impl->path.string(),
+               impl->list.size(), impl->peers);
   Impl* self = impl.get();
   impl->thread = std::thread([self] { self->Run(); });
-  return std::unique_ptr<ClientAuthenticator>(new ClientAuthenticator(std::move(impl)));
+  return std::unique_ptr<ZapAuthenticator>(new ZapAuthenticator(std::move(impl)));
 }
 
-ClientAuthenticator::~ClientAuthenticator() {
+uint64_t ZapAuthenticator::refused() const { return impl_->refused.load(); }
+
+ZapAuthenticator::~ZapAuthenticator() {
   impl_->stop = true;
   impl_->thread.join();
 }
 
-}  // namespace tributary::gateway
+}  // namespace tributary::keys

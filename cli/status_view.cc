@@ -1,0 +1,80 @@
+#include "status_view.h"
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+namespace tributary::cli {
+namespace {
+
+std::string Bytes(uint64_t b) {
+  char s[32];
+  if (b >= (1ull << 30)) {
+    std::snprintf(s, sizeof(s), "%.1f GiB", static_cast<double>(b) / (1ull << 30));
+  } else {
+    std::snprintf(s, sizeof(s), "%.1f MiB", static_cast<double>(b) / (1ull << 20));
+  }
+  return s;
+}
+
+}  // namespace
+
+Result<void> PrintStatus(const std::string& url, bool json, std::ostream& out) {
+  httplib::Client http(url);
+  http.set_connection_timeout(std::chrono::seconds(5));
+  http.set_read_timeout(std::chrono::seconds(10));
+  auto res = http.Get("/v1/status");
+  if (!res) return MakeError(ErrorCode::kIo, "no answer from " + url + ": " + httplib::to_string(res.error()));
+  if (res->status != 200) return MakeError(ErrorCode::kIo, url + "/v1/status answered " + std::to_string(res->status));
+  if (json) {
+    out << res->body;
+    return Ok();
+  }
+  const nlohmann::json s = nlohmann::json::parse(res->body, nullptr, false);
+  if (!s.is_object()) return MakeError(ErrorCode::kMalformedFrame, url + "/v1/status is not a JSON object");
+  char line[512];
+  out << "controller " << s.value("version", "?") << (s.value("ready", false) ? " (ready)" : " (loading)") << ", "
+      << s.value("clients_available", 0) << " clients available, " << s.value("node_losses", 0) << " node losses\n\n";
+  std::snprintf(line, sizeof(line), "%-16s %-10s %-28s %8s %8s %11s %13s\n", "NODE", "STATE", "GATEWAY", "CLIENTS",
+                "UPDATES", "FUNCS L/I", "SEGMENT FREE");
+  out << line;
+  for (const auto& [id, n] : s.value("nodes", nlohmann::json::object()).items()) {
+    const auto load = n.value("load", nlohmann::json::object());
+    const std::string funcs = std::to_string(load.value("functions_live", 0)) + "/" +
+                              std::to_string(load.value("functions_idle", 0));
+    std::snprintf(line, sizeof(line), "%-16s %-10s %-28s %8llu %8llu %11s %13s\n", id.c_str(),
+                  n.value("connected", false) ? "connected" : "lost", n.value("gateway", "").c_str(),
+                  static_cast<unsigned long long>(n.value("clients_checked_in", 0ull)),
+                  static_cast<unsigned long long>(n.value("updates_this_round", 0ull)), funcs.c_str(),
+                  Bytes(load.value("segment_free_bytes", 0ull)).c_str());
+    out << line;
+  }
+  out << "\n";
+  std::snprintf(line, sizeof(line), "%-16s %-20s %6s %9s %8s %8s %9s %s\n", "JOB", "PHASE", "ROUND", "DONE", "RERUNS",
+                "UPDATES", "SECONDS", "LOST NODES");
+  out << line;
+  for (const auto& [id, j] : s.value("jobs", nlohmann::json::object()).items()) {
+    const auto last = j.contains("last_round") && j["last_round"].is_object() ? j["last_round"] : nlohmann::json::object();
+    std::string lost;
+    for (const auto& n : last.value("lost_nodes", nlohmann::json::array())) lost += (lost.empty() ? "" : ",") + n.get<std::string>();
+    const uint64_t rounds = j.value("rounds", 0ull);
+    const std::string done = std::to_string(j.value("rounds_done", 0ull)) + "/" + (rounds ? std::to_string(rounds) : "-");
+    std::snprintf(line, sizeof(line), "%-16s %-20s %6llu %9s %8llu %8llu %9.2f %s\n", id.c_str(),
+                  j.value("phase", "").c_str(), static_cast<unsigned long long>(j.value("round", 0ull)), done.c_str(),
+                  static_cast<unsigned long long>(j.value("reruns", 0ull)),
+                  static_cast<unsigned long long>(last.value("updates", 0ull)), last.value("seconds", 0.0),
+                  lost.empty() ? "-" : lost.c_str());
+    out << line;
+    if (!j.value("last_error", "").empty()) out << "  last error: " << j.value("last_error", "") << "\n";
+  }
+  const auto refused = s.value("refused", nlohmann::json::object());
+  if (!refused.empty()) {
+    out << "\nrefused:";
+    for (const auto& [reason, n] : refused.items()) out << " " << reason << " " << n.get<uint64_t>();
+    out << "\n";
+  }
+  return Ok();
+}
+
+}  // namespace tributary::cli

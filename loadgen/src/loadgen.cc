@@ -1,0 +1,207 @@
+#include "tributary/loadgen/loadgen.h"
+
+#include <nlohmann/json.hpp>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "tributary/client/gateway_session.h"
+#include "tributary/keys/curve_keys.h"
+
+namespace tributary::loadgen {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+uint64_t Hash(const std::string& client, uint64_t round) {
+  const uint64_t seed = XXH3_64bits(client.data(), client.size());
+  return XXH3_64bits_withSeed(&round, sizeof(round), seed);
+}
+
+LatencySummary Summarize(std::vector<double> ms) {
+  LatencySummary s;
+  s.count = ms.size();
+  if (ms.empty()) return s;
+  std::sort(ms.begin(), ms.end());
+  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))]; };
+  s.p50_ms = at(0.50);
+  s.p99_ms = at(0.99);
+  s.max_ms = ms.back();
+  return s;
+}
+
+struct SimClient {
+  std::string id;
+  std::unique_ptr<client::GatewaySession> session;
+  Clock::time_point due;
+  uint32_t delivered = 0;
+};
+
+struct Shared {
+  std::mutex mu;
+  LoadgenReport report;
+  std::vector<double> download_ms, upload_ms;
+  std::optional<Error> fatal;
+};
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// One selected client's round: download, fake update, upload.
+void Serve(SimClient& c, const client::Task& task, Shared& shared) {
+  const auto t0 = Clock::now();
+  auto model = c.session->DownloadModel(task.job);
+  const auto t1 = Clock::now();
+  auto reject = [&](const Error& e) {
+    std::lock_guard lock(shared.mu);
+    shared.report.rejected[std::string(ErrorCodeName(e.code))] += 1;
+  };
+  if (!model) return reject(model.error());
+  if (model.value().version != task.model_version) {
+    return reject(MakeError(ErrorCode::kReplay, "the gateway serves another model version than the task's"));
+  }
+  const auto& payload = model.value().payload;
+  std::vector<float> values(payload.size() / 4);
+  std::memcpy(values.data(), payload.data(), values.size() * 4);
+  const std::vector<float> update = FakeUpdate(c.id, task.round, values);
+  client::UpdateFrame frame;
+  frame.job = task.job;
+  frame.round = task.round;
+  frame.model_version = task.model_version;
+  frame.sample_count = FakeSampleCount(c.id);
+  frame.tensors = model.value().tensors;
+  for (auto& t : frame.tensors) t.dtype = agg::DType::kF32;
+  frame.payload = std::as_bytes(std::span(update));
+  auto sent = c.session->Upload(frame);
+  const auto t2 = Clock::now();
+  std::lock_guard lock(shared.mu);
+  shared.download_ms.push_back(Ms(t1 - t0));
+  if (!sent) {
+    shared.report.rejected[std::string(ErrorCodeName(sent.error().code))] += 1;
+    return;
+  }
+  shared.upload_ms.push_back(Ms(t2 - t1));
+  shared.report.accepted += 1;
+  c.delivered += 1;
+}
+
+}  // namespace
+
+std::string ClientId(const std::string& prefix, uint32_t i) {
+  char digits[16];
+  std::snprintf(digits, sizeof(digits), "%05u", i);
+  return prefix + digits;
+}
+
+std::vector<float> FakeUpdate(const std::string& client, uint64_t round, std::span<const float> model) {
+  const uint64_t h = Hash(client, round);
+  std::vector<float> out(model.size());
+  for (size_t i = 0; i < model.size(); ++i) {
+    const uint64_t r = (h + i * 0x9E3779B97F4A7C15ull) >> 40;  // 24 bits
+    out[i] = model[i] + (static_cast<float>(r % 2001) - 1000.0f) * 1e-5f;
+  }
+  return out;
+}
+
+uint64_t FakeSampleCount(const std::string& client) { return 1 + XXH3_64bits(client.data(), client.size()) % 64; }
+
+Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomic<bool>* stop) {
+  if (options.gateways.empty()) return MakeError(ErrorCode::kInvalidArgument, "loadgen needs at least one gateway");
+  if (options.clients == 0 || options.concurrency == 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "loadgen needs clients and concurrency above 0");
+  }
+  std::vector<SimClient> clients(options.clients);
+  for (uint32_t i = 0; i < options.clients; ++i) {
+    SimClient& c = clients[i];
+    c.id = ClientId(options.id_prefix, options.first_client + i);
+    client::SessionOptions so;
+    so.endpoint = options.gateways[i % options.gateways.size()];
+    so.client_id = c.id;
+    if (!options.gateway_public_key.empty()) {
+      TRIBUTARY_ASSIGN_OR_RETURN(keys::CurveKeyPair pair, keys::LoadKeyPair(options.client_keys_dir + "/" + c.id + ".key"));
+      so.curve = client::CurveOptions{options.gateway_public_key, pair};
+    }
+    TRIBUTARY_ASSIGN_OR_RETURN(c.session, client::GatewaySession::Connect(so));
+  }
+  Shared shared;
+  const auto start = Clock::now();
+  const auto end = options.duration.count() > 0 ? start + options.duration : Clock::time_point::max();
+  auto stopped = [&] { return (stop && stop->load()) || Clock::now() >= end; };
+  const uint32_t workers = std::min(options.concurrency, options.clients);
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < workers; ++w) {
+    threads.emplace_back([&, w] {
+      std::vector<SimClient*> mine;
+      for (uint32_t i = w; i < options.clients; i += workers) mine.push_back(&clients[i]);
+      while (!stopped()) {
+        bool active = false;
+        auto next = Clock::now() + std::chrono::milliseconds(200);
+        for (SimClient* c : mine) {
+          if (stopped()) break;
+          if (options.rounds > 0 && c->delivered >= options.rounds) continue;
+          active = true;
+          if (Clock::now() < c->due) {
+            next = std::min(next, c->due);
+            continue;
+          }
+          auto poll = c->session->RequestTask();
+          {
+            std::lock_guard lock(shared.mu);
+            shared.report.task_requests += 1;
+            if (poll && poll.value().task) shared.report.tasks += 1;
+            if (!poll) shared.report.rejected[std::string(ErrorCodeName(poll.error().code))] += 1;
+          }
+          if (!poll) {
+            c->due = Clock::now() + std::chrono::milliseconds(500);
+          } else if (poll.value().task) {
+            Serve(*c, *poll.value().task, shared);
+            c->due = Clock::now();
+          } else {
+            c->due = Clock::now() + std::max(poll.value().retry_after, std::chrono::milliseconds(10));
+          }
+          next = std::min(next, c->due);
+        }
+        if (!active) return;
+        std::this_thread::sleep_until(std::min(next, end));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  LoadgenReport r = std::move(shared.report);
+  r.download = Summarize(std::move(shared.download_ms));
+  r.upload = Summarize(std::move(shared.upload_ms));
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return r;
+}
+
+void PrintReport(const LoadgenReport& r, bool json, std::ostream& out) {
+  if (json) {
+    auto lat = [](const LatencySummary& s) {
+      return nlohmann::json{{"count", s.count}, {"p50_ms", s.p50_ms}, {"p99_ms", s.p99_ms}, {"max_ms", s.max_ms}};
+    };
+    out << nlohmann::json{{"task_requests", r.task_requests}, {"tasks", r.tasks},          {"accepted", r.accepted},
+                          {"rejected", r.rejected},           {"download", lat(r.download)}, {"upload", lat(r.upload)},
+                          {"seconds", r.seconds}}
+               .dump()
+        << "\n";
+    return;
+  }
+  char line[256];
+  std::snprintf(line, sizeof(line), "loadgen: %.1f s, %llu task requests, %llu tasks, %llu updates accepted\n", r.seconds,
+                static_cast<unsigned long long>(r.task_requests), static_cast<unsigned long long>(r.tasks),
+                static_cast<unsigned long long>(r.accepted));
+  out << line;
+  for (const auto& [code, n] : r.rejected) out << "  rejected " << code << ": " << n << "\n";
+  for (const auto& [name, s] : {std::pair{"download", r.download}, std::pair{"upload", r.upload}}) {
+    std::snprintf(line, sizeof(line), "  %-8s p50 %.1f ms  p99 %.1f ms  max %.1f ms  (%llu)\n", name, s.p50_ms, s.p99_ms,
+                  s.max_ms, static_cast<unsigned long long>(s.count));
+    out << line;
+  }
+}
+
+}  // namespace tributary::loadgen

@@ -1,0 +1,356 @@
+#include "tributary/controller/controller_service.h"
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "tributary/controller/safetensors.h"
+
+namespace tributary::controller {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+std::vector<float> InitialValues(const config::ModelInit& init, uint64_t elements) {
+  std::vector<float> v(elements, 0.0f);
+  std::mt19937_64 rng(init.seed);
+  if (init.scheme == "normal") {
+    std::normal_distribution<float> d(0.0f, static_cast<float>(init.scale));
+    for (float& x : v) x = d(rng);
+  } else if (init.scheme == "uniform") {
+    std::uniform_real_distribution<float> d(static_cast<float>(-init.scale), static_cast<float>(init.scale));
+    for (float& x : v) x = d(rng);
+  }
+  return v;
+}
+
+// Rounds done (every job the service holds was added, so this cannot fail).
+uint64_t VersionOf(const Controller& c, const std::string& job) {
+  auto v = c.ModelVersion(job);
+  return v ? v.value() : 0;
+}
+
+// Where a job stands, for /v1/status.
+struct JobState {
+  config::DeploymentJob job;
+  std::string phase = "waiting_for_clients";  // waiting_for_clients, collecting, done
+  bool started = false;                       // start_after was met once
+  uint64_t round = 0;                         // the round running or next
+  uint32_t attempt = 0;
+  uint64_t reruns = 0;
+  std::string last_error;
+  std::optional<RoundReport> last;
+};
+
+json ReportJson(const RoundReport& r) {
+  return {{"round", r.round},
+          {"model_version", r.model_version},
+          {"updates", r.updates},
+          {"weight", r.weight},
+          {"seconds", r.seconds.count()},
+          {"updates_by_node", r.updates_by_node},
+          {"lost_nodes", r.lost_nodes},
+          {"missing_clients", r.missing}};
+}
+
+// Prometheus label values: backslash, quote and newline escaped.
+std::string Label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    out += c == '\n' ? 'n' : c;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<JobSpec> JobSpecFor(const config::DeploymentJob& job) {
+  JobSpec js;
+  js.id = job.name;
+  if (!job.model_file.empty()) {
+    TRIBUTARY_ASSIGN_OR_RETURN(SafetensorsModel file, ReadSafetensors(job.model_file));
+    js.model = std::move(file.spec);
+    js.initial_model = std::move(file.values);
+  } else {
+    TRIBUTARY_ASSIGN_OR_RETURN(js.model, agg::ModelSpec::Create(job.layout));
+    js.initial_model = InitialValues(job.init, js.model.elements());
+  }
+  js.strategy = job.strategy;
+  js.fan_in = job.fan_in;
+  js.deadline = std::chrono::seconds(job.deadline_s);
+  js.reject_non_finite = job.reject_non_finite;
+  js.client_config = job.train;
+  return js;
+}
+
+struct ControllerService::Impl {
+  std::unique_ptr<Controller> controller;
+  mutable std::mutex mu;
+  std::condition_variable wake;
+  std::vector<JobState> jobs;
+  std::atomic<bool> ready{false};
+  bool stop = false;
+  std::thread loop;
+  httplib::Server http;
+  int http_port = 0;
+  std::thread http_thread;
+
+  // One round of `j` if its clients are there; false if it cannot run now.
+  bool Step(JobState& j, std::unique_lock<std::mutex>& lock) {
+    const config::DeploymentJob& job = j.job;
+    auto version = controller->ModelVersion(job.name);
+    if (!version) return false;
+    j.round = version.value() + 1;
+    if (job.rounds > 0 && version.value() >= job.rounds) {
+      if (j.phase != "done") spdlog::info("controller: job '{}' done: {} rounds", job.name, version.value());
+      j.phase = "done";
+      return false;
+    }
+    const std::vector<AvailableClient> available = controller->AvailableClients();
+    const uint64_t need = j.started ? job.min_clients : std::max(job.start_after, job.min_clients);
+    if (available.size() < need) {
+      j.phase = "waiting_for_clients";
+      return false;
+    }
+    j.started = true;
+    j.phase = "collecting";
+    const auto want = static_cast<size_t>(std::ceil(job.clients_per_round * job.over_selection - 1e-9));
+    const std::vector<AvailableClient> selected = SelectClients(available, want, job.seed, job.name, j.round, j.attempt);
+    RoundPolicy policy;
+    policy.min_updates = job.min_clients;
+    policy.close_at = job.over_selection > 1.0 ? job.clients_per_round : 0;
+    lock.unlock();
+    spdlog::info("controller: job '{}' round {} (attempt {}): {} of {} available clients selected", job.name, j.round,
+                 j.attempt, selected.size(), available.size());
+    auto report = controller->RunRound(job.name, ByNode(selected), policy);
+    lock.lock();
+    if (report) {
+      const RoundReport& r = report.value();
+      spdlog::info("controller: job '{}' round {}: {} updates from {} nodes in {:.2f} s{}", job.name, r.round,
+                   r.updates, r.updates_by_node.size(), r.seconds.count(),
+                   r.lost_nodes.empty() ? "" : " (lost nodes: " + std::to_string(r.lost_nodes.size()) + ")");
+      j.last = r;
+      j.attempt = 0;
+      j.last_error.clear();
+      return true;
+    }
+    j.last_error = report.error().ToString();
+    spdlog::warn("controller: job '{}' round {} attempt {} failed, running it again: {}", job.name, j.round, j.attempt,
+                 j.last_error);
+    j.attempt += 1;
+    j.reruns += 1;
+    return false;
+  }
+
+  void Loop() {
+    std::unique_lock lock(mu);
+    while (!stop) {
+      bool progressed = false;
+      for (JobState& j : jobs) {
+        if (stop) break;
+        progressed |= Step(j, lock);
+      }
+      if (!progressed) wake.wait_for(lock, std::chrono::milliseconds(200), [&] { return stop; });
+    }
+  }
+
+  std::string StatusJson() const {
+    json out;
+    out["version"] = TRIBUTARY_VERSION;
+    out["ready"] = ready.load();
+    json nodes = json::object();
+    for (const auto& [id, n] : controller->NodeDetails()) {
+      nodes[id] = {{"connected", n.connected},
+                   {"gateway", n.gateway},
+                   {"version", n.version},
+                   {"seconds_since_heard", n.seconds_since_heard},
+                   {"capacity",
+                    {{"cores", n.cores},
+                     {"segment_bytes", n.segment_bytes},
+                     {"function_limit", n.function_limit},
+                     {"dataplane", n.dataplane}}},
+                   {"load",
+                    {{"segment_free_bytes", n.segment_free_bytes},
+                     {"functions_live", n.functions_live},
+                     {"functions_idle", n.functions_idle}}},
+                   {"clients_checked_in", n.clients_checked_in},
+                   {"updates_this_round", n.round_accepted}};
+    }
+    out["nodes"] = nodes;
+    const ControllerStats stats = controller->Stats();
+    out["clients_available"] = stats.clients_available;
+    out["refused"] = stats.refused;
+    out["node_losses"] = stats.node_losses;
+    json jobs_out = json::object();
+    std::lock_guard lock(mu);
+    for (const JobState& j : jobs) {
+      json o = {{"phase", j.phase},
+                {"round", j.round},
+                {"attempt", j.attempt},
+                {"rounds", j.job.rounds},
+                {"rounds_done", VersionOf(*controller, j.job.name)},
+                {"model_version", VersionOf(*controller, j.job.name)},
+                {"reruns", j.reruns},
+                {"clients_per_round", j.job.clients_per_round},
+                {"min_clients", j.job.min_clients},
+                {"last_error", j.last_error}};
+      o["last_round"] = j.last ? ReportJson(*j.last) : json(nullptr);
+      jobs_out[j.job.name] = o;
+    }
+    out["jobs"] = jobs_out;
+    return out.dump(2) + "\n";
+  }
+
+  std::string Metrics() const {
+    std::ostringstream m;
+    const ControllerStats stats = controller->Stats();
+    const auto nodes = controller->NodeDetails();
+    m << "# HELP tributary_controller_node_connected Whether the node is connected (heartbeats within node_timeout).\n"
+      << "# TYPE tributary_controller_node_connected gauge\n";
+    for (const auto& [id, n] : nodes) m << "tributary_controller_node_connected{node=\"" << Label(id) << "\"} " << n.connected << "\n";
+    m << "# HELP tributary_controller_node_clients_checked_in Clients available on the node.\n"
+      << "# TYPE tributary_controller_node_clients_checked_in gauge\n";
+    for (const auto& [id, n] : nodes) {
+      m << "tributary_controller_node_clients_checked_in{node=\"" << Label(id) << "\"} " << n.clients_checked_in << "\n";
+    }
+    m << "# HELP tributary_controller_node_round_accepted Updates the node accepted in the round in progress.\n"
+      << "# TYPE tributary_controller_node_round_accepted gauge\n";
+    for (const auto& [id, n] : nodes) {
+      m << "tributary_controller_node_round_accepted{node=\"" << Label(id) << "\"} " << n.round_accepted << "\n";
+    }
+    m << "# HELP tributary_controller_clients_available Clients available for selection.\n"
+      << "# TYPE tributary_controller_clients_available gauge\n"
+      << "tributary_controller_clients_available " << stats.clients_available << "\n"
+      << "# HELP tributary_controller_refused_total Node messages and connections refused, by reason.\n"
+      << "# TYPE tributary_controller_refused_total counter\n";
+    for (const auto& [reason, n] : stats.refused) {
+      m << "tributary_controller_refused_total{reason=\"" << Label(reason) << "\"} " << n << "\n";
+    }
+    m << "# HELP tributary_controller_node_losses_total Nodes declared lost (silent past node_timeout).\n"
+      << "# TYPE tributary_controller_node_losses_total counter\n"
+      << "tributary_controller_node_losses_total " << stats.node_losses << "\n"
+      << "# HELP tributary_controller_rounds_total Rounds run, by outcome.\n"
+      << "# TYPE tributary_controller_rounds_total counter\n"
+      << "tributary_controller_rounds_total{outcome=\"completed\"} " << stats.rounds_completed << "\n"
+      << "tributary_controller_rounds_total{outcome=\"failed\"} " << stats.rounds_failed << "\n";
+    std::lock_guard lock(mu);
+    m << "# HELP tributary_job_model_version The job's global model version (rounds done).\n"
+      << "# TYPE tributary_job_model_version gauge\n";
+    for (const JobState& j : jobs) {
+      m << "tributary_job_model_version{job=\"" << Label(j.job.name) << "\"} "
+        << VersionOf(*controller, j.job.name) << "\n";
+    }
+    m << "# HELP tributary_job_last_round_updates Updates folded in the job's last round.\n"
+      << "# TYPE tributary_job_last_round_updates gauge\n";
+    for (const JobState& j : jobs) {
+      m << "tributary_job_last_round_updates{job=\"" << Label(j.job.name) << "\"} " << (j.last ? j.last->updates : 0) << "\n";
+    }
+    m << "# HELP tributary_job_last_round_seconds Wall time of the job's last round.\n"
+      << "# TYPE tributary_job_last_round_seconds gauge\n";
+    for (const JobState& j : jobs) {
+      m << "tributary_job_last_round_seconds{job=\"" << Label(j.job.name) << "\"} "
+        << (j.last ? j.last->seconds.count() : 0.0) << "\n";
+    }
+    m << "# HELP tributary_job_round_reruns_total Rounds run again (too few updates).\n"
+      << "# TYPE tributary_job_round_reruns_total counter\n";
+    for (const JobState& j : jobs) m << "tributary_job_round_reruns_total{job=\"" << Label(j.job.name) << "\"} " << j.reruns << "\n";
+    return m.str();
+  }
+};
+
+ControllerService::ControllerService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<ControllerService>> ControllerService::Start(const ControllerOptions& options,
+                                                                    std::vector<config::DeploymentJob> jobs,
+                                                                    const std::string& http_bind) {
+  auto impl = std::make_unique<Impl>();
+  std::set<std::string> names;
+  for (const config::DeploymentJob& j : jobs) {
+    if (!names.insert(j.name).second) return MakeError(ErrorCode::kConfig, j.source + ": a second job named '" + j.name + "'");
+  }
+  TRIBUTARY_ASSIGN_OR_RETURN(impl->controller, Controller::Start(options));
+  Impl* raw = impl.get();
+  if (!http_bind.empty()) {
+    const size_t colon = http_bind.rfind(':');
+    if (colon == std::string::npos) return MakeError(ErrorCode::kConfig, "http_bind must be host:port");
+    const std::string host = http_bind.substr(0, colon);
+    const int port = std::atoi(http_bind.c_str() + colon + 1);
+    impl->http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+    impl->http.Get("/readyz", [raw](const httplib::Request&, httplib::Response& res) {
+      res.status = raw->ready.load() ? 200 : 503;
+      res.set_content(raw->ready.load() ? "ready\n" : "loading\n", "text/plain");
+    });
+    impl->http.Get("/metrics", [raw](const httplib::Request&, httplib::Response& res) {
+      res.set_content(raw->Metrics(), "text/plain; version=0.0.4");
+    });
+    impl->http.Get("/v1/status", [raw](const httplib::Request&, httplib::Response& res) {
+      res.set_content(raw->StatusJson(), "application/json");
+    });
+    impl->http_port = port == 0 ? impl->http.bind_to_any_port(host) : (impl->http.bind_to_port(host, port) ? port : -1);
+    if (impl->http_port <= 0) return MakeError(ErrorCode::kIo, "cannot serve HTTP on " + http_bind);
+    impl->http_thread = std::thread([raw] { raw->http.listen_after_bind(); });
+  }
+  // The HTTP side answers (not ready) while the jobs' state loads.
+  auto stop_http = [&] {
+    if (raw->http_thread.joinable()) {
+      raw->http.stop();
+      raw->http_thread.join();
+    }
+  };
+  for (config::DeploymentJob& j : jobs) {
+    auto spec = JobSpecFor(j);
+    Result<void> added = spec ? impl->controller->AddJob(std::move(spec).value()) : Result<void>(spec.error());
+    if (!added) {
+      stop_http();
+      return MakeError(added.error().code, j.source + ": job '" + j.name + "': " + added.error().reason);
+    }
+    const uint64_t done = VersionOf(*impl->controller, j.name);
+    if (done > 0) spdlog::info("controller: job '{}' resumed after round {}", j.name, done);
+    JobState state;
+    state.job = std::move(j);
+    impl->jobs.push_back(std::move(state));
+  }
+  impl->ready = true;
+  impl->loop = std::thread([raw] { raw->Loop(); });
+  return std::unique_ptr<ControllerService>(new ControllerService(std::move(impl)));
+}
+
+ControllerService::~ControllerService() {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stop = true;
+    impl_->wake.notify_all();
+  }
+  impl_->controller->Shutdown();
+  impl_->loop.join();
+  if (impl_->http_thread.joinable()) {
+    impl_->http.stop();
+    impl_->http_thread.join();
+  }
+}
+
+Controller& ControllerService::controller() { return *impl_->controller; }
+int ControllerService::http_port() const { return impl_->http_port; }
+std::string ControllerService::StatusJson() const { return impl_->StatusJson(); }
+std::string ControllerService::Metrics() const { return impl_->Metrics(); }
+
+bool ControllerService::Finished() const {
+  std::lock_guard lock(impl_->mu);
+  for (const JobState& j : impl_->jobs) {
+    if (j.job.rounds == 0 || VersionOf(*impl_->controller, j.job.name) < j.job.rounds) return false;
+  }
+  return true;
+}
+
+}  // namespace tributary::controller
