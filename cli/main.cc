@@ -288,6 +288,9 @@ int main(int argc, char** argv) {
   loadgen->add_option("--rounds", lg.rounds, "Updates per client, then it stops (0: no limit)");
   loadgen->add_option("--duration", lg_duration_s, "Seconds, then everything stops (0: until done or SIGTERM)")
       ->check(CLI::NonNegativeNumber);
+  int64_t lg_train_ms = 0;
+  loadgen->add_option("--train-ms", lg_train_ms, "A selected client waits this long before it uploads (training time)")
+      ->check(CLI::NonNegativeNumber);
   loadgen->add_flag("--json", lg_json, "Print the report as JSON");
 
   CLI::App* config = app.add_subcommand("config", "Check configuration files");
@@ -308,6 +311,7 @@ int main(int argc, char** argv) {
   if (status->parsed()) return Report(tributary::cli::PrintStatus(status_url, status_json, std::cout));
   if (loadgen->parsed()) {
     lg.duration = std::chrono::seconds(lg_duration_s);
+    lg.train_time = std::chrono::milliseconds(lg_train_ms);
     return RunLoadgen(lg, lg_gateway_key, lg_json);
   }
   if (function->parsed()) {

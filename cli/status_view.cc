@@ -18,6 +18,13 @@ std::string Bytes(uint64_t b) {
   return s;
 }
 
+// `j[key]` if it is an object, else an empty one (a field may be null or absent).
+const nlohmann::json& Obj(const nlohmann::json& j, const char* key) {
+  static const nlohmann::json empty = nlohmann::json::object();
+  auto it = j.find(key);
+  return it != j.end() && it->is_object() ? *it : empty;
+}
+
 }  // namespace
 
 Result<void> PrintStatus(const std::string& url, bool json, std::ostream& out) {
@@ -39,8 +46,8 @@ Result<void> PrintStatus(const std::string& url, bool json, std::ostream& out) {
   std::snprintf(line, sizeof(line), "%-16s %-10s %-28s %8s %8s %11s %13s\n", "NODE", "STATE", "GATEWAY", "CLIENTS",
                 "UPDATES", "FUNCS L/I", "SEGMENT FREE");
   out << line;
-  for (const auto& [id, n] : s.value("nodes", nlohmann::json::object()).items()) {
-    const auto load = n.value("load", nlohmann::json::object());
+  for (const auto& [id, n] : Obj(s, "nodes").items()) {
+    const auto& load = Obj(n, "load");
     const std::string funcs = std::to_string(load.value("functions_live", 0)) + "/" +
                               std::to_string(load.value("functions_idle", 0));
     std::snprintf(line, sizeof(line), "%-16s %-10s %-28s %8llu %8llu %11s %13s\n", id.c_str(),
@@ -54,10 +61,12 @@ Result<void> PrintStatus(const std::string& url, bool json, std::ostream& out) {
   std::snprintf(line, sizeof(line), "%-16s %-20s %6s %9s %8s %8s %9s %s\n", "JOB", "PHASE", "ROUND", "DONE", "RERUNS",
                 "UPDATES", "SECONDS", "LOST NODES");
   out << line;
-  for (const auto& [id, j] : s.value("jobs", nlohmann::json::object()).items()) {
-    const auto last = j.contains("last_round") && j["last_round"].is_object() ? j["last_round"] : nlohmann::json::object();
+  for (const auto& [id, j] : Obj(s, "jobs").items()) {
+    const auto& last = Obj(j, "last_round");
     std::string lost;
-    for (const auto& n : last.value("lost_nodes", nlohmann::json::array())) lost += (lost.empty() ? "" : ",") + n.get<std::string>();
+    if (last.contains("lost_nodes") && last["lost_nodes"].is_array()) {
+      for (const auto& n : last["lost_nodes"]) lost += (lost.empty() ? "" : ",") + n.get<std::string>();
+    }
     const uint64_t rounds = j.value("rounds", 0ull);
     const std::string done = std::to_string(j.value("rounds_done", 0ull)) + "/" + (rounds ? std::to_string(rounds) : "-");
     std::snprintf(line, sizeof(line), "%-16s %-20s %6llu %9s %8llu %8llu %9.2f %s\n", id.c_str(),
@@ -68,7 +77,7 @@ Result<void> PrintStatus(const std::string& url, bool json, std::ostream& out) {
     out << line;
     if (!j.value("last_error", "").empty()) out << "  last error: " << j.value("last_error", "") << "\n";
   }
-  const auto refused = s.value("refused", nlohmann::json::object());
+  const auto& refused = Obj(s, "refused");
   if (!refused.empty()) {
     out << "\nrefused:";
     for (const auto& [reason, n] : refused.items()) out << " " << reason << " " << n.get<uint64_t>();

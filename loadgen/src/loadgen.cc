@@ -53,7 +53,7 @@ struct Shared {
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 // One selected client's round: download, fake update, upload.
-void Serve(SimClient& c, const client::Task& task, Shared& shared) {
+void Serve(SimClient& c, const client::Task& task, std::chrono::milliseconds train_time, Shared& shared) {
   const auto t0 = Clock::now();
   auto model = c.session->DownloadModel(task.job);
   const auto t1 = Clock::now();
@@ -69,6 +69,7 @@ void Serve(SimClient& c, const client::Task& task, Shared& shared) {
   std::vector<float> values(payload.size() / 4);
   std::memcpy(values.data(), payload.data(), values.size() * 4);
   const std::vector<float> update = FakeUpdate(c.id, task.round, values);
+  std::this_thread::sleep_for(train_time);
   client::UpdateFrame frame;
   frame.job = task.job;
   frame.round = task.round;
@@ -77,6 +78,7 @@ void Serve(SimClient& c, const client::Task& task, Shared& shared) {
   frame.tensors = model.value().tensors;
   for (auto& t : frame.tensors) t.dtype = agg::DType::kF32;
   frame.payload = std::as_bytes(std::span(update));
+  const auto t_upload = Clock::now();
   auto sent = c.session->Upload(frame);
   const auto t2 = Clock::now();
   std::lock_guard lock(shared.mu);
@@ -85,7 +87,7 @@ void Serve(SimClient& c, const client::Task& task, Shared& shared) {
     shared.report.rejected[std::string(ErrorCodeName(sent.error().code))] += 1;
     return;
   }
-  shared.upload_ms.push_back(Ms(t2 - t1));
+  shared.upload_ms.push_back(Ms(t2 - t_upload));
   shared.report.accepted += 1;
   c.delivered += 1;
 }
@@ -159,7 +161,7 @@ Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomi
           if (!poll) {
             c->due = Clock::now() + std::chrono::milliseconds(500);
           } else if (poll.value().task) {
-            Serve(*c, *poll.value().task, shared);
+            Serve(*c, *poll.value().task, options.train_time, shared);
             c->due = Clock::now();
           } else {
             c->due = Clock::now() + std::max(poll.value().retry_after, std::chrono::milliseconds(10));

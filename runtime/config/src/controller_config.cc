@@ -90,8 +90,10 @@ Result<void> ReadModel(const Section& m, DeploymentJob& j) {
     }
     if (dtype.IsDefined()) {
       auto parsed = dtype.IsScalar() ? agg::ParseDType(dtype.Scalar()) : Result<agg::DType>(MakeError(ErrorCode::kConfig, ""));
-      if (!parsed) return where.Fail(dtype, std::to_string(i) + ".dtype", "expected f32, f16, bf16 or i8");
-      spec.dtype = parsed.value();
+      // Clients may send f16, bf16 or i8 (compression); the global model is f32.
+      if (!parsed || parsed.value() != agg::DType::kF32) {
+        return where.Fail(dtype, std::to_string(i) + ".dtype", "expected f32 (the global model's dtype)");
+      }
     }
     j.layout.push_back(std::move(spec));
   }

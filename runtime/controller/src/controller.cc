@@ -566,7 +566,9 @@ std::vector<AvailableClient> Controller::AvailableClients() const {
 ControllerStats Controller::Stats() const {
   std::lock_guard lock(impl_->mu);
   ControllerStats s = impl_->stats;
-  if (impl_->authenticator) s.refused["unknown_key"] = impl_->authenticator->refused();
+  if (impl_->authenticator && impl_->authenticator->refused() > 0) {
+    s.refused["unknown_key"] = impl_->authenticator->refused();
+  }
   std::set<std::string> connected;
   for (const auto& [id, n] : impl_->nodes) {
     if (n.info.connected) connected.insert(id);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -96,6 +97,7 @@ Result<JobSpec> JobSpecFor(const config::DeploymentJob& job) {
 
 struct ControllerService::Impl {
   std::unique_ptr<Controller> controller;
+  std::string state_dir;
   mutable std::mutex mu;
   std::condition_variable wake;
   std::vector<JobState> jobs;
@@ -113,6 +115,7 @@ struct ControllerService::Impl {
     if (!version) return false;
     j.round = version.value() + 1;
     if (job.rounds > 0 && version.value() >= job.rounds) {
+      j.round = version.value();
       if (j.phase != "done") spdlog::info("controller: job '{}' done: {} rounds", job.name, version.value());
       j.phase = "done";
       return false;
@@ -143,6 +146,7 @@ struct ControllerService::Impl {
       j.last = r;
       j.attempt = 0;
       j.last_error.clear();
+      AppendRoundLog(job.name, r, selected.size());
       return true;
     }
     j.last_error = report.error().ToString();
@@ -151,6 +155,18 @@ struct ControllerService::Impl {
     j.attempt += 1;
     j.reruns += 1;
     return false;
+  }
+
+  // <state_dir>/<job>/rounds.jsonl: one line per completed round (written
+  // after its checkpoint: a crash in between loses the line, not the round).
+  void AppendRoundLog(const std::string& job, const RoundReport& r, size_t selected) {
+    if (state_dir.empty()) return;
+    json line = ReportJson(r);
+    line["clients"] = r.clients;
+    line["selected"] = selected;
+    std::ofstream out(state_dir + "/" + job + "/rounds.jsonl", std::ios::app);
+    out << line.dump() << "\n";
+    if (!out) spdlog::error("controller: cannot append to {}/{}/rounds.jsonl", state_dir, job);
   }
 
   void Loop() {
@@ -190,7 +206,8 @@ struct ControllerService::Impl {
     out["nodes"] = nodes;
     const ControllerStats stats = controller->Stats();
     out["clients_available"] = stats.clients_available;
-    out["refused"] = stats.refused;
+    out["refused"] = json::object();
+    for (const auto& [reason, n] : stats.refused) out["refused"][reason] = n;
     out["node_losses"] = stats.node_losses;
     json jobs_out = json::object();
     std::lock_guard lock(mu);
@@ -280,6 +297,7 @@ Result<std::unique_ptr<ControllerService>> ControllerService::Start(const Contro
     if (!names.insert(j.name).second) return MakeError(ErrorCode::kConfig, j.source + ": a second job named '" + j.name + "'");
   }
   TRIBUTARY_ASSIGN_OR_RETURN(impl->controller, Controller::Start(options));
+  impl->state_dir = options.checkpoint_dir;
   Impl* raw = impl.get();
   if (!http_bind.empty()) {
     const size_t colon = http_bind.rfind(':');

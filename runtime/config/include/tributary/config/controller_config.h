@@ -20,7 +20,7 @@
 //   deadline_s: 120
 //   start_after: 30               # checked-in clients before the first round
 //   seed: 1
-//   model: {file: init.safetensors}  # or {layout: [{name, shape, dtype}], init: {scheme: normal, scale: 0.01, seed: 1}}
+//   model: {file: init.safetensors}  # or {layout: [{name, shape, dtype: f32}], init: {scheme: normal, scale: 0.01, seed: 1}}
 //   strategy: {name: fedavg}
 //   train: {lr: 0.05, local_epochs: 1}  # sent to every selected client with its task
 //   fan_in: 8
