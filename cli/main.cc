@@ -139,8 +139,10 @@ int RunController(const std::string& config_file) {
 // `tributary loadgen`: synthetic clients until done or SIGINT/SIGTERM.
 int RunLoadgen(tributary::loadgen::LoadgenOptions o, const std::string& gateway_key, bool json) {
   if (!gateway_key.empty()) {
-    auto key = tributary::keys::IsZ85Key(gateway_key) ? tributary::Result<std::string>(gateway_key)
-                                                       : tributary::keys::LoadPublicKey(gateway_key);
+    // A file first: a 40-character path is also valid Z85.
+    auto key = !std::filesystem::exists(gateway_key) && tributary::keys::IsZ85Key(gateway_key)
+                   ? tributary::Result<std::string>(gateway_key)
+                   : tributary::keys::LoadPublicKey(gateway_key);
     if (!key) return Report(std::move(key).error());
     o.gateway_public_key = key.value();
   }

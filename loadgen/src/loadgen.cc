@@ -36,58 +36,73 @@ LatencySummary Summarize(std::vector<double> ms) {
   return s;
 }
 
+// An update made and waiting for its training time to pass.
+struct Trained {
+  client::Task task;
+  std::vector<agg::TensorSpec> tensors;
+  std::vector<float> values;
+};
+
 struct SimClient {
   std::string id;
+  size_t gateway = 0;
   std::unique_ptr<client::GatewaySession> session;
   Clock::time_point due;
   uint32_t delivered = 0;
+  std::optional<Trained> trained;  // set: upload at `due`
 };
 
 struct Shared {
   std::mutex mu;
   LoadgenReport report;
   std::vector<double> download_ms, upload_ms;
-  std::optional<Error> fatal;
 };
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-// One selected client's round: download, fake update, upload.
-void Serve(SimClient& c, const client::Task& task, std::chrono::milliseconds train_time, Shared& shared) {
+void Reject(Shared& shared, const Error& e) {
+  std::lock_guard lock(shared.mu);
+  shared.report.rejected[std::string(ErrorCodeName(e.code))] += 1;
+}
+
+// A selected client: download the round's model and make its update (the
+// upload waits for the training time, without holding the worker).
+void Train(SimClient& c, const client::Task& task, std::chrono::milliseconds train_time, Shared& shared) {
   const auto t0 = Clock::now();
   auto model = c.session->DownloadModel(task.job);
   const auto t1 = Clock::now();
-  auto reject = [&](const Error& e) {
-    std::lock_guard lock(shared.mu);
-    shared.report.rejected[std::string(ErrorCodeName(e.code))] += 1;
-  };
-  if (!model) return reject(model.error());
+  if (!model) return Reject(shared, model.error());
   if (model.value().version != task.model_version) {
-    return reject(MakeError(ErrorCode::kReplay, "the gateway serves another model version than the task's"));
+    return Reject(shared, MakeError(ErrorCode::kReplay, "the gateway serves another model version than the task's"));
+  }
+  {
+    std::lock_guard lock(shared.mu);
+    shared.download_ms.push_back(Ms(t1 - t0));
   }
   const auto& payload = model.value().payload;
   std::vector<float> values(payload.size() / 4);
   std::memcpy(values.data(), payload.data(), values.size() * 4);
-  const std::vector<float> update = FakeUpdate(c.id, task.round, values);
-  std::this_thread::sleep_for(train_time);
+  c.trained = Trained{task, model.value().tensors, FakeUpdate(c.id, task.round, values)};
+  for (auto& t : c.trained->tensors) t.dtype = agg::DType::kF32;
+  c.due = Clock::now() + train_time;
+}
+
+void Upload(SimClient& c, Shared& shared) {
+  Trained t = std::move(*c.trained);
+  c.trained.reset();
   client::UpdateFrame frame;
-  frame.job = task.job;
-  frame.round = task.round;
-  frame.model_version = task.model_version;
+  frame.job = t.task.job;
+  frame.round = t.task.round;
+  frame.model_version = t.task.model_version;
   frame.sample_count = FakeSampleCount(c.id);
-  frame.tensors = model.value().tensors;
-  for (auto& t : frame.tensors) t.dtype = agg::DType::kF32;
-  frame.payload = std::as_bytes(std::span(update));
-  const auto t_upload = Clock::now();
+  frame.tensors = t.tensors;
+  frame.payload = std::as_bytes(std::span(t.values));
+  const auto t0 = Clock::now();
   auto sent = c.session->Upload(frame);
-  const auto t2 = Clock::now();
+  const auto t1 = Clock::now();
+  if (!sent) return Reject(shared, sent.error());
   std::lock_guard lock(shared.mu);
-  shared.download_ms.push_back(Ms(t1 - t0));
-  if (!sent) {
-    shared.report.rejected[std::string(ErrorCodeName(sent.error().code))] += 1;
-    return;
-  }
-  shared.upload_ms.push_back(Ms(t2 - t_upload));
+  shared.upload_ms.push_back(Ms(t1 - t0));
   shared.report.accepted += 1;
   c.delivered += 1;
 }
@@ -121,9 +136,14 @@ Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomi
   for (uint32_t i = 0; i < options.clients; ++i) {
     SimClient& c = clients[i];
     c.id = ClientId(options.id_prefix, options.first_client + i);
+    c.gateway = i % options.gateways.size();
     client::SessionOptions so;
-    so.endpoint = options.gateways[i % options.gateways.size()];
+    so.endpoint = options.gateways[c.gateway];
     so.client_id = c.id;
+    // Short: a worker serves many clients, and one gateway out of reach must
+    // not hold the others back for long.
+    so.request_timeout = std::chrono::milliseconds(2'000);
+    so.retry.attempts = 2;
     if (!options.gateway_public_key.empty()) {
       TRIBUTARY_ASSIGN_OR_RETURN(keys::CurveKeyPair pair, keys::LoadKeyPair(options.client_keys_dir + "/" + c.id + ".key"));
       so.curve = client::CurveOptions{options.gateway_public_key, pair};
@@ -136,19 +156,38 @@ Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomi
   auto stopped = [&] { return (stop && stop->load()) || Clock::now() >= end; };
   const uint32_t workers = std::min(options.concurrency, options.clients);
   std::vector<std::thread> threads;
+  // Each worker serves the clients of one gateway (of several, with fewer
+  // workers than gateways), so that a gateway out of reach stalls only its
+  // own clients.
+  const size_t gateways = options.gateways.size();
+  std::vector<std::vector<SimClient*>> mine(workers);
+  for (size_t g = 0; g < gateways; ++g) {
+    std::vector<uint32_t> own;  // the workers of gateway g
+    for (uint32_t w = 0; w < workers; ++w) {
+      if (workers >= gateways ? w % gateways == g : g % workers == w) own.push_back(w);
+    }
+    std::vector<SimClient*> group;
+    for (SimClient& c : clients) {
+      if (c.gateway == g) group.push_back(&c);
+    }
+    for (size_t k = 0; k < group.size(); ++k) mine[own[k * own.size() / group.size()]].push_back(group[k]);
+  }
   for (uint32_t w = 0; w < workers; ++w) {
     threads.emplace_back([&, w] {
-      std::vector<SimClient*> mine;
-      for (uint32_t i = w; i < options.clients; i += workers) mine.push_back(&clients[i]);
       while (!stopped()) {
         bool active = false;
         auto next = Clock::now() + std::chrono::milliseconds(200);
-        for (SimClient* c : mine) {
+        for (SimClient* c : mine[w]) {
           if (stopped()) break;
           if (options.rounds > 0 && c->delivered >= options.rounds) continue;
           active = true;
           if (Clock::now() < c->due) {
             next = std::min(next, c->due);
+            continue;
+          }
+          if (c->trained) {
+            Upload(*c, shared);
+            c->due = Clock::now();
             continue;
           }
           auto poll = c->session->RequestTask();
@@ -161,8 +200,7 @@ Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomi
           if (!poll) {
             c->due = Clock::now() + std::chrono::milliseconds(500);
           } else if (poll.value().task) {
-            Serve(*c, *poll.value().task, options.train_time, shared);
-            c->due = Clock::now();
+            Train(*c, *poll.value().task, options.train_time, shared);
           } else {
             c->due = Clock::now() + std::max(poll.value().retry_after, std::chrono::milliseconds(10));
           }

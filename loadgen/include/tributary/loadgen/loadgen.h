@@ -39,7 +39,9 @@ struct LoadgenOptions {
   std::string id_prefix = "load-";
   uint32_t concurrency = 4;
   uint32_t rounds = 0;                  // updates per client, then it stops (0: no limit)
-  std::chrono::milliseconds train_time{0};  // a selected client waits this long before uploading (training)
+  // A selected client uploads this long after its download (its training;
+  // the worker serves other clients meanwhile).
+  std::chrono::milliseconds train_time{0};
   std::chrono::milliseconds duration{0};  // then everything stops (0: no limit)
 };
 
