@@ -30,6 +30,12 @@ Result<LocalRuntime> StartLocalRuntime(const SimulationJob& job, const Simulatio
   TRIBUTARY_TRY(rt.controller->WaitForNodes(job.nodes, std::chrono::seconds(30)));
   spdlog::info("simulation: data plane {}", rt.nodes.front()->agent().dataplane_reason());
   for (auto& n : rt.nodes) rt.gateways.push_back(n->agent().gateway_endpoint());
+  // Where an outside client (any language, docs/protocol.md) can join the simulated federation.
+  for (uint32_t n = 0; n < job.nodes; ++n) {
+    spdlog::info("simulation: node {} gateway {} (plaintext) serves clients {} with id c % {} == {}", NodeId(n),
+                 rt.gateways[n], ClientId(0).substr(0, ClientId(0).size() - 1) + "<c>", job.nodes, n);
+  }
+  spdlog::info("simulation: client ids {} .. {}", ClientId(0), ClientId(job.clients - 1));
   return rt;
 }
 

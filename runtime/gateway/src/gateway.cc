@@ -170,6 +170,10 @@ struct Gateway::Impl {
   }
 
   Result<void> OnHeader(const zmq::message_t& identity, uint64_t request_id, const v1::UpdateHeader& h) {
+    // The order of the checks is docs/protocol.md's: identity fields, the round, then the header's contents.
+    if (h.job_id().empty() || h.client_id().empty()) {
+      return MakeError(ErrorCode::kMalformedFrame, "an update header names its job_id and client_id");
+    }
     TRIBUTARY_ASSIGN_OR_RETURN(RoundSpec spec, rounds->Lookup(h.job_id(), h.round(), h.model_version()));
     TRIBUTARY_ASSIGN_OR_RETURN(agg::ModelSpec layout, protocol::ValidateUpdateHeader(h, spec.model, options.limits));
     const std::string key = UploadKey(h.job_id(), h.round(), h.client_id());
