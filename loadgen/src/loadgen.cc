@@ -69,6 +69,7 @@ void Reject(Shared& shared, const Error& e) {
 // upload waits for the training time, without holding the worker).
 void Train(SimClient& c, const client::Task& task, std::chrono::milliseconds train_time, Shared& shared) {
   const auto t0 = Clock::now();
+  c.due = t0 + std::chrono::milliseconds(200);  // a failed download is not retried at once
   auto model = c.session->DownloadModel(task.job);
   const auto t1 = Clock::now();
   if (!model) return Reject(shared, model.error());

@@ -114,7 +114,11 @@ class TestNetwork {
     return status;
   }
 
-  bool Running(pid_t pid) { return ::waitpid(pid, nullptr, WNOHANG) == 0; }
+  bool Running(pid_t pid) {
+    if (::waitpid(pid, nullptr, WNOHANG) == 0) return true;
+    children_.erase(pid);  // reaped: its pid may be reused, never signal it again
+    return false;
+  }
 
   // `fn` in a forked child inside `host`'s namespace; its result comes back
   // through a pipe (nullopt if the child failed). The caller must not hold

@@ -20,8 +20,8 @@ std::vector<AvailableClient> Clients(size_t n) {
 TEST(ClientRegistry, AClientIsAvailableWithinItsTimeToLiveOnAConnectedNode) {
   ClientRegistry r(milliseconds(1000));
   const auto t0 = Clock::now();
-  r.CheckIn("b", "n1", {}, t0);
-  r.CheckIn("a", "n2", {{"os", std::string("linux")}}, t0 + milliseconds(500));
+  r.CheckIn("b", "n1", t0);
+  r.CheckIn("a", "n2", t0 + milliseconds(500));
   EXPECT_EQ(r.Available(t0 + milliseconds(900), {"n1", "n2"}),
             (std::vector<AvailableClient>{{"a", "n2"}, {"b", "n1"}}));  // sorted by id
   EXPECT_EQ(r.Available(t0 + milliseconds(900), {"n2"}), (std::vector<AvailableClient>{{"a", "n2"}}));
@@ -33,11 +33,26 @@ TEST(ClientRegistry, AClientIsAvailableWithinItsTimeToLiveOnAConnectedNode) {
 TEST(ClientRegistry, AClientFollowsItsLatestCheckIn) {
   ClientRegistry r(milliseconds(1000));
   const auto t0 = Clock::now();
-  r.CheckIn("a", "n1", {}, t0 + milliseconds(100));
-  r.CheckIn("a", "n2", {}, t0 + milliseconds(200));
-  r.CheckIn("a", "n1", {}, t0 + milliseconds(150));  // an older report arriving late
+  r.CheckIn("a", "n1", t0 + milliseconds(100));
+  r.CheckIn("a", "n2", t0 + milliseconds(200));
+  r.CheckIn("a", "n1", t0 + milliseconds(150));  // an older report arriving late
   EXPECT_EQ(r.Available(t0 + milliseconds(300), {"n1", "n2"}), (std::vector<AvailableClient>{{"a", "n2"}}));
   EXPECT_EQ(r.CountByNode(t0 + milliseconds(300)), (std::map<std::string, uint64_t>{{"n2", 1}}));
+}
+
+TEST(ClientRegistry, OversizedIdsAreRefused) {
+  ClientRegistry r(milliseconds(1000));
+  EXPECT_FALSE(r.CheckIn(std::string(ClientRegistry::kMaxClientIdBytes + 1, 'x'), "n1", Clock::now()));
+  EXPECT_TRUE(r.CheckIn(std::string(ClientRegistry::kMaxClientIdBytes, 'x'), "n1", Clock::now()));
+  EXPECT_EQ(r.size(), 1u);
+}
+
+// Recorded: the selection must not change between builds or standard
+// libraries (a resumed controller re-runs a round with the same clients).
+TEST(SelectClients, IsTheSameAsRecorded) {
+  std::vector<std::string> ids;
+  for (const auto& c : SelectClients(Clients(10), 4, 1, "job", 1, 0)) ids.push_back(c.client);
+  EXPECT_EQ(ids, (std::vector<std::string>{"c1004", "c1006", "c1005", "c1003"}));
 }
 
 TEST(SelectClients, IsDeterministicWithoutRepeatsAndIndependentOfInputOrder) {

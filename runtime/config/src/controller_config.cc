@@ -33,6 +33,7 @@ Result<ConfigMap> ReadScalars(const Section& s) {
   TRIBUTARY_TRY(s.ExpectMap());
   ConfigMap out;
   for (const auto& kv : s.node()) {
+    if (!kv.first.IsScalar()) return s.Fail(kv.first, "", "expected a name as the key");
     const std::string key = kv.first.as<std::string>();
     const YAML::Node& v = kv.second;
     if (!v.IsScalar()) return s.Fail(v, key, "expected a scalar (bool, integer, number or string)");
@@ -71,6 +72,7 @@ Result<void> ReadModel(const Section& m, DeploymentJob& j) {
     Section where = m.Child("layout");
     if (!layout[i].IsMap()) return where.Fail(layout[i], std::to_string(i), "expected {name, shape, dtype}");
     for (const auto& kv : layout[i]) {
+      if (!kv.first.IsScalar()) return where.Fail(kv.first, std::to_string(i), "expected a name as the key");
       const std::string key = kv.first.as<std::string>();
       if (key != "name" && key != "shape" && key != "dtype") {
         return where.Fail(kv.first, std::to_string(i) + "." + key, "unknown key (expected one of: dtype, name, shape)");
@@ -122,7 +124,8 @@ Result<ControllerConfig> ParseControllerConfig(const std::string& yaml_text, con
   if (!top.Has("state_dir")) return top.Fail(root, "state_dir", "missing: where checkpoints and models are kept");
   TRIBUTARY_ASSIGN_OR_RETURN(c.state_dir, top.String("state_dir"));
   c.state_dir = Resolve(c.state_dir, source_name);
-  TRIBUTARY_TRY(ReadOne(top, "node_timeout_ms", c.node_timeout_ms, 500, uint64_t{1} << 32));
+  // At least three of the nodes' 500 ms heartbeats.
+  TRIBUTARY_TRY(ReadOne(top, "node_timeout_ms", c.node_timeout_ms, 1500, uint64_t{1} << 32));
   TRIBUTARY_TRY(ReadOne(top, "client_ttl_ms", c.client_ttl_ms, 1000, uint64_t{1} << 32));
   if (!top.Has("security")) {
     return top.Fail(root, "security", "missing: set mode: curve (secret_key_file, node_allow_list) or, knowingly, mode: none");

@@ -1,17 +1,21 @@
 #include "tributary/controller/client_registry.h"
 
 #include <algorithm>
-#include <random>
 
 #include <xxhash.h>
 
 namespace tributary::controller {
 
-void ClientRegistry::CheckIn(const std::string& client, const std::string& node, ConfigMap properties,
-                             Clock::time_point at) {
-  Entry& e = clients_[client];
-  if (at < e.at) return;  // an older report arriving late keeps the newer one
-  e = Entry{node, std::move(properties), at};
+bool ClientRegistry::CheckIn(const std::string& client, const std::string& node, Clock::time_point at) {
+  if (client.size() > kMaxClientIdBytes) return false;
+  auto it = clients_.find(client);
+  if (it == clients_.end()) {
+    if (clients_.size() >= kMaxClients) return false;
+    clients_.emplace(client, Entry{node, at});
+    return true;
+  }
+  if (at >= it->second.at) it->second = Entry{node, at};  // an older report arriving late keeps the newer one
+  return true;
 }
 
 std::vector<AvailableClient> ClientRegistry::Available(Clock::time_point now,
@@ -37,16 +41,26 @@ void ClientRegistry::Expire(Clock::time_point now) {
 
 std::vector<AvailableClient> SelectClients(const std::vector<AvailableClient>& available, size_t count, uint64_t seed,
                                            std::string_view job, uint64_t round, uint32_t attempt) {
-  const uint64_t job_hash = XXH3_64bits(job.data(), job.size());
-  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(job_hash),
-                    static_cast<uint32_t>(job_hash >> 32), static_cast<uint32_t>(round),
-                    static_cast<uint32_t>(round >> 32), attempt};
-  std::mt19937_64 rng(seq);
+  uint64_t state = XXH3_64bits_withSeed(job.data(), job.size(), seed) ^ (round * 0x9E3779B97F4A7C15ull) ^
+                   (uint64_t{attempt} << 48);
+  auto next = [&state] {  // SplitMix64
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  // Uniform in [0, n): rejection of the top partial range, so no value is favoured.
+  auto below = [&next](uint64_t n) {
+    const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t r;
+    do r = next(); while (r >= limit);
+    return r % n;
+  };
   std::vector<AvailableClient> pool = available;
   std::sort(pool.begin(), pool.end(), [](const auto& a, const auto& b) { return a.client < b.client; });
   count = std::min(count, pool.size());
   for (size_t i = 0; i < count; ++i) {
-    std::swap(pool[i], pool[i + std::uniform_int_distribution<size_t>(0, pool.size() - 1 - i)(rng)]);
+    std::swap(pool[i], pool[i + below(pool.size() - i)]);
   }
   pool.resize(count);
   return pool;

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -29,10 +30,13 @@ using Clock = std::chrono::steady_clock;
 struct Job {
   JobSpec spec;
   std::unique_ptr<agg::Strategy> strategy;
-  std::vector<float> model;
-  std::vector<std::vector<float>> slots;
-  uint64_t version = 0;
-  uint64_t steps = 0;
+  // What a round changes, replaced as a whole once the round's files are written.
+  struct State {
+    std::vector<float> model;
+    std::vector<std::vector<float>> slots;
+    uint64_t version = 0;
+    uint64_t steps = 0;
+  } state;
 };
 
 // A node's partial for the round in progress, as its chunks arrive.
@@ -55,6 +59,8 @@ struct Pending {
   uint64_t plan_id = 0;
   RoundPolicy policy;
   std::set<std::string> nodes;               // the plan's nodes
+  std::map<std::string, std::set<std::string>> assigned;  // by node: its selected clients
+  std::set<std::string> delivered;           // personalized rounds: clients whose update arrived
   std::map<std::string, Incoming> partials;  // by node
   std::map<std::string, Error> failures;
   std::set<std::string> lost;                // nodes lost while the round ran
@@ -99,6 +105,9 @@ struct Controller::Impl {
   mutable std::mutex mu;
   mutable std::condition_variable cv;
   bool shutting_down = false;  // Shutdown(): the round in progress ends, none starts
+  bool round_reserved = false;  // a RunRound is in progress (its merge runs without `mu`)
+  std::string reserved_for;     // which round, for the refusal of a second one
+  std::deque<uint64_t> issued_plans;  // recent plan ids: their late answers are "stale", not "unassigned"
   std::map<std::string, Node> nodes;
   ClientRegistry registry{std::chrono::milliseconds(30'000)};
   ControllerStats stats;
@@ -172,7 +181,10 @@ struct Controller::Impl {
         stats.node_losses += 1;
         spdlog::warn("controller: node '{}' lost: silent for {} ms", id,
                      std::chrono::duration_cast<std::chrono::milliseconds>(now - n.last_heard).count());
-        if (pending && pending->nodes.count(id) && !pending->Settled(id)) pending->lost.insert(id);
+        if (pending && pending->nodes.count(id) && !pending->Settled(id)) {
+          pending->lost.insert(id);
+          pending->accepted.erase(id);
+        }
         cv.notify_all();
         continue;
       }
@@ -212,17 +224,27 @@ struct Controller::Impl {
     if (e.has_node_heartbeat()) return OnHeartbeat(from, known->second, e.node_heartbeat());
     if (e.has_node_check_ins()) {
       const auto now = Clock::now();
+      uint64_t refused = 0;
       for (const v1::ClientCheckIn& c : e.node_check_ins().clients()) {
-        if (c.client_id().empty()) continue;
-        registry.CheckIn(c.client_id(), from, protocol::FromProto(c.properties()),
-                         now - std::chrono::milliseconds(std::min<uint64_t>(c.age_ms(), 3'600'000)));
+        refused += c.client_id().empty() ||
+                   !registry.CheckIn(c.client_id(), from,
+                                     now - std::chrono::milliseconds(std::min<uint64_t>(c.age_ms(), 3'600'000)));
       }
+      if (refused > 0) Refuse("bad_check_in", from, std::to_string(refused) + " check-ins with empty or oversized ids, or past the registry's limit");
       return;
     }
     OnRoundMessage(from, e, frame);
   }
 
   void OnHello(const std::string& from, const v1::NodeHello& h) {
+    // A node of the open plan saying hello again has lost its part (a new
+    // process, or it had lost us): what it held for the round is gone.
+    if (pending && pending->nodes.count(from) && !pending->Settled(from)) {
+      spdlog::warn("controller: node '{}' said hello mid-round: its part of round {} is lost", from, pending->round);
+      pending->lost.insert(from);
+      pending->accepted.erase(from);
+      cv.notify_all();
+    }
     Node& n = nodes[from];
     const bool rejoined = !n.info.connected;
     n.info.gateway = h.gateway_endpoint();
@@ -245,20 +267,50 @@ struct Controller::Impl {
     n.info.segment_free_bytes = h.segment_free_bytes();
     n.info.functions_live = h.functions_live();
     n.info.functions_idle = h.functions_idle();
-    if (!pending || !pending->nodes.count(from) || h.job_id() != pending->job || h.round() != pending->round) return;
+    if (!pending || !pending->nodes.count(from) || pending->lost.count(from) || h.plan_id() != pending->plan_id) return;
     pending->accepted[from] = h.round_accepted();
     uint64_t total = 0;
     for (const auto& [node, count] : pending->accepted) total += count;
-    if (pending->policy.close_at > 0 && total >= pending->policy.close_at && !pending->close_sent) {
-      pending->close_sent = true;
-      for (const std::string& node : pending->nodes) {
-        v1::Envelope e = protocol::NewEnvelope();
-        e.mutable_round_close()->set_job_id(pending->job);
-        e.mutable_round_close()->set_round(pending->round);
-        e.mutable_round_close()->set_plan_id(pending->plan_id);
-        outbox.push_back({node, protocol::EncodeEnvelope(e), {}});
-      }
+    if (pending->policy.close_at > 0 && total >= pending->policy.close_at && !pending->close_sent) CloseAt(*pending);
+  }
+
+  // RoundClose to the plan's nodes: fold what was accepted and answer now (under `mu`).
+  void CloseAt(Pending& p) {
+    if (p.close_sent) return;
+    p.close_sent = true;
+    for (const std::string& node : p.nodes) {
+      v1::Envelope e = protocol::NewEnvelope();
+      e.mutable_round_close()->set_job_id(p.job);
+      e.mutable_round_close()->set_round(p.round);
+      e.mutable_round_close()->set_plan_id(p.plan_id);
+      outbox.push_back({node, protocol::EncodeEnvelope(e), {}});
     }
+  }
+
+  // Why a partial's claims cannot be taken (empty: they can).
+  std::string BadClaims(const std::string& node, const v1::NodePartial& h) const {
+    const Job& job = jobs.at(pending->job);
+    const std::set<std::string>& mine = pending->assigned.at(node);
+    if (job.spec.personalized) {
+      if (h.client_id().empty()) return h.payload_bytes() == 0 ? "" : "an end mark with a payload";
+      if (!mine.count(h.client_id())) return "an update of client '" + h.client_id() + "', not selected on this node";
+      if (pending->delivered.count(h.client_id())) return "a second update of client '" + h.client_id() + "'";
+      if (h.payload_bytes() != job.spec.model.elements() * sizeof(float)) return "an update of the wrong size";
+      if (!(h.weight() > 0) || !std::isfinite(h.weight())) return "an update without a positive weight";
+      return "";
+    }
+    if (h.payload_bytes() != job.spec.model.elements() * sizeof(float)) {
+      return "a partial of " + std::to_string(h.payload_bytes()) + " bytes for a model of " +
+             std::to_string(job.spec.model.elements() * sizeof(float));
+    }
+    if (h.updates() != static_cast<uint64_t>(h.clients_size())) return "a partial whose update count is not its clients'";
+    std::set<std::string> seen;
+    for (const std::string& c : h.clients()) {
+      if (!mine.count(c)) return "a partial that folds client '" + c + "', not selected on this node";
+      if (!seen.insert(c).second) return "a partial that folds client '" + c + "' twice";
+    }
+    if (h.updates() > 0 && (!(h.weight() > 0) || !std::isfinite(h.weight()))) return "a partial without a positive weight";
+    return "";
   }
 
   // A partial, its chunks, or a failure: only for the plan this node was sent.
@@ -268,13 +320,26 @@ struct Controller::Impl {
           plan_id == pending->plan_id && !pending->lost.count(from)) {
         return true;
       }
-      Refuse("unassigned_round", from,
-             "an answer for round " + std::to_string(round) + " of job '" + job + "' it was not given");
+      // A late answer to an earlier plan of ours (the node was lost, the round
+      // ended) is stale; anything else was never asked for.
+      const bool earlier = std::find(issued_plans.begin(), issued_plans.end(), plan_id) != issued_plans.end();
+      Refuse(earlier ? "stale" : "unassigned_round", from,
+             "an answer for round " + std::to_string(round) + " of job '" + job + "' " +
+                 (earlier ? "after its node's part ended" : "it was not given"));
       return false;
     };
     if (e.has_node_partial()) {
       const auto& h = e.node_partial();
       if (!ours(h.job_id(), h.round(), h.plan_id())) return;
+      // Nothing is reserved or counted before the claims check out (the size
+      // is the model's); a node whose claims do not has failed its part.
+      if (const std::string bad = BadClaims(from, h); !bad.empty()) {
+        Refuse("bad_partial", from, bad);
+        pending->failures[from] = MakeError(ErrorCode::kInvalidArgument, "node " + from + " sent " + bad);
+        cv.notify_all();
+        return;
+      }
+      if (!h.client_id().empty()) pending->delivered.insert(h.client_id());
       pending->partials[from] = Incoming{h, {}, false};
       pending->partials[from].bytes.reserve(h.payload_bytes());
       Complete(pending->partials[from]);
@@ -345,22 +410,17 @@ struct Controller::Impl {
     in.done = true;
   }
 
-  Result<void> Checkpoint(const Job& j) {
-    if (options.checkpoint_dir.empty()) return Ok();
-    return WriteCheckpoint(CheckpointPath(options.checkpoint_dir, j.spec.id), {j.version, j.steps, j.model, j.slots});
-  }
-
   // Resumes `j` from its checkpoint, if it has one (false: none).
   Result<bool> Restore(Job& j) {
     if (options.checkpoint_dir.empty()) return false;
     TRIBUTARY_ASSIGN_OR_RETURN(std::optional<CheckpointState> saved,
-                               ReadCheckpoint(CheckpointPath(options.checkpoint_dir, j.spec.id), j.model.size(),
-                                              j.slots.size()));
+                               ReadCheckpoint(CheckpointPath(options.checkpoint_dir, j.spec.id), j.state.model.size(),
+                                              j.state.slots.size()));
     if (!saved) return false;
-    j.version = saved->model_version;
-    j.steps = saved->steps;
-    j.model = std::move(saved->model);
-    j.slots = std::move(saved->slots);
+    j.state.version = saved->model_version;
+    j.state.steps = saved->steps;
+    j.state.model = std::move(saved->model);
+    j.state.slots = std::move(saved->slots);
     return true;
   }
 
@@ -390,16 +450,16 @@ struct Controller::Impl {
     for (const auto& [node, clients] : clients_by_node) {
       if (personal) {
         for (const std::string& c : clients) {
-          Publish(node, job.spec.id, job.version, personal->personal_model(), personal_models.at(c), c);
+          Publish(node, job.spec.id, job.state.version, personal->personal_model(), personal_models.at(c), c);
         }
       } else {
-        Publish(node, job.spec.id, job.version, job.spec.model, job.model, "");
+        Publish(node, job.spec.id, job.state.version, job.spec.model, job.state.model, "");
       }
       v1::Envelope e = protocol::NewEnvelope();
       auto* plan = e.mutable_round_plan();
       plan->set_job_id(job.spec.id);
       plan->set_round(round);
-      plan->set_model_version(job.version);
+      plan->set_model_version(job.state.version);
       protocol::ToProto(job.spec.model, plan->mutable_model());
       for (const std::string& c : clients) (*plan->mutable_clients())[c] = key++;
       plan->set_fan_in(job.spec.fan_in);
@@ -446,10 +506,13 @@ struct Controller::Impl {
     }
   }
 
-  // The root: merges the nodes' partials (in node order: deterministic) and
-  // finalizes the next model with the job's strategy.
-  Result<void> MergeAtRoot(Job& job, const Pending& done, RoundReport& report) {
-    std::vector<float> sum(job.model.size(), 0.0f);
+  // The root: merges the nodes' partials (in node order: deterministic),
+  // finalizes the next model with the job's strategy and writes it, into a
+  // copy of the job's state: the caller commits it once everything is
+  // written, so a failed write leaves the job as it was. Runs without `mu`
+  // (the round's reservation keeps the job's state still).
+  Result<Job::State> MergeAtRoot(const Job& job, const Pending& done, RoundReport& report) const {
+    std::vector<float> sum(job.state.model.size(), 0.0f);
     agg::Partial total{sum, 0, 0};
     for (const auto& [node, in] : done.partials) {
       if (!in.done) continue;
@@ -459,23 +522,25 @@ struct Controller::Impl {
       TRIBUTARY_TRY(job.strategy->Merge(total, std::span(&child, 1)));
       report.updates_by_node[node] = in.header.updates();
     }
-    agg::ServerState state{job.model, {}, job.steps};
-    for (auto& s : job.slots) state.slots.push_back(s);
+    Job::State next = job.state;
+    agg::ServerState state{next.model, {}, next.steps};
+    for (auto& slot : next.slots) state.slots.push_back(slot);
     TRIBUTARY_TRY(job.strategy->Finalize(agg::View(total), state));
-    job.steps = state.steps;
-    job.version += 1;
+    next.steps = state.steps;
+    next.version += 1;
     if (!options.checkpoint_dir.empty()) {
       // The model file first: a checkpoint never names a version whose file is missing.
-      TRIBUTARY_TRY(WriteSafetensors(ModelPath(options.checkpoint_dir, job.spec.id, job.version), job.spec.model,
-                                     job.model,
-                                     {{"job", job.spec.id}, {"model_version", std::to_string(job.version)},
+      TRIBUTARY_TRY(WriteSafetensors(ModelPath(options.checkpoint_dir, job.spec.id, next.version), job.spec.model,
+                                     next.model,
+                                     {{"job", job.spec.id}, {"model_version", std::to_string(next.version)},
                                       {"format", "pt"}, {"producer", "tributary"}}));
+      TRIBUTARY_TRY(WriteCheckpoint(CheckpointPath(options.checkpoint_dir, job.spec.id),
+                                    {next.version, next.steps, next.model, next.slots}));
     }
-    TRIBUTARY_TRY(Checkpoint(job));
     std::sort(report.clients.begin(), report.clients.end());
     report.updates = total.updates;
     report.weight = total.weight;
-    return Ok();
+    return next;
   }
 };
 
@@ -500,6 +565,10 @@ Result<std::unique_ptr<Controller>> Controller::Start(const ControllerOptions& o
   }
   try {
     impl->socket.set(zmq::sockopt::linger, 0);
+    // ZMTP heartbeats: a node's dead connection goes within seconds, so its
+    // reconnect (same routing id) is not ignored for TCP's minutes.
+    impl->socket.set(zmq::sockopt::heartbeat_ivl, 1000);
+    impl->socket.set(zmq::sockopt::heartbeat_timeout, 3000);
     if (curve) {
       impl->socket.set(zmq::sockopt::curve_server, 1);
       impl->socket.set(zmq::sockopt::curve_secretkey, options.security.secret_key);
@@ -517,6 +586,11 @@ Result<std::unique_ptr<Controller>> Controller::Start(const ControllerOptions& o
 
 Controller::~Controller() {
   Shutdown();
+  {
+    // A RunRound on another thread returns before the state it uses goes.
+    std::unique_lock lock(impl_->mu);
+    impl_->cv.wait(lock, [&] { return !impl_->round_reserved; });
+  }
   impl_->stop = true;
   impl_->thread.join();
 }
@@ -598,6 +672,7 @@ Result<void> Controller::AddJob(JobSpec spec) {
     Job j;
     j.spec = std::move(spec);
     std::lock_guard lock(impl_->mu);
+    if (impl_->jobs.count(j.spec.id)) return MakeError(ErrorCode::kInvalidArgument, "job '" + j.spec.id + "' exists");
     impl_->jobs[j.spec.id] = std::move(j);
     return Ok();
   }
@@ -607,8 +682,8 @@ Result<void> Controller::AddJob(JobSpec spec) {
   }
   Job j;
   TRIBUTARY_ASSIGN_OR_RETURN(j.strategy, agg::Strategy::Create(spec.strategy));
-  j.model = spec.initial_model;
-  j.slots.assign(static_cast<size_t>(j.strategy->state_slots()), std::vector<float>(j.model.size(), 0.0f));
+  j.state.model = spec.initial_model;
+  j.state.slots.assign(static_cast<size_t>(j.strategy->state_slots()), std::vector<float>(j.state.model.size(), 0.0f));
   j.spec = std::move(spec);
   if (!impl_->options.checkpoint_dir.empty()) {
     std::error_code ec;
@@ -616,6 +691,7 @@ Result<void> Controller::AddJob(JobSpec spec) {
     if (ec) return MakeError(ErrorCode::kIo, "cannot create the model directory of job " + j.spec.id + ": " + ec.message());
   }
   std::lock_guard lock(impl_->mu);
+  if (impl_->jobs.count(j.spec.id)) return MakeError(ErrorCode::kInvalidArgument, "job '" + j.spec.id + "' exists");
   TRIBUTARY_TRY(impl_->Restore(j));
   impl_->jobs[j.spec.id] = std::move(j);
   return Ok();
@@ -629,7 +705,7 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
   auto jit = impl_->jobs.find(job_id);
   if (jit == impl_->jobs.end()) return MakeError(ErrorCode::kUnknownJob, "no job '" + job_id + "'");
   Job& job = jit->second;
-  const uint64_t round = job.version + 1;
+  const uint64_t round = job.state.version + 1;
   for (const auto& [node, clients] : clients_by_node) {
     auto n = impl_->nodes.find(node);
     if (n == impl_->nodes.end() || !n->second.info.connected) {
@@ -637,20 +713,34 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
     }
   }
   if (impl_->shutting_down) return MakeError(ErrorCode::kRoundClosed, "the controller is shutting down");
-  if (impl_->pending) {
-    return MakeError(ErrorCode::kInvalidArgument, "round " + std::to_string(impl_->pending->round) + " of job '" +
-                                                      impl_->pending->job + "' is in progress: one round at a time");
+  if (impl_->round_reserved) {
+    return MakeError(ErrorCode::kInvalidArgument, impl_->reserved_for + " is in progress: one round at a time");
   }
-  // Reserved before anything else: the round's function calls and the nodes'
-  // messages belong to it alone. Nodes' messages for it are taken from here on.
+  // Reserved until RunRound returns: the round's function calls, its merge
+  // (without the lock) and the nodes' messages belong to it alone.
+  impl_->round_reserved = true;
+  impl_->reserved_for = "round " + std::to_string(round) + " of job '" + job_id + "'";
+  struct Release {  // destroyed before `lock`, which every return holds
+    Impl* impl;
+    std::unique_lock<std::mutex>& lock;
+    ~Release() {
+      if (!lock.owns_lock()) lock.lock();
+      impl->round_reserved = false;
+      impl->cv.notify_all();
+    }
+  } release{impl_.get(), lock};
   impl_->pending = Pending{};
   impl_->pending->job = job_id;
   impl_->pending->round = round;
   impl_->pending->plan_id = impl_->plan_ids();
+  impl_->issued_plans.push_back(impl_->pending->plan_id);
+  if (impl_->issued_plans.size() > 1024) impl_->issued_plans.pop_front();
   impl_->pending->policy = policy;
-  for (const auto& [node, clients] : clients_by_node) impl_->pending->nodes.insert(node);
-  // Personal models are generated before the plans go out, without the lock
-  // (the reservation keeps every other round out meanwhile).
+  for (const auto& [node, clients] : clients_by_node) {
+    impl_->pending->nodes.insert(node);
+    impl_->pending->assigned[node] = std::set<std::string>(clients.begin(), clients.end());
+  }
+  // Personal models are generated before the plans go out, without the lock.
   std::map<std::string, std::vector<float>> personal_models;
   if (job.spec.personalized) {
     lock.unlock();
@@ -669,6 +759,7 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
   impl_->pending.reset();
   auto fail = [&](Error e) {
     impl_->stats.rounds_failed += 1;
+    impl_->CloseAt(pending);  // nodes still collecting stop now
     return e;
   };
   if (!collected) return fail(std::move(collected).error());
@@ -701,12 +792,17 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
                                                          std::to_string(policy.min_updates) + " (run it again)"));
     }
   }
+  impl_->CloseAt(pending);  // lost nodes that come back must not keep collecting
   report.round = round;
   if (job.spec.personalized) {
     for (const auto& [node, in] : pending.partials) report.updates_by_node[node] = in.header.updates();
-    job.version += 1;
+    job.state.version += 1;
   } else {
-    if (auto merged = impl_->MergeAtRoot(job, pending, report); !merged) return fail(std::move(merged).error());
+    lock.unlock();
+    auto merged = impl_->MergeAtRoot(job, pending, report);
+    lock.lock();
+    if (!merged) return fail(std::move(merged).error());
+    job.state = std::move(merged).value();
     std::set<std::string> folded(report.clients.begin(), report.clients.end());
     for (const auto& [node, clients] : clients_by_node) {
       for (const std::string& c : clients) {
@@ -716,7 +812,7 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
     std::sort(report.missing.begin(), report.missing.end());
   }
   impl_->stats.rounds_completed += 1;
-  report.model_version = job.version;
+  report.model_version = job.state.version;
   report.seconds = Clock::now() - start;
   return report;
 }
@@ -725,14 +821,14 @@ Result<std::vector<float>> Controller::Model(const std::string& job) const {
   std::lock_guard lock(impl_->mu);
   auto it = impl_->jobs.find(job);
   if (it == impl_->jobs.end()) return MakeError(ErrorCode::kUnknownJob, "no job '" + job + "'");
-  return it->second.model;
+  return it->second.state.model;
 }
 
 Result<uint64_t> Controller::ModelVersion(const std::string& job) const {
   std::lock_guard lock(impl_->mu);
   auto it = impl_->jobs.find(job);
   if (it == impl_->jobs.end()) return MakeError(ErrorCode::kUnknownJob, "no job '" + job + "'");
-  return it->second.version;
+  return it->second.state.version;
 }
 
 }  // namespace tributary::controller

@@ -326,6 +326,7 @@ Result<std::unique_ptr<ControllerService>> ControllerService::Start(const Contro
       raw->http_thread.join();
     }
   };
+  std::vector<JobState> loaded;
   for (config::DeploymentJob& j : jobs) {
     auto spec = JobSpecFor(j);
     Result<void> added = spec ? impl->controller->AddJob(std::move(spec).value()) : Result<void>(spec.error());
@@ -337,7 +338,11 @@ Result<std::unique_ptr<ControllerService>> ControllerService::Start(const Contro
     if (done > 0) spdlog::info("controller: job '{}' resumed after round {}", j.name, done);
     JobState state;
     state.job = std::move(j);
-    impl->jobs.push_back(std::move(state));
+    loaded.push_back(std::move(state));
+  }
+  {
+    std::lock_guard lock(impl->mu);  // the HTTP side reads `jobs` meanwhile
+    impl->jobs = std::move(loaded);
   }
   impl->ready = true;
   impl->loop = std::thread([raw] { raw->Loop(); });

@@ -146,11 +146,11 @@ struct Gateway::Impl {
   Result<void> OnTaskRequest(const zmq::message_t& identity, uint64_t request_id, const v1::TaskRequest& t) {
     if (t.client_id().empty()) return MakeError(ErrorCode::kInvalidArgument, "a task request names its client");
     {
-      const bool first = clients_seen.insert(t.client_id()).second;
+      clients_seen.insert(t.client_id());
       std::lock_guard lock(stats_mu);
       stats.clients_seen = clients_seen.size();
       // A client flooding asks costs one entry, not one per ask.
-      if (first || check_ins.size() < kMaxPendingCheckIns || check_ins.count(t.client_id())) {
+      if (check_ins.count(t.client_id()) || check_ins.size() < kMaxPendingCheckIns) {
         check_ins[t.client_id()] = CheckIn{t.client_id(), protocol::FromProto(t.properties()), Clock::now()};
       }
     }

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -24,7 +25,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kBeatInterval = std::chrono::milliseconds(500);
-constexpr size_t kCheckInsPerMessage = 10'000;
+constexpr size_t kCheckInsPerMessage = 10'000;  // per collection from the gateway
+constexpr size_t kCheckInMessageBytes = 1 << 20;
+constexpr size_t kMaxCheckInBytes = 4096;
 
 // A message for the controller, queued by the round worker for the socket's thread.
 struct Outgoing {
@@ -55,6 +58,7 @@ struct NodeService::Impl {
   std::condition_variable wake;
   std::deque<v1::RoundPlan> plans;
   std::optional<v1::RoundPlan> running;
+  std::set<uint64_t> closed;  // plans the controller closed (RoundClose)
   std::deque<Outgoing> outbox;
   std::thread worker;
 
@@ -100,25 +104,34 @@ struct NodeService::Impl {
       h->set_job_id(reported->job);
       h->set_round(reported->round);
       h->set_round_accepted(reported->accepted);
+      std::lock_guard lock(mu);
+      if (running && running->job_id() == reported->job && running->round() == reported->round) {
+        h->set_plan_id(running->plan_id());
+      }
     }
     Send(e);
   }
 
+  // In messages of at most ~1 MiB (the control plane's envelope limit is 4 MiB).
   void ReportCheckIns() {
     std::vector<gateway::CheckIn> batch = agent->TakeCheckIns(kCheckInsPerMessage);
-    if (batch.empty()) return;
-    v1::Envelope e = protocol::NewEnvelope();
-    auto* c = e.mutable_node_check_ins();
-    c->set_node_id(options.node_id);
     const auto now = Clock::now();
+    v1::Envelope e = protocol::NewEnvelope();
+    e.mutable_node_check_ins()->set_node_id(options.node_id);
     for (gateway::CheckIn& in : batch) {
-      auto* client = c->add_clients();
+      auto* client = e.mutable_node_check_ins()->add_clients();
       client->set_client_id(in.client);
       protocol::ToProto(in.properties, client->mutable_properties());
+      // Properties the controller cannot use must not crowd out other clients.
+      if (client->ByteSizeLong() > kMaxCheckInBytes) client->clear_properties();
       client->set_age_ms(static_cast<uint64_t>(
           std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(now - in.at).count())));
+      if (e.ByteSizeLong() > kCheckInMessageBytes) {
+        Send(e);
+        e.mutable_node_check_ins()->clear_clients();
+      }
     }
-    Send(e);
+    if (e.node_check_ins().clients_size() > 0) Send(e);
   }
 
   void Run() {
@@ -177,13 +190,17 @@ struct NodeService::Impl {
     } else if (e.has_model_publish_chunk() && parts.size() == 2) {
       ModelChunk(e.model_publish_chunk(), parts[1]);
     } else if (e.has_round_plan()) {
+      // The controller runs one round at a time: the newest plan supersedes
+      // the running one and any still queued.
       std::lock_guard lock(mu);
-      if (running) agent->CloseRound(running->job_id(), running->round());  // superseded
+      if (running) agent->CloseRound(running->job_id(), running->round());
+      plans.clear();
       plans.push_back(e.round_plan());
       wake.notify_all();
     } else if (e.has_round_close()) {
       std::lock_guard lock(mu);
       const auto& c = e.round_close();
+      closed.insert(c.plan_id());  // also when its round has not opened yet (Execute looks)
       if (running && running->plan_id() == c.plan_id()) agent->CloseRound(c.job_id(), c.round());
     }
   }
@@ -200,6 +217,7 @@ struct NodeService::Impl {
       RunRound(plan);
       lock.lock();
       running.reset();
+      closed.clear();  // closes are for the plan that ran or earlier ones
     }
   }
 
@@ -278,6 +296,11 @@ struct NodeService::Impl {
       return Ok();
     }
     TRIBUTARY_TRY(agent->OpenRound(std::move(spec), plan.fan_in()));
+    {
+      // A close that came before the round opened.
+      std::lock_guard lock(mu);
+      if (closed.count(plan.plan_id())) agent->CloseRound(plan.job_id(), plan.round());
+    }
     TRIBUTARY_ASSIGN_OR_RETURN(NodeRoundResult result, agent->WaitRound(deadline));
     SendPartial(plan, "", result.partial.meta().weight, result.partial.meta().updates, result.partial.bytes(),
                 result.clients);
@@ -336,6 +359,9 @@ Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& optio
     // Nothing queues for a connection that is not up: a restarted controller
     // gets no stale messages, and sends never block.
     impl->socket.set(zmq::sockopt::immediate, 1);
+    // ZMTP heartbeats: a dead connection is dropped within seconds, not TCP's minutes.
+    impl->socket.set(zmq::sockopt::heartbeat_ivl, 1000);
+    impl->socket.set(zmq::sockopt::heartbeat_timeout, 3000);
     if (curve) {
       impl->socket.set(zmq::sockopt::curve_serverkey, controller.controller_public_key);
       impl->socket.set(zmq::sockopt::curve_publickey, controller.public_key);

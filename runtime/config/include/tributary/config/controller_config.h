@@ -6,7 +6,7 @@
 //   bind: tcp://*:7700            # node agents connect here
 //   http_bind: 0.0.0.0:7701       # /healthz /readyz /metrics /v1/status
 //   state_dir: /var/lib/tributary # checkpoints and model files, per job
-//   node_timeout_ms: 5000         # a node silent this long is lost
+//   node_timeout_ms: 5000         # a node silent this long is lost (at least 1500)
 //   client_ttl_ms: 30000          # a client's check-in keeps it available this long
 //   security: {mode: curve, secret_key_file: controller.key, node_allow_list: nodes/}
 //   jobs: [jobs/fmnist.yaml]      # relative to this file

@@ -37,6 +37,7 @@ class Section {
   // Rejects keys not in `known`.
   Result<void> OnlyKeys(const std::set<std::string>& known) const {
     for (const auto& kv : node_) {
+      if (!kv.first.IsScalar()) return Fail(kv.first, "", "expected a name as the key");
       const std::string key = kv.first.as<std::string>();
       if (known.count(key) == 0) {
         std::string list;

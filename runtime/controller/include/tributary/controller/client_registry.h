@@ -8,9 +8,12 @@
 // at another node moves there: selection follows where each client asks.
 //
 // SelectClients() is a seeded partial Fisher-Yates shuffle of the available
-// clients sorted by id: the same clients, seed, job, round and attempt give
-// the same selection on every machine and after every restart, and no
-// client is selected twice.
+// clients sorted by id, drawn with SplitMix64 and a bounded draw of its own
+// (not the standard library's distributions, which differ between
+// implementations): the same clients, seed, job, round and attempt give the
+// same selection on every machine, build and restart, and no client is
+// selected twice. A client's properties are not kept: nothing selects on
+// them yet.
 //
 // Thread safety: ClientRegistry is not synchronized (the controller holds its lock).
 #pragma once
@@ -23,7 +26,6 @@
 #include <string_view>
 #include <vector>
 
-#include "tributary/core/config_map.h"
 
 namespace tributary::controller {
 
@@ -36,9 +38,13 @@ struct AvailableClient {
 class ClientRegistry {
  public:
   using Clock = std::chrono::steady_clock;
+  static constexpr size_t kMaxClients = 10'000'000;
+  static constexpr size_t kMaxClientIdBytes = 256;
   explicit ClientRegistry(std::chrono::milliseconds ttl) : ttl_(ttl) {}
 
-  void CheckIn(const std::string& client, const std::string& node, ConfigMap properties, Clock::time_point at);
+  // False if refused: an id longer than kMaxClientIdBytes, or a new client
+  // when the registry holds kMaxClients.
+  bool CheckIn(const std::string& client, const std::string& node, Clock::time_point at);
   // Sorted by client id.
   std::vector<AvailableClient> Available(Clock::time_point now, const std::set<std::string>& connected_nodes) const;
   // Clients available on each node.
@@ -50,7 +56,6 @@ class ClientRegistry {
  private:
   struct Entry {
     std::string node;
-    ConfigMap properties;
     Clock::time_point at;
   };
   std::chrono::milliseconds ttl_;
