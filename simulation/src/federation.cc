@@ -1,8 +1,6 @@
 #include "tributary/simulation/federation.h"
 
 #include <iomanip>
-#include <numeric>
-#include <random>
 #include <tuple>
 #include <thread>
 
@@ -68,19 +66,25 @@ void Print(std::ostream& out, const RoundMetrics& m, uint32_t rounds, bool bar) 
   }
 }
 
-// Round `round`'s clients: a partial shuffle seeded by (seed, round) alone,
-// so a resumed run selects exactly what an uninterrupted one would.
-std::vector<uint32_t> SelectClients(uint64_t seed, uint64_t round, uint32_t clients, uint32_t per_round) {
-  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(round),
-                    static_cast<uint32_t>(round >> 32), 0x5e1ec7u};
-  std::mt19937_64 rng(seq);
-  std::vector<uint32_t> everyone(clients);
-  std::iota(everyone.begin(), everyone.end(), 0u);
-  for (uint32_t i = 0; i < per_round; ++i) {
-    std::swap(everyone[i], everyone[i + std::uniform_int_distribution<uint32_t>(0, clients - 1 - i)(rng)]);
+// Round `round`'s clients, chosen as in a deployment: by the controller's
+// registry (every simulated client checks in at its node's gateway, client c
+// at node c % nodes) and its seeded selection over the clients available.
+// All of them are waited for, so the selection is a function of (seed, job,
+// round) alone and a resumed run selects exactly what an uninterrupted one
+// would.
+Result<std::map<std::string, std::vector<std::string>>> SelectRound(const controller::Controller& c,
+                                                                     const SimulationJob& job, uint64_t round) {
+  const auto give_up = Clock::now() + std::chrono::seconds(60);
+  std::vector<controller::AvailableClient> available = c.AvailableClients();
+  while (available.size() < job.clients) {
+    if (Clock::now() > give_up) {
+      return MakeError(ErrorCode::kIo, std::to_string(available.size()) + " of " + std::to_string(job.clients) +
+                                           " simulated clients checked in within 60 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    available = c.AvailableClients();
   }
-  everyone.resize(per_round);
-  return everyone;
+  return controller::ByNode(controller::SelectClients(available, job.clients_per_round, job.seed, job.name, round, 0));
 }
 
 // The counters that are cumulative over a run, across resumes, as the last
@@ -190,9 +194,9 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
   for (const auto& t : spec.tensors()) tensor_layout.emplace_back(t.name, t.shape);
   const RoundMetrics before = CountersOf(rounds);
   for (uint64_t r = done + 1; r <= job.rounds; ++r) {
+    TRIBUTARY_ASSIGN_OR_RETURN(auto selected, SelectRound(*controller, job, r));
     const auto t0 = Clock::now();
-    auto report = controller->RunRound(
-        job.name, ByNode(SelectClients(job.seed, r, job.clients, job.clients_per_round), job.nodes));
+    auto report = controller->RunRound(job.name, selected);
     const auto t1 = Clock::now();
     if (!report) {
       if (auto f = pool.failure()) return MakeError(f->code, "a simulated client failed: " + f->reason);

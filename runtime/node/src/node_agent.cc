@@ -69,7 +69,6 @@ struct Round {
   bool rebuild = false;
   std::set<uint32_t> died;  // functions that exited since the current tree was planned
   bool deadline_passed = false;
-  bool close_requested = false;          // CloseRound(): fold what arrived now, as at the deadline
   std::set<std::string> accepted;        // clients whose updates the round folds
   uint32_t rebuilds = 0;
 
@@ -116,8 +115,31 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   Round round;
   std::deque<std::pair<Descriptor, shm::BlockRef>> results;
   uint64_t next_task = 1;
-  uint64_t rounds_completed = 0;
-  uint64_t total_rebuilds = 0;
+  std::atomic<uint64_t> rounds_completed{0};
+  std::atomic<uint64_t> total_rebuilds{0};
+  // The open round as the node service reports it, and closes asked for,
+  // under their own lock: the service's thread must never wait for `mu`,
+  // which a rebuild holds while functions start (its heartbeats would stop).
+  mutable std::mutex progress_mu;
+  std::optional<RoundProgress> progress;
+  std::optional<std::pair<std::string, uint64_t>> close_asked;  // (job, round)
+
+  // Under `mu`: the service's view follows the round. A round that opens
+  // drops closes asked before it (the node service asks again for its plan).
+  void Report(bool opened = false) {
+    std::lock_guard lock(progress_mu);
+    if (opened) close_asked.reset();
+    if (!round.active) {
+      progress.reset();
+      close_asked.reset();
+      return;
+    }
+    progress = RoundProgress{round.spec.job, round.spec.round, round.accepted.size()};
+  }
+  bool CloseAsked() const {
+    std::lock_guard lock(progress_mu);
+    return close_asked && progress && close_asked->first == progress->job && close_asked->second == progress->round;
+  }
   std::atomic<uint32_t> unswept{0};  // function exits whose leases are not yet reclaimed
 
   // Reclaims what dead functions held in the segment (a process is only seen
@@ -187,6 +209,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       return MakeError(ErrorCode::kRoundClosed, "the round closed on this node while the update was uploaded");
     }
     round.accepted.insert(u.admission.client);
+    Report();
     if (round.personal) {
       round.arrived.push_back({u.admission.client, u.layout, static_cast<double>(u.sample_count), std::move(block)});
       cv.notify_all();
@@ -363,6 +386,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     ReleaseFunctions();
     rounds.CloseRound(round.spec.job);
     round = Round{};
+    Report();
   }
 };
 
@@ -446,6 +470,7 @@ Result<void> NodeAgent::OpenRound(gateway::RoundSpec spec, uint32_t fan_in) {
     return built;
   }
   impl_->rounds.OpenRound(std::move(spec));
+  impl_->Report(/*opened=*/true);
   return Ok();
 }
 
@@ -483,7 +508,7 @@ Result<NodeRoundResult> NodeAgent::WaitRound(Clock::time_point deadline) {
       }
       continue;
     }
-    if (!r.deadline_passed && (r.close_requested || Clock::now() >= deadline)) {
+    if (!r.deadline_passed && (impl_->CloseAsked() || Clock::now() >= deadline)) {
       // Close the gateway for this round, then fold what arrived.
       r.deadline_passed = true;
       impl_->rounds.CloseRound(r.spec.job);
@@ -514,11 +539,12 @@ Result<uint64_t> NodeAgent::RunPersonalRound(gateway::RoundSpec spec, Clock::tim
   r.personal = true;
   r.spec = spec;
   impl_->rounds.OpenRound(std::move(spec));
+  impl_->Report(/*opened=*/true);
   uint64_t handled = 0, delivered = 0;  // a non-finite update (if the job admits them) is handled, not delivered
   Result<void> outcome = Ok();
   while (outcome && handled < expected && !impl_->shutting_down.load()) {
     if (r.arrived.empty()) {
-      if (r.close_requested || Clock::now() >= deadline) break;
+      if (impl_->CloseAsked() || Clock::now() >= deadline) break;
       impl_->cv.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
       continue;
     }
@@ -539,6 +565,7 @@ Result<uint64_t> NodeAgent::RunPersonalRound(gateway::RoundSpec spec, Clock::tim
   }
   impl_->rounds.CloseRound(r.spec.job);
   r = Round{};
+  impl_->Report();
   if (!outcome) return std::move(outcome).error();
   if (delivered == 0) return MakeError(ErrorCode::kRoundClosed, "no update arrived before the deadline");
   impl_->rounds_completed += 1;
@@ -555,18 +582,17 @@ std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
 }
 
 void NodeAgent::CloseRound(const std::string& job, uint64_t round) {
-  std::lock_guard lock(impl_->mu);
-  Round& r = impl_->round;
-  if (!r.active || r.spec.job != job || r.spec.round != round) return;
-  r.close_requested = true;
+  // Without `mu` (see progress_mu): the waiting round sees it within 100 ms.
+  {
+    std::lock_guard lock(impl_->progress_mu);
+    impl_->close_asked = std::pair{job, round};
+  }
   impl_->cv.notify_all();
 }
 
 std::optional<RoundProgress> NodeAgent::Progress() const {
-  std::lock_guard lock(impl_->mu);
-  const Round& r = impl_->round;
-  if (!r.active) return std::nullopt;
-  return RoundProgress{r.spec.job, r.spec.round, r.accepted.size()};
+  std::lock_guard lock(impl_->progress_mu);
+  return impl_->progress;
 }
 
 std::vector<gateway::CheckIn> NodeAgent::TakeCheckIns(size_t max) { return impl_->gateway->TakeCheckIns(max); }
@@ -588,9 +614,8 @@ NodeStats NodeAgent::Stats() const {
   s.functions = impl_->supervisor->Stats();
   s.store = impl_->segment->Stats();
   s.dataplane = impl_->sw->dataplane();
-  std::lock_guard lock(impl_->mu);
-  s.rounds_completed = impl_->rounds_completed;
-  s.rebuilds = impl_->total_rebuilds;
+  s.rounds_completed = impl_->rounds_completed.load();
+  s.rebuilds = impl_->total_rebuilds.load();
   s.function_limit = kMaxFunctions;
   return s;
 }
