@@ -177,14 +177,14 @@ struct NodeService::Impl {
 
   void Handle(const v1::Envelope& e, const std::vector<zmq::message_t>& parts) {
     if (e.has_controller_heartbeat()) {
+      // Hello again only for a controller that does not know this node: one
+      // that says so, or a new process. (A hello mid-round tells the
+      // controller this node lost its part, so none is sent without cause.)
       const auto& h = e.controller_heartbeat();
-      if (!h.known() || controller_instance != h.instance()) {
-        if (controller_instance && controller_instance != h.instance()) {
-          spdlog::info("node {}: the controller restarted; saying hello", options.node_id);
-        }
-        controller_instance = h.instance();
-        Hello();
-      }
+      const bool restarted = controller_instance && *controller_instance != h.instance();
+      if (restarted) spdlog::info("node {}: the controller restarted; saying hello", options.node_id);
+      controller_instance = h.instance();
+      if (!h.known() || restarted) Hello();
     } else if (e.has_model_publish()) {
       StartModel(e.model_publish());
     } else if (e.has_model_publish_chunk() && parts.size() == 2) {
