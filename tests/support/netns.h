@@ -83,7 +83,6 @@ class TestNetwork {
   }
 
   const std::string& Address(const std::string& host) const { return hosts_.at(host).v4; }
-  const std::string& Address6(const std::string& host) const { return hosts_.at(host).v6; }
   const std::string& Namespace(const std::string& host) const { return hosts_.at(host).ns; }
 
   // Runs `argv` in `host`'s namespace, stdout and stderr to `log`.

@@ -112,54 +112,23 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
       c.store.max_blocks = static_cast<uint32_t>(m);
     }
   }
-  if (!top.Has("gateway_security")) {
-    return top.Fail(root, "gateway_security",
-                    "missing: set mode: curve (secret_key_file, allow_list) or, knowingly, mode: none");
-  }
   {
-    Section sec = top.Child("gateway_security");
-    TRIBUTARY_TRY(sec.ExpectMap());
-    TRIBUTARY_TRY(sec.OnlyKeys({"mode", "secret_key_file", "allow_list"}));
-    if (!sec.Has("mode")) return sec.Fail(root["gateway_security"], "mode", "missing (curve or none)");
-    TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_security, sec.String("mode"));
-    if (c.gateway_security == "curve") {
-      if (!sec.Has("secret_key_file") || !sec.Has("allow_list")) {
-        return sec.Fail(root["gateway_security"], "mode", "curve needs secret_key_file and allow_list");
-      }
-      TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_secret_key_file, sec.String("secret_key_file"));
-      TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_allow_list, sec.String("allow_list"));
-    } else if (c.gateway_security == "none") {
-      if (sec.Has("secret_key_file") || sec.Has("allow_list")) {
-        return sec.Fail(root["gateway_security"], "mode", "none takes no keys");
-      }
-    } else {
-      return sec.Fail(root["gateway_security"]["mode"], "mode", "expected curve or none");
+    TRIBUTARY_ASSIGN_OR_RETURN(auto files,
+                               ReadSecurity(top, "gateway_security", {"secret_key_file", "allow_list"}, c.gateway_security));
+    if (!files.empty()) {
+      c.gateway_secret_key_file = files[0];
+      c.gateway_allow_list = files[1];
     }
   }
   if (top.Has("controller")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.controller_endpoint, top.String("controller"));
   }
-  if (!top.Has("controller_security")) {
-    return top.Fail(root, "controller_security",
-                    "missing: set mode: curve (controller_public_key_file, secret_key_file) or, knowingly, mode: none");
-  }
-  Section ctl = top.Child("controller_security");
-  TRIBUTARY_TRY(ctl.ExpectMap());
-  TRIBUTARY_TRY(ctl.OnlyKeys({"mode", "controller_public_key_file", "secret_key_file"}));
-  if (!ctl.Has("mode")) return ctl.Fail(root["controller_security"], "mode", "missing (curve or none)");
-  TRIBUTARY_ASSIGN_OR_RETURN(c.controller_security, ctl.String("mode"));
-  if (c.controller_security == "curve") {
-    if (!ctl.Has("controller_public_key_file") || !ctl.Has("secret_key_file")) {
-      return ctl.Fail(root["controller_security"], "mode", "curve needs controller_public_key_file and secret_key_file");
-    }
-    TRIBUTARY_ASSIGN_OR_RETURN(c.controller_public_key_file, ctl.String("controller_public_key_file"));
-    TRIBUTARY_ASSIGN_OR_RETURN(c.controller_secret_key_file, ctl.String("secret_key_file"));
-  } else if (c.controller_security == "none") {
-    if (ctl.Has("controller_public_key_file") || ctl.Has("secret_key_file")) {
-      return ctl.Fail(root["controller_security"], "mode", "none takes no keys");
-    }
-  } else {
-    return ctl.Fail(root["controller_security"]["mode"], "mode", "expected curve or none");
+  TRIBUTARY_ASSIGN_OR_RETURN(auto files, ReadSecurity(top, "controller_security",
+                                                      {"controller_public_key_file", "secret_key_file"},
+                                                      c.controller_security));
+  if (!files.empty()) {
+    c.controller_public_key_file = files[0];
+    c.controller_secret_key_file = files[1];
   }
   return c;
 }

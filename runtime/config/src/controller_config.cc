@@ -127,28 +127,10 @@ Result<ControllerConfig> ParseControllerConfig(const std::string& yaml_text, con
   // At least three of the nodes' 500 ms heartbeats.
   TRIBUTARY_TRY(ReadOne(top, "node_timeout_ms", c.node_timeout_ms, 1500, uint64_t{1} << 32));
   TRIBUTARY_TRY(ReadOne(top, "client_ttl_ms", c.client_ttl_ms, 1000, uint64_t{1} << 32));
-  if (!top.Has("security")) {
-    return top.Fail(root, "security", "missing: set mode: curve (secret_key_file, node_allow_list) or, knowingly, mode: none");
-  }
-  Section sec = top.Child("security");
-  TRIBUTARY_TRY(sec.ExpectMap());
-  TRIBUTARY_TRY(sec.OnlyKeys({"mode", "secret_key_file", "node_allow_list"}));
-  if (!sec.Has("mode")) return sec.Fail(root["security"], "mode", "missing (curve or none)");
-  TRIBUTARY_ASSIGN_OR_RETURN(c.security, sec.String("mode"));
-  if (c.security == "curve") {
-    if (!sec.Has("secret_key_file") || !sec.Has("node_allow_list")) {
-      return sec.Fail(root["security"], "mode", "curve needs secret_key_file and node_allow_list");
-    }
-    TRIBUTARY_ASSIGN_OR_RETURN(c.secret_key_file, sec.String("secret_key_file"));
-    TRIBUTARY_ASSIGN_OR_RETURN(c.node_allow_list, sec.String("node_allow_list"));
-    c.secret_key_file = Resolve(c.secret_key_file, source_name);
-    c.node_allow_list = Resolve(c.node_allow_list, source_name);
-  } else if (c.security == "none") {
-    if (sec.Has("secret_key_file") || sec.Has("node_allow_list")) {
-      return sec.Fail(root["security"], "mode", "none takes no keys");
-    }
-  } else {
-    return sec.Fail(root["security"]["mode"], "mode", "expected curve or none");
+  TRIBUTARY_ASSIGN_OR_RETURN(auto files, ReadSecurity(top, "security", {"secret_key_file", "node_allow_list"}, c.security));
+  if (!files.empty()) {
+    c.secret_key_file = Resolve(files[0], source_name);
+    c.node_allow_list = Resolve(files[1], source_name);
   }
   if (top.Has("jobs")) {
     const YAML::Node jobs = root["jobs"];

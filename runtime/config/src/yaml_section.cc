@@ -46,6 +46,42 @@ Result<void> ReadChoice(const Section& s, const std::string& key, std::string& o
   return Ok();
 }
 
+Result<std::vector<std::string>> ReadSecurity(const Section& parent, const std::string& key,
+                                              const std::vector<std::string>& curve_keys, std::string& mode) {
+  std::string listed, needs;
+  for (size_t i = 0; i < curve_keys.size(); ++i) {
+    listed += (i ? ", " : "") + curve_keys[i];
+    needs += (i ? " and " : "") + curve_keys[i];
+  }
+  if (!parent.Has(key)) {
+    return parent.Fail(parent.node(), key, "missing: set mode: curve (" + listed + ") or, knowingly, mode: none");
+  }
+  const Section sec = parent.Child(key);
+  TRIBUTARY_TRY(sec.ExpectMap());
+  std::set<std::string> known(curve_keys.begin(), curve_keys.end());
+  known.insert("mode");
+  TRIBUTARY_TRY(sec.OnlyKeys(known));
+  if (!sec.Has("mode")) return sec.Fail(sec.node(), "mode", "missing (curve or none)");
+  TRIBUTARY_ASSIGN_OR_RETURN(mode, sec.String("mode"));
+  std::vector<std::string> values;
+  if (mode == "curve") {
+    for (const std::string& k : curve_keys) {
+      if (!sec.Has(k)) return sec.Fail(sec.node(), "mode", "curve needs " + needs);
+    }
+    for (const std::string& k : curve_keys) {
+      TRIBUTARY_ASSIGN_OR_RETURN(std::string v, sec.String(k));
+      values.push_back(std::move(v));
+    }
+  } else if (mode == "none") {
+    for (const std::string& k : curve_keys) {
+      if (sec.Has(k)) return sec.Fail(sec.node(), "mode", "none takes no keys");
+    }
+  } else {
+    return sec.Fail(sec.node()["mode"], "mode", "expected curve or none");
+  }
+  return values;
+}
+
 Result<void> ReadPositive(const Section& s, const std::string& key, double& out) {
   if (!s.Has(key)) return Ok();
   TRIBUTARY_ASSIGN_OR_RETURN(double v, s.Number(key));

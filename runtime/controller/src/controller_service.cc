@@ -368,12 +368,4 @@ int ControllerService::http_port() const { return impl_->http_port; }
 std::string ControllerService::StatusJson() const { return impl_->StatusJson(); }
 std::string ControllerService::Metrics() const { return impl_->Metrics(); }
 
-bool ControllerService::Finished() const {
-  std::lock_guard lock(impl_->mu);
-  for (const JobState& j : impl_->jobs) {
-    if (j.job.rounds == 0 || VersionOf(*impl_->controller, j.job.name) < j.job.rounds) return false;
-  }
-  return true;
-}
-
 }  // namespace tributary::controller

@@ -17,6 +17,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "tributary/aggregator/strategy.h"
 #include "tributary/core/error.h"
@@ -119,6 +120,12 @@ Result<void> ReadChoice(const Section& s, const std::string& key, std::string& o
                         const std::set<std::string>& choices);
 // A number that must not be negative.
 Result<void> ReadPositive(const Section& s, const std::string& key, double& out);
+
+// A security section `key`, required: {mode: curve, <each of curve_keys>} or,
+// explicitly, {mode: none} with no keys. Sets `mode`; returns the curve keys'
+// values in `curve_keys` order (empty for none).
+Result<std::vector<std::string>> ReadSecurity(const Section& parent, const std::string& key,
+                                              const std::vector<std::string>& curve_keys, std::string& mode);
 
 // A strategy section: {name: fedadam, server_lr: 0.01, beta1, beta2, tau, momentum, threads}.
 Result<agg::StrategyOptions> ReadStrategy(const Section& s);

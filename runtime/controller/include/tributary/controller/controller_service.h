@@ -51,8 +51,6 @@ class ControllerService {
   // /v1/status and /metrics, as served.
   std::string StatusJson() const;
   std::string Metrics() const;
-  // True once every job with a round limit has done its rounds.
-  bool Finished() const;
 
  private:
   struct Impl;
