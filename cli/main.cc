@@ -96,14 +96,17 @@ int RunNode(const std::string& config_file, std::string controller, const std::s
   return 0;
 }
 
-// The configuration and every job file, checked; errors name file, line, key.
-tributary::Result<std::pair<tributary::config::ControllerConfig, std::vector<tributary::config::DeploymentJob>>>
+// The configuration and every job file (and its model), checked; errors
+// name file, line, key.
+tributary::Result<std::pair<tributary::config::ControllerConfig, std::vector<tributary::controller::ServiceJob>>>
 LoadControllerSetup(const std::string& config_file) {
   TRIBUTARY_ASSIGN_OR_RETURN(tributary::config::ControllerConfig cfg, tributary::config::LoadControllerConfig(config_file));
-  std::vector<tributary::config::DeploymentJob> jobs;
+  std::vector<tributary::controller::ServiceJob> jobs;
   for (const std::string& file : cfg.jobs) {
     TRIBUTARY_ASSIGN_OR_RETURN(tributary::config::DeploymentJob job, tributary::config::LoadDeploymentJob(file));
-    jobs.push_back(std::move(job));
+    auto service_job = tributary::controller::ServiceJobFor(job);
+    if (!service_job) return tributary::MakeError(service_job.error().code, file + ": " + service_job.error().reason);
+    jobs.push_back(std::move(service_job).value());
   }
   return std::pair{std::move(cfg), std::move(jobs)};
 }
@@ -358,11 +361,6 @@ int main(int argc, char** argv) {
   if (config_controller->parsed()) {
     auto setup = LoadControllerSetup(controller_file);
     if (!setup) return Report(std::move(setup).error());
-    for (const auto& job : setup.value().second) {
-      if (auto spec = tributary::controller::JobSpecFor(job); !spec) {
-        return Report(tributary::MakeError(spec.error().code, job.source + ": " + spec.error().reason));
-      }
-    }
     std::cout << controller_file << ": ok (" << setup.value().second.size() << " jobs, state in "
               << setup.value().first.state_dir << ")\n";
     return 0;

@@ -66,27 +66,6 @@ void Print(std::ostream& out, const RoundMetrics& m, uint32_t rounds, bool bar) 
   }
 }
 
-// Round `round`'s clients, chosen as in a deployment: by the controller's
-// registry (every simulated client checks in at its node's gateway, client c
-// at node c % nodes) and its seeded selection over the clients available.
-// All of them are waited for, so the selection is a function of (seed, job,
-// round) alone and a resumed run selects exactly what an uninterrupted one
-// would.
-Result<std::map<std::string, std::vector<std::string>>> SelectRound(const controller::Controller& c,
-                                                                     const SimulationJob& job, uint64_t round) {
-  const auto give_up = Clock::now() + std::chrono::seconds(60);
-  std::vector<controller::AvailableClient> available = c.AvailableClients();
-  while (available.size() < job.clients) {
-    if (Clock::now() > give_up) {
-      return MakeError(ErrorCode::kIo, std::to_string(available.size()) + " of " + std::to_string(job.clients) +
-                                           " simulated clients checked in within 60 s");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    available = c.AvailableClients();
-  }
-  return controller::ByNode(controller::SelectClients(available, job.clients_per_round, job.seed, job.name, round, 0));
-}
-
 // The counters that are cumulative over a run, across resumes, as the last
 // logged round left them; every other field 0.
 RoundMetrics CountersOf(const std::vector<RoundMetrics>& rounds) {
@@ -127,36 +106,6 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
 
   TRIBUTARY_TRY(ClaimRunDir(options.run_dir, job));
 
-  // Controller and node agents.
-  const uint64_t per_node = (job.clients_per_round + job.nodes - 1) / job.nodes;
-  const uint64_t segment = std::max<uint64_t>(256ull << 20, spec.payload_bytes() * (2 * per_node + 16) + (64ull << 20));
-  TRIBUTARY_ASSIGN_OR_RETURN(LocalRuntime rt, StartLocalRuntime(job, options, segment));
-  controller::Controller* controller = rt.controller.get();
-
-  controller::JobSpec js;
-  js.id = job.name;
-  js.model = spec;
-  js.strategy = job.strategy;
-  js.initial_model = flat;
-  js.fan_in = job.fan_in;
-  js.deadline = std::chrono::seconds(job.deadline_s);
-  js.client_config = {{"lr", job.lr},
-                      {"local_epochs", static_cast<int64_t>(job.local_epochs)},
-                      {"batch_size", static_cast<int64_t>(job.batch_size)},
-                      {"proximal_mu", job.proximal_mu}};
-  TRIBUTARY_TRY(controller->AddJob(js));  // resumed from the run directory's checkpoint, if it has one
-  TRIBUTARY_ASSIGN_OR_RETURN(const uint64_t done, controller->ModelVersion(job.name));
-  if (done > job.rounds) {
-    return MakeError(ErrorCode::kConfig, options.run_dir + " already holds " + std::to_string(done) +
-                                             " rounds, more than the job's " + std::to_string(job.rounds));
-  }
-  TRIBUTARY_ASSIGN_OR_RETURN(std::vector<RoundMetrics> rounds, LoggedRounds(options.run_dir, done));
-  if (rounds.size() + 1 < done) {
-    return MakeError(ErrorCode::kConfig, options.run_dir + "/metrics.jsonl logs " + std::to_string(rounds.size()) +
-                                             " rounds but its checkpoint holds " + std::to_string(done));
-  }
-  if (done > 0) out << "resuming " << options.run_dir << " after round " << done << "\n";
-
   // Each worker trains with its own model; a client is its index list.
   std::vector<torch::nn::Sequential> models;
   for (uint32_t w = 0; w < job.workers; ++w) {
@@ -175,52 +124,57 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
                                                     data.train_y.index_select(0, idx), CrossEntropy, o);
     return trainer.Fit(model, task.config);
   };
-  ClientPool pool(job, rt.gateways, spec.payload_bytes(), train);
-  TRIBUTARY_TRY(pool.Start());
   TRIBUTARY_ASSIGN_OR_RETURN(torch::nn::Sequential evaluator, MakeModel(job.model, job.seed));
-
-  if (rounds.size() < done) {
-    // Killed between the checkpoint of its last round and that round's log
-    // line: the model is known, so is its score; times and counts are not (0).
-    TRIBUTARY_ASSIGN_OR_RETURN(std::vector<float> model, controller->Model(job.name));
-    TRIBUTARY_TRY(ta::LoadParameters(*evaluator, Unflatten(spec, model)));
-    RoundMetrics m = CountersOf(rounds);
-    m.round = done;
-    std::tie(m.accuracy, m.loss) = Evaluate(evaluator, data);
-    TRIBUTARY_TRY(AppendRound(options.run_dir, m));
-    rounds.push_back(m);
-  }
   std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_layout;
   for (const auto& t : spec.tensors()) tensor_layout.emplace_back(t.name, t.shape);
-  const RoundMetrics before = CountersOf(rounds);
-  for (uint64_t r = done + 1; r <= job.rounds; ++r) {
-    TRIBUTARY_ASSIGN_OR_RETURN(auto selected, SelectRound(*controller, job, r));
-    const auto t0 = Clock::now();
-    auto report = controller->RunRound(job.name, selected);
+
+  // The controller's service runs the rounds; after each one, the hook
+  // evaluates the new model and writes the metrics and the report. The
+  // clients (`pool`, started below) exist before the first round can run
+  // (it waits for their check-ins) and outlive the last hook (the job is
+  // waited for).
+  std::unique_ptr<ClientPool> pool;
+  std::vector<RoundMetrics> rounds;
+  RoundMetrics before;
+  std::vector<std::unique_ptr<node::NodeService>>* nodes = nullptr;
+  controller::Controller* controller = nullptr;
+  controller::ServiceJob sj;
+  sj.source = options.run_dir;
+  sj.schedule = ScheduleOf(job, job.rounds);
+  sj.log_rounds = false;
+  controller::JobSpec& js = sj.spec;
+  js.id = job.name;
+  js.model = spec;
+  js.strategy = job.strategy;
+  js.initial_model = flat;
+  js.fan_in = job.fan_in;
+  js.deadline = std::chrono::seconds(job.deadline_s);
+  js.client_config = {{"lr", job.lr},
+                      {"local_epochs", static_cast<int64_t>(job.local_epochs)},
+                      {"batch_size", static_cast<int64_t>(job.batch_size)},
+                      {"proximal_mu", job.proximal_mu}};
+  sj.after_round = [&](const controller::RoundReport& report,
+                       const std::vector<controller::AvailableClient>&) -> Result<void> {
     const auto t1 = Clock::now();
-    if (!report) {
-      if (auto f = pool.failure()) return MakeError(f->code, "a simulated client failed: " + f->reason);
-      return std::move(report).error();
-    }
-    const ClientTally tally = pool.TakeTally();
+    const auto t0 = t1 - std::chrono::duration_cast<Clock::duration>(report.seconds);
+    const ClientTally tally = pool->TakeTally();
     TRIBUTARY_ASSIGN_OR_RETURN(std::vector<float> model, controller->Model(job.name));
     TRIBUTARY_TRY(ta::LoadParameters(*evaluator, Unflatten(spec, model)));
     const auto [accuracy, loss] = Evaluate(evaluator, data);
-    const auto t2 = Clock::now();
     RoundMetrics m = before;
-    m.round = report.value().round;
+    m.round = report.round;
     m.accuracy = accuracy;
     m.loss = loss;
     m.train_loss = tally.updates ? tally.train_loss / static_cast<double>(tally.updates) : 0;
-    m.round_s = std::chrono::duration<double>(t1 - t0).count();
+    m.round_s = report.seconds.count();
     m.clients_s = tally.updates ? std::chrono::duration<double>(std::max(t0, tally.last_upload) - t0).count() : m.round_s;
     m.aggregation_s = std::max(0.0, m.round_s - m.clients_s);
-    m.evaluation_s = std::chrono::duration<double>(t2 - t1).count();
-    m.updates = report.value().updates;
+    m.evaluation_s = std::chrono::duration<double>(Clock::now() - t1).count();
+    m.updates = report.updates;
     m.updates_per_s = static_cast<double>(m.updates) / m.round_s;
     m.bytes_up = tally.bytes_up;
     m.bytes_down = tally.bytes_down;
-    for (auto& n : rt.nodes) {
+    for (auto& n : *nodes) {
       const node::NodeStats s = n->agent().Stats();
       m.functions_live += s.functions.live;
       m.cold_starts += s.functions.cold_starts;
@@ -232,13 +186,59 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
     TRIBUTARY_TRY(AppendRound(options.run_dir, m));
     rounds.push_back(m);
     Print(out, m, job.rounds, options.progress_bar);
-    TRIBUTARY_TRY(
-        WriteReport(options.run_dir, job, rounds, {report.value().model_version, tensor_layout, std::move(model)}));
+    return WriteReport(options.run_dir, job, rounds, {report.model_version, tensor_layout, std::move(model)});
+  };
+  // A simulated round that fails is a fault to report, not to retry.
+  sj.on_failure = [&](const Error& e) -> Result<void> {
+    if (auto f = pool->failure()) return MakeError(f->code, "a simulated client failed: " + f->reason);
+    return e;
+  };
+
+  // Controller and node agents; the job resumes from the run directory's checkpoint, if it has one.
+  const uint64_t per_node = (job.clients_per_round + job.nodes - 1) / job.nodes;
+  const uint64_t segment = std::max<uint64_t>(256ull << 20, spec.payload_bytes() * (2 * per_node + 16) + (64ull << 20));
+  TRIBUTARY_ASSIGN_OR_RETURN(LocalRuntime rt, StartLocalRuntime(job, options, segment, std::move(sj)));
+  controller = &rt.controller();
+  nodes = &rt.nodes;
+  TRIBUTARY_ASSIGN_OR_RETURN(const uint64_t done, controller->ModelVersion(job.name));
+  if (done > job.rounds) {
+    return MakeError(ErrorCode::kConfig, options.run_dir + " already holds " + std::to_string(done) +
+                                             " rounds, more than the job's " + std::to_string(job.rounds));
   }
-  if (done == job.rounds) {  // nothing ran: the report of the run as it stands
+  TRIBUTARY_ASSIGN_OR_RETURN(rounds, LoggedRounds(options.run_dir, done));
+  if (rounds.size() + 1 < done) {
+    return MakeError(ErrorCode::kConfig, options.run_dir + "/metrics.jsonl logs " + std::to_string(rounds.size()) +
+                                             " rounds but its checkpoint holds " + std::to_string(done));
+  }
+  if (done > 0) out << "resuming " << options.run_dir << " after round " << done << "\n";
+  if (rounds.size() < done) {
+    // Killed between the checkpoint of its last round and that round's log
+    // line: the model is known, so is its score; times and counts are not (0).
+    TRIBUTARY_ASSIGN_OR_RETURN(std::vector<float> model, controller->Model(job.name));
+    TRIBUTARY_TRY(ta::LoadParameters(*evaluator, Unflatten(spec, model)));
+    RoundMetrics m = CountersOf(rounds);
+    m.round = done;
+    std::tie(m.accuracy, m.loss) = Evaluate(evaluator, data);
+    TRIBUTARY_TRY(AppendRound(options.run_dir, m));
+    rounds.push_back(m);
+  }
+  before = CountersOf(rounds);
+  if (done == job.rounds) {  // nothing to run: the report of the run as it stands
     TRIBUTARY_ASSIGN_OR_RETURN(std::vector<float> values, controller->Model(job.name));
     TRIBUTARY_TRY(WriteReport(options.run_dir, job, rounds, {done, tensor_layout, std::move(values)}));
+    return rounds;
   }
+
+  // The clients check in, and the rounds run.
+  pool = std::make_unique<ClientPool>(job, rt.gateways, spec.payload_bytes(), train);
+  TRIBUTARY_TRY(pool->Start());
+  Result<void> checked_in = WaitForCheckIns(*controller, job.clients);
+  Result<void> finished = checked_in ? rt.service->WaitForJob(job.name) : checked_in;
+  // The round loop stops first (no hook runs after this), then the clients,
+  // then the node agents (when `rt` goes).
+  rt.service.reset();
+  pool.reset();
+  TRIBUTARY_TRY(finished);
   return rounds;
 }
 

@@ -10,11 +10,14 @@ std::string ClientId(uint32_t c) { return "client-" + std::to_string(c); }
 std::string NodeId(uint32_t n) { return "sim" + std::to_string(getpid()) + "-" + std::to_string(n); }
 
 Result<LocalRuntime> StartLocalRuntime(const SimulationJob& job, const SimulationOptions& options,
-                                       uint64_t segment_bytes) {
+                                       uint64_t segment_bytes, controller::ServiceJob service_job) {
   LocalRuntime rt;
   controller::ControllerOptions co;
   co.checkpoint_dir = options.run_dir + "/checkpoints";
-  TRIBUTARY_ASSIGN_OR_RETURN(rt.controller, controller::Controller::Start(co));
+  co.client_ttl = std::chrono::hours(24 * 365);
+  std::vector<controller::ServiceJob> jobs;
+  jobs.push_back(std::move(service_job));
+  TRIBUTARY_ASSIGN_OR_RETURN(rt.service, controller::ControllerService::Start(co, std::move(jobs), ""));
   spdlog::info("simulation: {} node agents, gateways on loopback without authentication (simulation only)", job.nodes);
   for (uint32_t n = 0; n < job.nodes; ++n) {
     node::NodeOptions o;
@@ -24,10 +27,10 @@ Result<LocalRuntime> StartLocalRuntime(const SimulationJob& job, const Simulatio
     o.binary = options.tributary_binary;
     o.function_liveness = std::chrono::milliseconds(job.function_liveness_ms);
     o.gateway.task_poll_interval = std::chrono::milliseconds(100);
-    TRIBUTARY_ASSIGN_OR_RETURN(auto service, node::NodeService::Start(o, {.endpoint = rt.controller->endpoint()}));
+    TRIBUTARY_ASSIGN_OR_RETURN(auto service, node::NodeService::Start(o, {.endpoint = rt.controller().endpoint()}));
     rt.nodes.push_back(std::move(service));
   }
-  TRIBUTARY_TRY(rt.controller->WaitForNodes(job.nodes, std::chrono::seconds(30)));
+  TRIBUTARY_TRY(rt.controller().WaitForNodes(job.nodes, std::chrono::seconds(30)));
   spdlog::info("simulation: data plane {}", rt.nodes.front()->agent().dataplane_reason());
   for (auto& n : rt.nodes) rt.gateways.push_back(n->agent().gateway_endpoint());
   // Where an outside client (any language, docs/protocol.md) can join the simulated federation.
@@ -37,6 +40,28 @@ Result<LocalRuntime> StartLocalRuntime(const SimulationJob& job, const Simulatio
   }
   spdlog::info("simulation: client ids {} .. {}", ClientId(0), ClientId(job.clients - 1));
   return rt;
+}
+
+controller::RoundSchedule ScheduleOf(const SimulationJob& job, uint64_t rounds) {
+  controller::RoundSchedule s;
+  s.rounds = rounds;
+  s.clients_per_round = job.clients_per_round;
+  s.min_clients = job.clients_per_round;
+  s.start_after = job.clients;
+  s.seed = job.seed;
+  return s;
+}
+
+Result<void> WaitForCheckIns(const controller::Controller& c, uint32_t clients) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (size_t n = c.AvailableClients().size(); n < clients; n = c.AvailableClients().size()) {
+    if (std::chrono::steady_clock::now() > give_up) {
+      return MakeError(ErrorCode::kIo, std::to_string(n) + " of " + std::to_string(clients) +
+                                           " simulated clients checked in within 60 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return Ok();
 }
 
 std::map<std::string, std::vector<std::string>> ByNode(const std::vector<uint32_t>& clients, uint32_t nodes) {

@@ -18,7 +18,7 @@
 
 #include "tributary/client/session.h"
 #include "tributary/simulation/job.h"
-#include "tributary/controller/controller.h"
+#include "tributary/controller/controller_service.h"
 #include "tributary/node/node_service.h"
 #include "tributary/simulation/federation.h"
 
@@ -29,15 +29,25 @@ std::string ClientId(uint32_t c);
 std::string NodeId(uint32_t n);
 
 struct LocalRuntime {
-  std::unique_ptr<controller::Controller> controller;
-  std::vector<std::unique_ptr<node::NodeService>> nodes;  // destroyed before the controller
+  std::unique_ptr<controller::ControllerService> service;  // the controller, its round loop running `job`
+  std::vector<std::unique_ptr<node::NodeService>> nodes;    // destroyed before the service
   std::vector<std::string> gateways;
+  controller::Controller& controller() const { return service->controller(); }
 };
 
-// A controller and job.nodes node agents (segments of `segment_bytes`),
-// connected and ready; gateways without authentication on loopback.
+// The controller's service with `job` (its round loop waits for clients) and
+// job.nodes node agents (segments of `segment_bytes`), connected and ready;
+// gateways without authentication on loopback. Simulated clients stay
+// available once they checked in (they never leave).
 Result<LocalRuntime> StartLocalRuntime(const SimulationJob& job, const SimulationOptions& options,
-                                       uint64_t segment_bytes);
+                                       uint64_t segment_bytes, controller::ServiceJob service_job);
+
+// The round schedule of a simulated job: `rounds` rounds of clients_per_round
+// clients each, which all must deliver; the first once every client checked in.
+controller::RoundSchedule ScheduleOf(const SimulationJob& job, uint64_t rounds);
+
+// Waits (at most 60 s) until every simulated client checked in.
+Result<void> WaitForCheckIns(const controller::Controller& c, uint32_t clients);
 
 // `clients` spread over the nodes (client c on node c % nodes).
 std::map<std::string, std::vector<std::string>> ByNode(const std::vector<uint32_t>& clients, uint32_t nodes);

@@ -10,7 +10,6 @@
 #include <iomanip>
 #include <mutex>
 #include <numeric>
-#include <random>
 
 #include "harness.h"
 #include "tributary/client/torch/semipfl.h"
@@ -195,6 +194,9 @@ double WeightedF1(const at::Tensor& predicted, const at::Tensor& truth, int64_t 
 
 Result<SemiPflResult> RunSemiPflSimulation(const SimulationJob& job, const SimulationOptions& options,
                                            std::ostream& out) {
+  if (job.rounds < 2) {
+    return MakeError(ErrorCode::kConfig, "a semipfl job needs at least 2 rounds (its last round scores every user)");
+  }
   // Users, their labels and the server's labelled sets.
   const SemiPflJob& sp = job.semipfl;
   PersonalDataSpec ds{job.clients, job.samples_per_client, job.label_ratio, sp.base_models, sp.server_samples, job.seed};
@@ -231,8 +233,12 @@ Result<SemiPflResult> RunSemiPflSimulation(const SimulationJob& job, const Simul
 
   const uint64_t segment = std::max<uint64_t>(
       256ull << 20, (personal_bytes + server->update_model().payload_bytes()) * (job.clients + 16) + (64ull << 20));
-  TRIBUTARY_ASSIGN_OR_RETURN(LocalRuntime rt, StartLocalRuntime(job, options, segment));
-  controller::JobSpec js;
+  controller::ServiceJob sj;
+  sj.source = options.run_dir;
+  // The last round is not a selection: it scores every user (below).
+  sj.schedule = ScheduleOf(job, job.rounds - 1);
+  sj.log_rounds = false;
+  controller::JobSpec& js = sj.spec;
   js.id = job.name;
   js.model = server->update_model();
   js.personalized = server;
@@ -244,7 +250,6 @@ Result<SemiPflResult> RunSemiPflSimulation(const SimulationJob& job, const Simul
                       {"combine_steps", static_cast<int64_t>(sp.combine_steps)},
                       {"combine_lr", sp.combine_lr},
                       {"adapt_batchnorm", sp.adapt_batchnorm}};
-  TRIBUTARY_TRY(rt.controller->AddJob(js));
 
   // The clients: each worker keeps one learner; scores go to `scores`.
   std::mutex mu;
@@ -269,40 +274,22 @@ Result<SemiPflResult> RunSemiPflSimulation(const SimulationJob& job, const Simul
     reconstruction += fit.metrics.at("reconstruction_loss");
     return fit;
   };
-  ClientPool pool(job, rt.gateways, personal_bytes, work);
-  TRIBUTARY_TRY(pool.Start());
+  std::unique_ptr<ClientPool> pool;
 
-  // Rounds: seeded selections; the last round selects every user.
+  // A round's metrics, from its report and the clients' scores.
   SemiPflResult result;
-  std::vector<std::vector<uint32_t>> selections;
-  std::mt19937_64 rng(job.seed ^ 0x5e1ec7ull);
-  std::vector<uint32_t> everyone(job.clients);
-  std::iota(everyone.begin(), everyone.end(), 0u);
   std::vector<UserScore> final_scores(job.clients);
   semipfl::ServerStats before = server->stats();
-  for (uint32_t r = 1; r <= job.rounds; ++r) {
-    std::vector<uint32_t> selected = everyone;
-    if (r < job.rounds) {
-      for (uint32_t i = 0; i < job.clients_per_round; ++i) {
-        std::swap(everyone[i], everyone[i + std::uniform_int_distribution<uint32_t>(0, job.clients - 1 - i)(rng)]);
-      }
-      selected.assign(everyone.begin(), everyone.begin() + job.clients_per_round);
-      selections.push_back(selected);
-    }
-    const auto t0 = Clock::now();
-    auto report = rt.controller->RunRound(job.name, ByNode(selected, job.nodes));
-    if (!report) {
-      if (auto f = pool.failure()) return MakeError(f->code, "a simulated client failed: " + f->reason);
-      return std::move(report).error();
-    }
-    const ClientTally tally = pool.TakeTally();
+  auto record = [&](const controller::RoundReport& report) -> Result<void> {
+    const bool last = report.round == job.rounds;
+    const ClientTally tally = pool->TakeTally();
     const semipfl::ServerStats now = server->stats();
     SemiPflRound m;
     m.kept = (now.kept_sum - before.kept_sum) / static_cast<double>(std::max<uint64_t>(1, now.models - before.models));
     before = now;
-    m.round = report.value().round;
-    m.round_s = std::chrono::duration<double>(Clock::now() - t0).count();
-    m.updates = report.value().updates;
+    m.round = report.round;
+    m.round_s = report.seconds.count();
+    m.updates = report.updates;
     m.bytes_up = tally.bytes_up;
     m.bytes_down = tally.bytes_down;
     {
@@ -310,10 +297,10 @@ Result<SemiPflResult> RunSemiPflSimulation(const SimulationJob& job, const Simul
       for (const auto& [c, s] : scores) {
         m.accuracy += s.accuracy / static_cast<double>(scores.size());
         m.weighted_f1 += s.weighted_f1 / static_cast<double>(scores.size());
-        if (r == job.rounds) final_scores[c] = s;
+        if (last) final_scores[c] = s;
       }
       m.reconstruction_loss = scores.empty() ? 0 : reconstruction / static_cast<double>(scores.size());
-      if (r == job.rounds && scores.size() != job.clients) {
+      if (last && scores.size() != job.clients) {
         return MakeError(ErrorCode::kRoundClosed, "the final round scored " + std::to_string(scores.size()) + " of " +
                                                       std::to_string(job.clients) + " users");
       }
@@ -325,7 +312,42 @@ Result<SemiPflResult> RunSemiPflSimulation(const SimulationJob& job, const Simul
         << m.updates << "  accuracy " << std::setprecision(4) << m.accuracy << "  weighted F1 " << m.weighted_f1
         << "  reconstruction " << m.reconstruction_loss << "  kept " << m.kept << "  round " << std::setprecision(2) << m.round_s << " s"
         << std::endl;
+    return Ok();
+  };
+  // The training rounds' selections, for the FedAvg baseline.
+  std::map<std::string, uint32_t> index;
+  for (uint32_t c = 0; c < job.clients; ++c) index[ClientId(c)] = c;
+  std::vector<std::vector<uint32_t>> selections;
+  sj.after_round = [&](const controller::RoundReport& report,
+                       const std::vector<controller::AvailableClient>& selected) -> Result<void> {
+    std::vector<uint32_t>& users = selections.emplace_back();
+    for (const controller::AvailableClient& c : selected) users.push_back(index.at(c.client));
+    return record(report);
+  };
+  auto failed = [&](const Error& e) -> Result<void> {
+    if (auto f = pool->failure()) return MakeError(f->code, "a simulated client failed: " + f->reason);
+    return e;
+  };
+  sj.on_failure = failed;
+
+  // The rounds but the last: selected by the controller's service.
+  TRIBUTARY_ASSIGN_OR_RETURN(LocalRuntime rt, StartLocalRuntime(job, options, segment, std::move(sj)));
+  pool = std::make_unique<ClientPool>(job, rt.gateways, personal_bytes, work);
+  TRIBUTARY_TRY(pool->Start());
+  Result<void> ran = WaitForCheckIns(rt.controller(), job.clients);
+  if (ran) ran = rt.service->WaitForJob(job.name);
+  // The last round: every user, each scored with its personal model.
+  if (ran) {
+    std::vector<uint32_t> everyone(job.clients);
+    std::iota(everyone.begin(), everyone.end(), 0u);
+    auto report = rt.controller().RunRound(job.name, ByNode(everyone, job.nodes));
+    ran = report ? record(report.value()) : failed(report.error());
   }
+  // The service stops first (no hook runs after this), then the clients,
+  // then the node agents (when `rt` goes).
+  rt.service.reset();
+  pool.reset();
+  TRIBUTARY_TRY(ran);
   result.semipfl.users = final_scores;
   Summarize(result.semipfl);
   double bytes = 0;

@@ -194,7 +194,7 @@ class ClusterTest : public ::testing::Test {
   std::vector<float> Model(uint64_t version) {
     if (version == 0) {
       auto job = config::ParseDeploymentJob(JobYaml(""), Path("job.yaml"));
-      return controller::JobSpecFor(job.value()).value().initial_model;
+      return controller::ServiceJobFor(job.value()).value().spec.initial_model;
     }
     char name[64];
     std::snprintf(name, sizeof(name), "state/cluster/model-%06llu.safetensors", static_cast<unsigned long long>(version));

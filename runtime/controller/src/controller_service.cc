@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
@@ -43,14 +44,20 @@ uint64_t VersionOf(const Controller& c, const std::string& job) {
 
 // Where a job stands, for /v1/status.
 struct JobState {
-  config::DeploymentJob job;
-  std::string phase = "waiting_for_clients";  // waiting_for_clients, collecting, done
+  std::string name;
+  RoundSchedule schedule;
+  AfterRound after_round;
+  OnRoundFailure on_failure;
+  bool log_rounds = true;
+  std::string phase = "waiting_for_clients";  // waiting_for_clients, collecting, done, failed
   bool started = false;                       // start_after was met once
   uint64_t round = 0;                         // the round running or next
   uint32_t attempt = 0;
   uint64_t reruns = 0;
   std::string last_error;
+  std::optional<Error> failure;  // what ended the job (phase failed)
   std::optional<RoundReport> last;
+  bool finished() const { return phase == "done" || phase == "failed"; }
 };
 
 json ReportJson(const RoundReport& r) {
@@ -76,8 +83,11 @@ std::string Label(const std::string& v) {
 
 }  // namespace
 
-Result<JobSpec> JobSpecFor(const config::DeploymentJob& job) {
-  JobSpec js;
+Result<ServiceJob> ServiceJobFor(const config::DeploymentJob& job) {
+  ServiceJob out;
+  out.source = job.source;
+  out.schedule = {job.rounds, job.clients_per_round, job.min_clients, job.over_selection, job.start_after, job.seed};
+  JobSpec& js = out.spec;
   js.id = job.name;
   if (!job.model_file.empty()) {
     TRIBUTARY_ASSIGN_OR_RETURN(SafetensorsModel file, ReadSafetensors(job.model_file));
@@ -92,7 +102,7 @@ Result<JobSpec> JobSpecFor(const config::DeploymentJob& job) {
   js.deadline = std::chrono::seconds(job.deadline_s);
   js.reject_non_finite = job.reject_non_finite;
   js.client_config = job.train;
-  return js;
+  return out;
 }
 
 struct ControllerService::Impl {
@@ -100,6 +110,7 @@ struct ControllerService::Impl {
   std::string state_dir;
   mutable std::mutex mu;
   std::condition_variable wake;
+  mutable std::condition_variable finished;  // a job's phase became done or failed
   std::vector<JobState> jobs;
   std::atomic<bool> ready{false};
   bool stop = false;
@@ -110,47 +121,69 @@ struct ControllerService::Impl {
 
   // One round of `j` if its clients are there; false if it cannot run now.
   bool Step(JobState& j, std::unique_lock<std::mutex>& lock) {
-    const config::DeploymentJob& job = j.job;
-    auto version = controller->ModelVersion(job.name);
+    if (j.phase == "failed") return false;
+    const RoundSchedule& s = j.schedule;
+    auto version = controller->ModelVersion(j.name);
     if (!version) return false;
     j.round = version.value() + 1;
-    if (job.rounds > 0 && version.value() >= job.rounds) {
+    if (s.rounds > 0 && version.value() >= s.rounds) {
       j.round = version.value();
-      if (j.phase != "done") spdlog::info("controller: job '{}' done: {} rounds", job.name, version.value());
-      j.phase = "done";
+      if (j.phase != "done") {
+        spdlog::info("controller: job '{}' done: {} rounds", j.name, version.value());
+        j.phase = "done";
+        finished.notify_all();
+      }
       return false;
     }
     const std::vector<AvailableClient> available = controller->AvailableClients();
-    const uint64_t need = j.started ? job.min_clients : std::max(job.start_after, job.min_clients);
+    const uint64_t need = j.started ? s.min_clients : std::max(s.start_after, s.min_clients);
     if (available.size() < need) {
       j.phase = "waiting_for_clients";
       return false;
     }
     j.started = true;
     j.phase = "collecting";
-    const auto want = static_cast<size_t>(std::ceil(job.clients_per_round * job.over_selection - 1e-9));
-    const std::vector<AvailableClient> selected = SelectClients(available, want, job.seed, job.name, j.round, j.attempt);
+    const auto want = static_cast<size_t>(std::ceil(s.clients_per_round * s.over_selection - 1e-9));
+    const std::vector<AvailableClient> selected = SelectClients(available, want, s.seed, j.name, j.round, j.attempt);
     RoundPolicy policy;
-    policy.min_updates = job.min_clients;
-    policy.close_at = job.over_selection > 1.0 ? job.clients_per_round : 0;
-    lock.unlock();
-    spdlog::info("controller: job '{}' round {} (attempt {}): {} of {} available clients selected", job.name, j.round,
-                 j.attempt, selected.size(), available.size());
-    auto report = controller->RunRound(job.name, ByNode(selected), policy);
-    lock.lock();
+    policy.min_updates = s.min_clients;
+    policy.close_at = s.over_selection > 1.0 ? s.clients_per_round : 0;
+    lock.unlock();  // the hooks run without it too: /v1/status answers meanwhile
+    if (j.log_rounds) {
+      spdlog::info("controller: job '{}' round {} (attempt {}): {} of {} available clients selected", j.name, j.round,
+                   j.attempt, selected.size(), available.size());
+    }
+    auto report = controller->RunRound(j.name, ByNode(selected), policy);
+    Result<void> verdict = Ok();
     if (report) {
       const RoundReport& r = report.value();
-      spdlog::info("controller: job '{}' round {}: {} updates from {} nodes in {:.2f} s{}", job.name, r.round,
-                   r.updates, r.updates_by_node.size(), r.seconds.count(),
-                   r.lost_nodes.empty() ? "" : " (lost nodes: " + std::to_string(r.lost_nodes.size()) + ")");
-      j.last = r;
+      if (j.log_rounds) {
+        spdlog::info("controller: job '{}' round {}: {} updates from {} nodes in {:.2f} s{}", j.name, r.round,
+                     r.updates, r.updates_by_node.size(), r.seconds.count(),
+                     r.lost_nodes.empty() ? "" : " (lost nodes: " + std::to_string(r.lost_nodes.size()) + ")");
+      }
+      AppendRoundLog(j.name, r, selected.size());
+      if (j.after_round) verdict = j.after_round(r, selected);
+    } else if (j.on_failure) {
+      verdict = j.on_failure(report.error());
+    }
+    lock.lock();
+    if (report) {
+      j.last = report.value();
       j.attempt = 0;
       j.last_error.clear();
-      AppendRoundLog(job.name, r, selected.size());
-      return true;
     }
+    if (!verdict) {
+      spdlog::error("controller: job '{}' ends after round {}: {}", j.name, j.round, verdict.error().ToString());
+      j.phase = "failed";
+      j.last_error = verdict.error().ToString();
+      j.failure = verdict.error();
+      finished.notify_all();
+      return false;
+    }
+    if (report) return true;
     j.last_error = report.error().ToString();
-    spdlog::warn("controller: job '{}' round {} attempt {} failed, running it again: {}", job.name, j.round, j.attempt,
+    spdlog::warn("controller: job '{}' round {} attempt {} failed, running it again: {}", j.name, j.round, j.attempt,
                  j.last_error);
     j.attempt += 1;
     j.reruns += 1;
@@ -215,15 +248,15 @@ struct ControllerService::Impl {
       json o = {{"phase", j.phase},
                 {"round", j.round},
                 {"attempt", j.attempt},
-                {"rounds", j.job.rounds},
-                {"rounds_done", VersionOf(*controller, j.job.name)},
-                {"model_version", VersionOf(*controller, j.job.name)},
+                {"rounds", j.schedule.rounds},
+                {"rounds_done", VersionOf(*controller, j.name)},
+                {"model_version", VersionOf(*controller, j.name)},
                 {"reruns", j.reruns},
-                {"clients_per_round", j.job.clients_per_round},
-                {"min_clients", j.job.min_clients},
+                {"clients_per_round", j.schedule.clients_per_round},
+                {"min_clients", j.schedule.min_clients},
                 {"last_error", j.last_error}};
       o["last_round"] = j.last ? ReportJson(*j.last) : json(nullptr);
-      jobs_out[j.job.name] = o;
+      jobs_out[j.name] = o;
     }
     out["jobs"] = jobs_out;
     return out.dump(2) + "\n";
@@ -265,23 +298,23 @@ struct ControllerService::Impl {
     m << "# HELP tributary_job_model_version The job's global model version (rounds done).\n"
       << "# TYPE tributary_job_model_version gauge\n";
     for (const JobState& j : jobs) {
-      m << "tributary_job_model_version{job=\"" << Label(j.job.name) << "\"} "
-        << VersionOf(*controller, j.job.name) << "\n";
+      m << "tributary_job_model_version{job=\"" << Label(j.name) << "\"} "
+        << VersionOf(*controller, j.name) << "\n";
     }
     m << "# HELP tributary_job_last_round_updates Updates folded in the job's last round.\n"
       << "# TYPE tributary_job_last_round_updates gauge\n";
     for (const JobState& j : jobs) {
-      m << "tributary_job_last_round_updates{job=\"" << Label(j.job.name) << "\"} " << (j.last ? j.last->updates : 0) << "\n";
+      m << "tributary_job_last_round_updates{job=\"" << Label(j.name) << "\"} " << (j.last ? j.last->updates : 0) << "\n";
     }
     m << "# HELP tributary_job_last_round_seconds Wall time of the job's last round.\n"
       << "# TYPE tributary_job_last_round_seconds gauge\n";
     for (const JobState& j : jobs) {
-      m << "tributary_job_last_round_seconds{job=\"" << Label(j.job.name) << "\"} "
+      m << "tributary_job_last_round_seconds{job=\"" << Label(j.name) << "\"} "
         << (j.last ? j.last->seconds.count() : 0.0) << "\n";
     }
     m << "# HELP tributary_job_round_reruns_total Rounds run again (too few updates).\n"
       << "# TYPE tributary_job_round_reruns_total counter\n";
-    for (const JobState& j : jobs) m << "tributary_job_round_reruns_total{job=\"" << Label(j.job.name) << "\"} " << j.reruns << "\n";
+    for (const JobState& j : jobs) m << "tributary_job_round_reruns_total{job=\"" << Label(j.name) << "\"} " << j.reruns << "\n";
     return m.str();
   }
 };
@@ -289,12 +322,14 @@ struct ControllerService::Impl {
 ControllerService::ControllerService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<ControllerService>> ControllerService::Start(const ControllerOptions& options,
-                                                                    std::vector<config::DeploymentJob> jobs,
+                                                                    std::vector<ServiceJob> jobs,
                                                                     const std::string& http_bind) {
   auto impl = std::make_unique<Impl>();
   std::set<std::string> names;
-  for (const config::DeploymentJob& j : jobs) {
-    if (!names.insert(j.name).second) return MakeError(ErrorCode::kConfig, j.source + ": a second job named '" + j.name + "'");
+  for (const ServiceJob& j : jobs) {
+    if (!names.insert(j.spec.id).second) {
+      return MakeError(ErrorCode::kConfig, j.source + ": a second job named '" + j.spec.id + "'");
+    }
   }
   TRIBUTARY_ASSIGN_OR_RETURN(impl->controller, Controller::Start(options));
   impl->state_dir = options.checkpoint_dir;
@@ -327,17 +362,20 @@ Result<std::unique_ptr<ControllerService>> ControllerService::Start(const Contro
     }
   };
   std::vector<JobState> loaded;
-  for (config::DeploymentJob& j : jobs) {
-    auto spec = JobSpecFor(j);
-    Result<void> added = spec ? impl->controller->AddJob(std::move(spec).value()) : Result<void>(spec.error());
+  for (ServiceJob& j : jobs) {
+    JobState state;
+    state.name = j.spec.id;
+    state.schedule = j.schedule;
+    state.after_round = std::move(j.after_round);
+    state.on_failure = std::move(j.on_failure);
+    state.log_rounds = j.log_rounds;
+    Result<void> added = impl->controller->AddJob(std::move(j.spec));
     if (!added) {
       stop_http();
-      return MakeError(added.error().code, j.source + ": job '" + j.name + "': " + added.error().reason);
+      return MakeError(added.error().code, j.source + ": job '" + state.name + "': " + added.error().reason);
     }
-    const uint64_t done = VersionOf(*impl->controller, j.name);
-    if (done > 0) spdlog::info("controller: job '{}' resumed after round {}", j.name, done);
-    JobState state;
-    state.job = std::move(j);
+    const uint64_t done = VersionOf(*impl->controller, state.name);
+    if (done > 0) spdlog::info("controller: job '{}' resumed after round {}", state.name, done);
     loaded.push_back(std::move(state));
   }
   {
@@ -364,6 +402,15 @@ ControllerService::~ControllerService() {
 }
 
 Controller& ControllerService::controller() { return *impl_->controller; }
+
+Result<void> ControllerService::WaitForJob(const std::string& job) const {
+  std::unique_lock lock(impl_->mu);
+  auto it = std::find_if(impl_->jobs.begin(), impl_->jobs.end(), [&](const JobState& j) { return j.name == job; });
+  if (it == impl_->jobs.end()) return MakeError(ErrorCode::kUnknownJob, "the service runs no job '" + job + "'");
+  impl_->finished.wait(lock, [&] { return it->finished(); });
+  if (it->failure) return *it->failure;
+  return Ok();
+}
 int ControllerService::http_port() const { return impl_->http_port; }
 std::string ControllerService::StatusJson() const { return impl_->StatusJson(); }
 std::string ControllerService::Metrics() const { return impl_->Metrics(); }

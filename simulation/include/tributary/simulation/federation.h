@@ -10,9 +10,12 @@
 // idle client costs only its list of sample indices. Gateways run without
 // authentication on loopback, and say so in the log.
 //
-// Each round the controller selects `clients_per_round` clients (seeded) and
-// spreads them over the nodes; after the round the new global model is
-// evaluated on the test set. Results go to `run_dir` (report.h).
+// The rounds are the controller's, as in a deployment: its service's round
+// loop (controller_service.h) selects `clients_per_round` of the clients
+// checked in (seeded; the first round waits for all of them, and simulated
+// clients never leave), and a hook evaluates each new global model on the
+// test set before the next round. A failed round ends the run with its
+// error instead of being run again. Results go to `run_dir` (report.h).
 //
 // Reproducibility: data, partitions, initial weights are functions of the
 // seed; each round's selection of (seed, round) and each client's training of

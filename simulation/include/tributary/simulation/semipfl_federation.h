@@ -7,8 +7,10 @@
 // and base models through its node's gateway, evaluates the combined base
 // models on its test set (per-user accuracy and weighted F1), trains the
 // autoencoder on its unlabelled samples and uploads it; every upload reaches
-// the hypernetwork as one event. The last round selects every user, so every
-// user is scored.
+// the hypernetwork as one event. The rounds but the last are the
+// controller's (its service's round loop, registry and seeded selection, as
+// in federation.h); the last round takes every user, so every user is scored
+// (a job needs at least 2 rounds).
 //
 // Baselines, in the same run, on the same users, labels and selection
 // sequence (computed in this process, not through the runtime): FedAvg of a

@@ -1,0 +1,181 @@
+// The controller's service runs a job's rounds by itself: it waits for the
+// clients, selects them with the seeded selection, and calls the job's hooks
+// (the simulator's evaluation) after each round and on a failed attempt. One
+// node agent and loadgen clients on loopback, in plaintext.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "tributary/controller/controller_service.h"
+#include "tributary/loadgen/loadgen.h"
+#include "tributary/node/node_service.h"
+
+namespace tributary::controller {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr uint32_t kClients = 6;
+
+struct Seen {
+  uint64_t round;
+  std::vector<AvailableClient> selected;
+  uint64_t updates;
+};
+
+class ControllerServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) / ("controller-service-" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    node_id_ = "svc" + std::to_string(getpid());
+  }
+
+  void TearDown() override {
+    stop_ = true;
+    if (clients_.joinable()) clients_.join();
+    node_.reset();
+    service_.reset();
+    fs::remove_all(dir_);
+  }
+
+  ServiceJob Job(uint64_t rounds) {
+    ServiceJob j;
+    j.source = "test";
+    j.spec.id = "svc";
+    j.spec.model = agg::ModelSpec::Create({{"w", agg::DType::kF32, {1000}}}).value();
+    j.spec.initial_model.assign(1000, 0.0f);
+    j.spec.deadline = std::chrono::seconds(30);
+    j.schedule = {.rounds = rounds, .clients_per_round = 4, .min_clients = 4, .start_after = kClients, .seed = 7};
+    j.after_round = [this](const RoundReport& r, const std::vector<AvailableClient>& selected) -> Result<void> {
+      std::lock_guard lock(mu_);
+      seen_.push_back({r.round, selected, r.updates});
+      return Ok();
+    };
+    return j;
+  }
+
+  // The service with `job`, a node agent, and kClients loadgen clients that
+  // upload `train` after each download.
+  void Start(ServiceJob job, std::chrono::milliseconds train = std::chrono::milliseconds(0)) {
+    ControllerOptions o;
+    o.checkpoint_dir = (dir_ / "state").string();
+    std::vector<ServiceJob> jobs;
+    jobs.push_back(std::move(job));
+    auto service = ControllerService::Start(o, std::move(jobs), "");
+    ASSERT_TRUE(service) << service.error().ToString();
+    service_ = std::move(service).value();
+    node::NodeOptions n;
+    n.node_id = node_id_;
+    n.store = {"tributary." + node_id_, 32ull << 20, 1024};
+    n.binary = TRIBUTARY_BINARY;
+    n.dataplane = dataplane::DataPlaneMode::kUserspace;
+    n.gateway.task_poll_interval = std::chrono::milliseconds(50);
+    auto node = node::NodeService::Start(n, {.endpoint = service_->controller().endpoint()});
+    ASSERT_TRUE(node) << node.error().ToString();
+    node_ = std::move(node).value();
+    ASSERT_TRUE(service_->controller().WaitForNodes(1, std::chrono::seconds(20)));
+    loadgen::LoadgenOptions l;
+    l.gateways = {node_->agent().gateway_endpoint()};
+    l.clients = kClients;
+    l.concurrency = 2;
+    l.train_time = train;
+    clients_ = std::thread([this, l] { (void)loadgen::RunLoadgen(l, &stop_); });
+  }
+
+  json Status() { return json::parse(service_->StatusJson())["jobs"]["svc"]; }
+
+  fs::path dir_;
+  std::string node_id_;
+  std::unique_ptr<ControllerService> service_;
+  std::unique_ptr<node::NodeService> node_;
+  std::atomic<bool> stop_{false};
+  std::thread clients_;
+  std::mutex mu_;
+  std::vector<Seen> seen_;
+};
+
+TEST_F(ControllerServiceTest, RunsTheRoundsWithTheSeededSelectionAndCallsTheHookAfterEach) {
+  ASSERT_NO_FATAL_FAILURE(Start(Job(3)));
+  ASSERT_TRUE(service_->WaitForJob("svc"));
+  std::vector<AvailableClient> everyone;
+  for (uint32_t c = 0; c < kClients; ++c) everyone.push_back({loadgen::ClientId("load-", c), node_id_});
+  std::lock_guard lock(mu_);
+  ASSERT_EQ(seen_.size(), 3u);
+  for (uint64_t r = 1; r <= 3; ++r) {
+    const Seen& s = seen_[r - 1];
+    EXPECT_EQ(s.round, r);
+    EXPECT_EQ(s.updates, 4u);
+    // Every client checked in before round 1 and stays available: the
+    // selection is the seeded one over all of them.
+    EXPECT_EQ(s.selected, SelectClients(everyone, 4, 7, "svc", r, 0)) << "round " << r;
+  }
+  EXPECT_NE(seen_[0].selected, seen_[1].selected) << "rounds select anew";
+  const json st = Status();
+  EXPECT_EQ(st["phase"], "done");
+  EXPECT_EQ(st["rounds_done"], 3);
+  EXPECT_EQ(st["last_round"]["updates"], 4);
+  EXPECT_EQ(service_->controller().ModelVersion("svc").value(), 3u);
+  std::ifstream log(dir_ / "state" / "svc" / "rounds.jsonl");
+  int lines = 0;
+  for (std::string l; std::getline(log, l);) lines += 1;
+  EXPECT_EQ(lines, 3);
+  EXPECT_EQ(service_->WaitForJob("other").error().code, ErrorCode::kUnknownJob);
+}
+
+TEST_F(ControllerServiceTest, AHookErrorEndsTheJobWithThatError) {
+  ServiceJob job = Job(0);  // until stopped, but the hook stops it
+  job.after_round = [this](const RoundReport& r, const std::vector<AvailableClient>& selected) -> Result<void> {
+    std::lock_guard lock(mu_);
+    seen_.push_back({r.round, selected, r.updates});
+    if (r.round == 2) return MakeError(ErrorCode::kIo, "the evaluation could not write its metrics");
+    return Ok();
+  };
+  ASSERT_NO_FATAL_FAILURE(Start(std::move(job)));
+  auto ended = service_->WaitForJob("svc");
+  ASSERT_FALSE(ended);
+  EXPECT_EQ(ended.error().code, ErrorCode::kIo);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // no round 3 starts
+  EXPECT_EQ(service_->controller().ModelVersion("svc").value(), 2u);
+  const json st = Status();
+  EXPECT_EQ(st["phase"], "failed");
+  EXPECT_NE(st["last_error"].get<std::string>().find("could not write its metrics"), std::string::npos) << st.dump();
+  std::lock_guard lock(mu_);
+  EXPECT_EQ(seen_.size(), 2u);
+}
+
+// Clients slower than the deadline: each attempt fails. By default the round
+// runs again with a new selection; an on_failure that says no ends the job.
+TEST_F(ControllerServiceTest, AFailedAttemptRunsAgainUnlessOnFailureEndsTheJob) {
+  ServiceJob job = Job(1);
+  job.spec.deadline = std::chrono::milliseconds(600);
+  std::atomic<int> failures{0};
+  job.on_failure = [&](const Error& e) -> Result<void> {
+    if (failures.fetch_add(1) == 0) return Ok();  // the first: run it again
+    return MakeError(e.code, "giving up: " + e.reason);
+  };
+  ASSERT_NO_FATAL_FAILURE(Start(std::move(job), std::chrono::milliseconds(3000)));
+  auto ended = service_->WaitForJob("svc");
+  ASSERT_FALSE(ended);
+  EXPECT_EQ(ended.error().code, ErrorCode::kRoundClosed) << ended.error().ToString();
+  EXPECT_NE(ended.error().reason.find("giving up"), std::string::npos);
+  EXPECT_EQ(failures.load(), 2);
+  const json st = Status();
+  EXPECT_EQ(st["phase"], "failed");
+  EXPECT_EQ(st["reruns"], 1) << "one re-run before the job ended";
+  EXPECT_EQ(st["attempt"], 1);
+  EXPECT_EQ(service_->controller().ModelVersion("svc").value(), 0u);
+  std::lock_guard lock(mu_);
+  EXPECT_TRUE(seen_.empty());
+}
+
+}  // namespace
+}  // namespace tributary::controller
