@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -9,6 +10,7 @@
 
 #include "aggregate_bench.h"
 #include "dataplane_bench.h"
+#include "plan_bench.h"
 #include "round_bench.h"
 #include "tributary/config/config.h"
 #include "tributary/config/controller_config.h"
@@ -224,6 +226,18 @@ int main(int argc, char** argv) {
   bench_round->add_option("--segment-bytes", round_segment, "The node's shared-memory segment size (e.g. 8GiB)");
   bench_round->add_flag("--json", round.json, "Print the figures as JSON");
 
+  tributary::bench::PlanBenchOptions plan;
+  std::vector<std::string> plan_sizes;
+  CLI::App* bench_plan = bench->add_subcommand(
+      "plan", "What planning a round costs the controller on one core: the registry's view, the selection, the "
+              "placement across nodes and every node's tree, for nodes x checked-in clients x selected");
+  bench_plan->add_option("--size", plan_sizes, "NODES:CLIENTS:SELECTED, repeatable (default: five sizes up to "
+                                               "1000:1000000:100000)");
+  bench_plan->add_option("--repetitions", plan.repetitions, "Repetitions; the best is reported")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  bench_plan->add_option("--fan-in", plan.fan_in, "Updates per leaf function")->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+
   tributary::function::FunctionOptions fn;
   int64_t idle_exit_ms = 0;
   CLI::App* function = app.add_subcommand(
@@ -332,6 +346,21 @@ int main(int argc, char** argv) {
     return Report(tributary::bench::RunRoundBench(round, std::cout));
   }
   if (bench_dp->parsed()) return Report(tributary::bench::RunDataplaneBench(dp, std::cout));
+  if (bench_plan->parsed()) {
+    if (!plan_sizes.empty()) plan.sizes.clear();
+    for (const std::string& s : plan_sizes) {
+      tributary::bench::PlanSize size;
+      unsigned long long clients = 0, selected = 0;
+      if (std::sscanf(s.c_str(), "%u:%llu:%llu", &size.nodes, &clients, &selected) != 3) {
+        return Report(tributary::MakeError(tributary::ErrorCode::kInvalidArgument,
+                                           "--size takes NODES:CLIENTS:SELECTED, not '" + s + "'"));
+      }
+      size.clients = clients;
+      size.selected = selected;
+      plan.sizes.push_back(size);
+    }
+    return Report(tributary::bench::RunPlanBench(plan, std::cout));
+  }
   if (simulate->parsed()) {
     // A separate executable beside this one, so that only simulations load LibTorch.
     const std::string exe = (std::filesystem::path(SelfPath()).parent_path() / "tributary-simulate").string();

@@ -6,9 +6,16 @@
 namespace tributary::planner {
 namespace {
 
-uint32_t CeilDiv(size_t n, uint32_t d) { return static_cast<uint32_t>((n + d - 1) / d); }
+uint32_t CeilDiv(uint64_t n, uint32_t d) { return static_cast<uint32_t>((n + d - 1) / d); }
 
 }  // namespace
+
+TreeShape ShapeFor(uint64_t updates, uint32_t fan_in) {
+  TreeShape s;
+  s.leaves = CeilDiv(updates, fan_in);
+  s.intermediates = s.leaves > fan_in ? CeilDiv(s.leaves, fan_in) : 0;
+  return s;
+}
 
 Result<TreePlan> PlanNodeTree(const TreeInputs& in) {
   if (in.fan_in == 0) return MakeError(ErrorCode::kInvalidArgument, "fan-in must be positive");
@@ -21,8 +28,9 @@ Result<TreePlan> PlanNodeTree(const TreeInputs& in) {
     return MakeError(ErrorCode::kInvalidArgument, "a route key is expected twice");
   }
   TreePlan plan;
-  plan.leaves = CeilDiv(keys.size(), in.fan_in);
-  plan.intermediates = plan.leaves > in.fan_in ? CeilDiv(plan.leaves, in.fan_in) : 0;
+  const TreeShape shape = ShapeFor(keys.size(), in.fan_in);
+  plan.leaves = shape.leaves;
+  plan.intermediates = shape.intermediates;
   const uint64_t needed = uint64_t{plan.leaves} + plan.intermediates + 1;
   if (needed > in.available_functions) {
     return MakeError(ErrorCode::kResourceExhausted, "the tree needs " + std::to_string(needed) + " functions, " +

@@ -55,4 +55,13 @@ struct TreeInputs {
 
 Result<TreePlan> PlanNodeTree(const TreeInputs& inputs);
 
+// The shape PlanNodeTree gives `updates` updates (fan_in > 0): how many
+// functions per level, for planners that need only the counts.
+struct TreeShape {
+  uint32_t leaves = 0;
+  uint32_t intermediates = 0;
+  uint64_t functions() const { return leaves ? uint64_t{leaves} + intermediates + 1 : 0; }  // with the node-root
+};
+TreeShape ShapeFor(uint64_t updates, uint32_t fan_in);
+
 }  // namespace tributary::planner

@@ -1,0 +1,83 @@
+// Where a round's updates are folded across nodes: the controller's plan,
+// as a pure function of what it knows (no sockets), so that every decision
+// is unit-tested on recorded inputs (tests/unit/placement_test.cc).
+//
+// Locality first: a selected client uploads to the node whose gateway it
+// asked, and that node folds it in its own tree (tree_plan.h), so the only
+// bytes that cross nodes are one partial per node. A node has room for the
+// updates its segment can hold while they are in flight, with its tree's
+// accumulators and the model (UpdatesThatFit), within its function limit and,
+// when its fold throughput is known, within what it folds in the round's
+// budget. Clients beyond a node's room are steered, before they upload, to
+// other nodes: the excesses, largest first, go by best fit over the other
+// nodes' residual room (the node with the least room that takes the whole
+// excess; failing that, the one with the most room, and the rest again).
+// Which clients move: a node keeps its first clients by id. Clients no node
+// has room for are left out of the round (`unplaced`).
+//
+// Deterministic: the same inputs give the same placement, whatever their order.
+//
+// Errors: kInvalidArgument for fan_in 0, update_bytes 0, a node listed
+// twice, a client selected twice, or a client on a node not listed.
+//
+// Thread safety: plain functions and value types.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tributary/core/error.h"
+#include "tributary/planner/tree_plan.h"
+
+namespace tributary::planner {
+
+struct NodeResources {
+  std::string node;
+  uint64_t segment_free_bytes = 0;  // from its latest heartbeat
+  uint32_t function_limit = 0;      // most functions it runs at once
+  double fold_bytes_per_s = 0;      // measured update bytes folded per second; 0: unknown (no limit)
+};
+
+struct SelectedClient {
+  std::string client;
+  std::string node;  // whose gateway it asked
+};
+
+struct PlacementInputs {
+  std::vector<NodeResources> nodes;     // the connected nodes
+  std::vector<SelectedClient> clients;  // this round's selection
+  uint64_t update_bytes = 0;            // one update in a segment
+  uint64_t model_bytes = 0;             // the model, and each function's accumulator (0: update_bytes)
+  uint32_t fan_in = 8;
+  double round_budget_s = 0;  // the updates must fold within this; 0: no throughput limit
+};
+
+struct NodeShare {
+  std::string node;
+  std::vector<std::string> clients;  // upload here (its own and steered in), sorted
+  uint64_t checked_in = 0;           // selected clients that asked this node
+  uint64_t room = 0;                 // UpdatesThatFit
+  uint64_t steered_in = 0, steered_out = 0;
+  TreeShape tree;                    // its functions per level
+};
+
+struct Steer {
+  std::string client, from, to;
+};
+
+struct Placement {
+  std::vector<NodeShare> nodes;          // every input node, by id
+  std::vector<Steer> steered;            // by client id
+  std::vector<std::string> unplaced;     // no node had room, sorted
+  uint64_t partials = 0;                 // nodes with updates: the partials that cross to the controller
+  uint64_t cross_node_bytes = 0;         // the partials and the steered uploads
+};
+
+// The most updates `node` takes in one round.
+uint64_t UpdatesThatFit(const NodeResources& node, uint64_t update_bytes, uint64_t model_bytes, uint32_t fan_in,
+                        double round_budget_s);
+
+Result<Placement> PlanPlacement(const PlacementInputs& inputs);
+
+}  // namespace tributary::planner

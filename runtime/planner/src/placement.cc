@@ -1,0 +1,149 @@
+#include "tributary/planner/placement.h"
+
+#include <algorithm>
+#include <set>
+#include <unordered_map>
+
+namespace tributary::planner {
+namespace {
+
+// An eighth of the segment stays free: allocator overhead, fragmentation,
+// and the blocks of a round still being released.
+constexpr uint64_t kHeadroomDivisor = 8;
+
+// Segment bytes `updates` updates need in flight on one node: the updates,
+// one accumulator per function of its tree, and the model.
+uint64_t SegmentBytesFor(uint64_t updates, uint64_t update_bytes, uint64_t model_bytes, uint32_t fan_in) {
+  return updates * update_bytes + (ShapeFor(updates, fan_in).functions() + 1) * model_bytes;
+}
+
+}  // namespace
+
+uint64_t UpdatesThatFit(const NodeResources& node, uint64_t update_bytes, uint64_t model_bytes, uint32_t fan_in,
+                        double round_budget_s) {
+  if (update_bytes == 0 || fan_in == 0) return 0;
+  if (model_bytes == 0) model_bytes = update_bytes;
+  const uint64_t usable = node.segment_free_bytes - node.segment_free_bytes / kHeadroomDivisor;
+  uint64_t most = usable / update_bytes;
+  if (node.fold_bytes_per_s > 0 && round_budget_s > 0) {
+    most = std::min<uint64_t>(most, static_cast<uint64_t>(node.fold_bytes_per_s * round_budget_s /
+                                                          static_cast<double>(update_bytes)));
+  }
+  // The largest k within `most` whose tree fits the segment and the function limit.
+  auto fits = [&](uint64_t k) {
+    return SegmentBytesFor(k, update_bytes, model_bytes, fan_in) <= usable &&
+           ShapeFor(k, fan_in).functions() <= node.function_limit;
+  };
+  uint64_t lo = 0, hi = most;
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo + 1) / 2;
+    if (fits(mid)) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+Result<Placement> PlanPlacement(const PlacementInputs& in) {
+  if (in.fan_in == 0) return MakeError(ErrorCode::kInvalidArgument, "fan-in must be positive");
+  if (in.update_bytes == 0) return MakeError(ErrorCode::kInvalidArgument, "an update must have a size");
+  const uint64_t model_bytes = in.model_bytes ? in.model_bytes : in.update_bytes;
+  std::vector<NodeResources> nodes = in.nodes;
+  std::sort(nodes.begin(), nodes.end(), [](const auto& a, const auto& b) { return a.node < b.node; });
+  std::unordered_map<std::string, uint32_t> index;
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    if (!index.emplace(nodes[i].node, i).second) {
+      return MakeError(ErrorCode::kInvalidArgument, "node " + nodes[i].node + " is listed twice");
+    }
+  }
+  std::vector<std::vector<std::string>> asked(nodes.size());
+  for (const SelectedClient& c : in.clients) {
+    auto it = index.find(c.node);
+    if (it == index.end()) {
+      return MakeError(ErrorCode::kInvalidArgument, "client " + c.client + " is on node " + c.node + ", not listed");
+    }
+    asked[it->second].push_back(c.client);
+  }
+
+  Placement out;
+  out.nodes.resize(nodes.size());
+  std::vector<uint64_t> residual(nodes.size());
+  std::vector<std::vector<std::string>> excess(nodes.size());
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    std::vector<std::string>& mine = asked[i];
+    std::sort(mine.begin(), mine.end());
+    NodeShare& share = out.nodes[i];
+    share.node = nodes[i].node;
+    share.checked_in = mine.size();
+    share.room = UpdatesThatFit(nodes[i], in.update_bytes, model_bytes, in.fan_in, in.round_budget_s);
+    const size_t keep = std::min<uint64_t>(mine.size(), share.room);
+    excess[i].assign(std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(keep)),
+                     std::make_move_iterator(mine.end()));
+    mine.resize(keep);
+    share.clients = std::move(mine);
+    residual[i] = share.room - keep;
+  }
+  {
+    // Duplicates are adjacent once every node's list is sorted and merged.
+    std::vector<const std::string*> all;
+    all.reserve(in.clients.size());
+    for (uint32_t i = 0; i < nodes.size(); ++i) {
+      for (const auto& c : out.nodes[i].clients) all.push_back(&c);
+      for (const auto& c : excess[i]) all.push_back(&c);
+    }
+    std::sort(all.begin(), all.end(), [](const std::string* a, const std::string* b) { return *a < *b; });
+    auto dup = std::adjacent_find(all.begin(), all.end(), [](const std::string* a, const std::string* b) { return *a == *b; });
+    if (dup != all.end()) return MakeError(ErrorCode::kInvalidArgument, "client " + **dup + " is selected twice");
+  }
+
+  // Best fit, largest excess first; the room left per node, smallest first.
+  std::set<std::pair<uint64_t, uint32_t>> room;
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    if (residual[i] > 0) room.insert({residual[i], i});
+  }
+  std::vector<uint32_t> overloaded;
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    if (!excess[i].empty()) overloaded.push_back(i);
+  }
+  std::stable_sort(overloaded.begin(), overloaded.end(),
+                   [&](uint32_t a, uint32_t b) { return excess[a].size() > excess[b].size(); });
+  std::vector<std::vector<std::string>> steered_in(nodes.size());
+  for (uint32_t from : overloaded) {
+    size_t next = 0;
+    const std::vector<std::string>& moving = excess[from];
+    while (next < moving.size() && !room.empty()) {
+      const uint64_t left = moving.size() - next;
+      auto target = room.lower_bound({left, 0});
+      if (target == room.end()) target = std::prev(room.end());
+      const auto [space, to] = *target;
+      room.erase(target);
+      const uint64_t n = std::min(space, left);
+      for (uint64_t k = 0; k < n; ++k) {
+        out.steered.push_back({moving[next + k], nodes[from].node, nodes[to].node});
+        steered_in[to].push_back(moving[next + k]);
+      }
+      next += n;
+      out.nodes[from].steered_out += n;
+      out.nodes[to].steered_in += n;
+      if (space > n) room.insert({space - n, to});
+    }
+    out.unplaced.insert(out.unplaced.end(), moving.begin() + static_cast<std::ptrdiff_t>(next), moving.end());
+  }
+  std::sort(out.steered.begin(), out.steered.end(), [](const Steer& a, const Steer& b) { return a.client < b.client; });
+  std::sort(out.unplaced.begin(), out.unplaced.end());
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    NodeShare& share = out.nodes[i];
+    if (!steered_in[i].empty()) {
+      share.clients.insert(share.clients.end(), steered_in[i].begin(), steered_in[i].end());
+      std::sort(share.clients.begin(), share.clients.end());
+    }
+    share.tree = ShapeFor(share.clients.size(), in.fan_in);
+    if (!share.clients.empty()) out.partials += 1;
+  }
+  out.cross_node_bytes = out.partials * model_bytes + out.steered.size() * in.update_bytes;
+  return out;
+}
+
+}  // namespace tributary::planner

@@ -1,0 +1,180 @@
+// The round's placement across nodes (planner/placement.h) on recorded inputs.
+#include "tributary/planner/placement.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+
+namespace tributary::planner {
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+// A node whose room is `room` updates of one byte in a 1 s budget (its fold
+// throughput binds; its segment and function limit do not).
+NodeResources Room(const std::string& node, uint64_t room) {
+  return {node, 1ull << 40, 1u << 30, static_cast<double>(room)};
+}
+
+PlacementInputs Inputs(std::vector<NodeResources> nodes, const std::map<std::string, int>& asked) {
+  PlacementInputs in;
+  in.nodes = std::move(nodes);
+  for (const auto& [node, n] : asked) {
+    for (int i = 0; i < n; ++i) in.clients.push_back({node + "-c" + std::to_string(10 + i), node});
+  }
+  in.update_bytes = 1;
+  in.fan_in = 4;
+  in.round_budget_s = 1;
+  return in;
+}
+
+const NodeShare& Share(const Placement& p, const std::string& node) {
+  return *std::find_if(p.nodes.begin(), p.nodes.end(), [&](const NodeShare& s) { return s.node == node; });
+}
+
+TEST(UpdatesThatFit, TheSegmentHoldsTheUpdatesTheTreesAccumulatorsAndTheModelWithAnEighthFree) {
+  // 87.5 MiB usable: 64 updates + 21 functions + the model = 86 MiB fit;
+  // 65 need 65 + 23 + 1 = 89 MiB.
+  const NodeResources n{"a", 100 * kMiB, 1000, 0};
+  EXPECT_EQ(UpdatesThatFit(n, kMiB, kMiB, 4, 0), 64u);
+  // Compressed uploads, a quarter of the model's bytes each: 150 x 0.25 +
+  // (38 + 10 + 1) accumulators + the model = 87.5 MiB exactly.
+  EXPECT_EQ(UpdatesThatFit(n, kMiB / 4, kMiB, 4, 0), 150u);
+}
+
+TEST(UpdatesThatFit, TheFunctionLimitAndTheFoldThroughputBind) {
+  // Fan-in 4, at most 10 functions: 7 leaves + 2 intermediates + the root.
+  EXPECT_EQ(UpdatesThatFit({"a", 1ull << 40, 10, 0}, kMiB, kMiB, 4, 0), 28u);
+  // 10 MiB/s for a 2 s round: 20 updates of 1 MiB.
+  EXPECT_EQ(UpdatesThatFit({"a", 1ull << 40, 1000, 10.0 * kMiB}, kMiB, kMiB, 4, 2.0), 20u);
+  // Unknown throughput (0) is no limit; no segment is no room.
+  EXPECT_EQ(UpdatesThatFit({"a", 0, 1000, 0}, kMiB, kMiB, 4, 2.0), 0u);
+}
+
+TEST(PlanPlacement, EveryUpdateIsFoldedWhereItLandsWhenTheNodesHaveRoom) {
+  auto p = PlanPlacement(Inputs({Room("a", 10), Room("b", 10), Room("c", 10)}, {{"a", 9}, {"b", 3}}));
+  ASSERT_TRUE(p) << p.error().ToString();
+  EXPECT_TRUE(p.value().steered.empty());
+  EXPECT_TRUE(p.value().unplaced.empty());
+  EXPECT_EQ(p.value().partials, 2u) << "one partial per node with updates, none for the idle node";
+  EXPECT_EQ(p.value().cross_node_bytes, 2u);
+  EXPECT_EQ(Share(p.value(), "a").clients.size(), 9u);
+  EXPECT_EQ(Share(p.value(), "a").tree.leaves, 3u);
+  EXPECT_EQ(Share(p.value(), "a").tree.functions(), 4u);
+  EXPECT_EQ(Share(p.value(), "c").tree.functions(), 0u);
+}
+
+TEST(PlanPlacement, AnOverloadedNodesLastClientsGoToTheNodeWithTheLeastRoomThatTakesThemAll) {
+  // a takes 5 of its 9; b has 8 left, c 5: best fit for 4 is c.
+  auto p = PlanPlacement(Inputs({Room("a", 5), Room("b", 10), Room("c", 6)}, {{"a", 9}, {"b", 2}, {"c", 1}}));
+  ASSERT_TRUE(p) << p.error().ToString();
+  const Placement& pl = p.value();
+  ASSERT_EQ(pl.steered.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(pl.steered[i].client, "a-c" + std::to_string(15 + i));
+    EXPECT_EQ(pl.steered[i].from, "a");
+    EXPECT_EQ(pl.steered[i].to, "c");
+  }
+  EXPECT_EQ(Share(pl, "a").clients, (std::vector<std::string>{"a-c10", "a-c11", "a-c12", "a-c13", "a-c14"}));
+  EXPECT_EQ(Share(pl, "a").steered_out, 4u);
+  EXPECT_EQ(Share(pl, "c").steered_in, 4u);
+  EXPECT_EQ(Share(pl, "c").clients.size(), 5u);
+  EXPECT_EQ(Share(pl, "b").clients.size(), 2u);
+  EXPECT_EQ(pl.partials, 3u);
+  EXPECT_EQ(pl.cross_node_bytes, 3u + 4u);
+  EXPECT_TRUE(pl.unplaced.empty());
+}
+
+TEST(PlanPlacement, AnExcessNoNodeTakesWholeIsSplitLargestRoomFirstAndWhatIsLeftIsUnplaced) {
+  // a: 10 too many. b has 6 left, c 5: b takes 6, then c (best fit) 4.
+  auto p = PlanPlacement(Inputs({Room("a", 2), Room("b", 6), Room("c", 5)}, {{"a", 12}}));
+  ASSERT_TRUE(p) << p.error().ToString();
+  EXPECT_EQ(Share(p.value(), "b").steered_in, 6u);
+  EXPECT_EQ(Share(p.value(), "c").steered_in, 4u);
+  EXPECT_TRUE(p.value().unplaced.empty());
+  // Two more than all the room there is: the last two by id stay out.
+  auto q = PlanPlacement(Inputs({Room("a", 2), Room("b", 6), Room("c", 5)}, {{"a", 15}}));
+  ASSERT_TRUE(q) << q.error().ToString();
+  EXPECT_EQ(q.value().unplaced, (std::vector<std::string>{"a-c23", "a-c24"}));
+  EXPECT_EQ(q.value().steered.size(), 11u);
+}
+
+TEST(PlanPlacement, TheLargestExcessIsPlacedFirst) {
+  // a is 6 over, b 2 over; c has 6 left and d 2: best fit in that order
+  // gives each excess one node (the other order would split a's).
+  auto p = PlanPlacement(
+      Inputs({Room("a", 4), Room("b", 4), Room("c", 6), Room("d", 2)}, {{"a", 10}, {"b", 6}}));
+  ASSERT_TRUE(p) << p.error().ToString();
+  for (const Steer& s : p.value().steered) EXPECT_EQ(s.to, s.from == "a" ? "c" : "d") << s.client;
+  EXPECT_EQ(p.value().steered.size(), 8u);
+}
+
+TEST(PlanPlacement, TheSkewedClusterOfTheBenchmarkSpillsOnlyFromItsSmallNode) {
+  // 100 updates of 4 MiB over three nodes, 60/30/10; node a has a quarter of
+  // the others' segment (256 MiB against 1 GiB): it holds 48 of its 60
+  // (48 x 4 MiB + 7 accumulators and the model = 224 MiB, seven eighths).
+  PlacementInputs in;
+  in.nodes = {{"a", 256 * kMiB, 256, 0}, {"b", 1024 * kMiB, 256, 0}, {"c", 1024 * kMiB, 256, 0}};
+  for (int i = 0; i < 100; ++i) {
+    in.clients.push_back({"client-" + std::to_string(1000 + i), i < 60 ? "a" : i < 90 ? "b" : "c"});
+  }
+  in.update_bytes = 4 * kMiB;
+  in.fan_in = 8;
+  auto p = PlanPlacement(in);
+  ASSERT_TRUE(p) << p.error().ToString();
+  EXPECT_EQ(Share(p.value(), "a").room, 48u);
+  EXPECT_EQ(Share(p.value(), "a").steered_out, 12u);
+  EXPECT_EQ(Share(p.value(), "b").steered_in + Share(p.value(), "c").steered_in, 12u);
+  EXPECT_EQ(p.value().partials, 3u);
+  EXPECT_EQ(p.value().cross_node_bytes, (3u + 12u) * 4 * kMiB);
+}
+
+TEST(PlanPlacement, TheSameInputsInAnyOrderGiveTheSamePlacement) {
+  PlacementInputs in = Inputs({Room("a", 7), Room("b", 3), Room("c", 20), Room("d", 1)},
+                              {{"a", 15}, {"b", 9}, {"c", 4}, {"d", 4}});
+  auto first = PlanPlacement(in);
+  ASSERT_TRUE(first) << first.error().ToString();
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 5; ++trial) {
+    std::shuffle(in.nodes.begin(), in.nodes.end(), rng);
+    std::shuffle(in.clients.begin(), in.clients.end(), rng);
+    auto again = PlanPlacement(in);
+    ASSERT_TRUE(again);
+    ASSERT_EQ(again.value().nodes.size(), first.value().nodes.size());
+    for (size_t i = 0; i < first.value().nodes.size(); ++i) {
+      EXPECT_EQ(again.value().nodes[i].node, first.value().nodes[i].node);
+      EXPECT_EQ(again.value().nodes[i].clients, first.value().nodes[i].clients);
+    }
+    ASSERT_EQ(again.value().steered.size(), first.value().steered.size());
+    for (size_t i = 0; i < first.value().steered.size(); ++i) {
+      EXPECT_EQ(again.value().steered[i].client, first.value().steered[i].client);
+      EXPECT_EQ(again.value().steered[i].to, first.value().steered[i].to);
+    }
+    EXPECT_EQ(again.value().unplaced, first.value().unplaced);
+  }
+}
+
+TEST(PlanPlacement, InconsistentInputsAreRefused) {
+  auto code = [](PlacementInputs in) { return PlanPlacement(in).error().code; };
+  PlacementInputs ok = Inputs({Room("a", 5), Room("b", 5)}, {{"a", 2}});
+  PlacementInputs twice_node = ok;
+  twice_node.nodes.push_back(Room("a", 3));
+  EXPECT_EQ(code(twice_node), ErrorCode::kInvalidArgument);
+  PlacementInputs twice_client = ok;
+  twice_client.clients.push_back({"a-c10", "b"});
+  EXPECT_EQ(code(twice_client), ErrorCode::kInvalidArgument);
+  PlacementInputs unknown_node = ok;
+  unknown_node.clients.push_back({"x", "z"});
+  EXPECT_EQ(code(unknown_node), ErrorCode::kInvalidArgument);
+  PlacementInputs no_fan_in = ok;
+  no_fan_in.fan_in = 0;
+  EXPECT_EQ(code(no_fan_in), ErrorCode::kInvalidArgument);
+  PlacementInputs no_size = ok;
+  no_size.update_bytes = 0;
+  EXPECT_EQ(code(no_size), ErrorCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tributary::planner
