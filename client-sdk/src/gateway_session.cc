@@ -13,6 +13,10 @@ namespace tributary::client {
 
 struct GatewaySession::Impl {
   SessionOptions options;
+  // Where requests go: the client's own gateway, or for the task in hand the
+  // gateway the placement steered it to.
+  std::string endpoint;
+  std::string server_key;
   zmq::context_t context{1};
   std::unique_ptr<zmq::socket_t> socket;
   std::unique_ptr<zmq::socket_t> monitor;  // the socket's handshake events
@@ -26,7 +30,7 @@ struct GatewaySession::Impl {
     socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
     socket->set(zmq::sockopt::linger, 0);
     if (options.curve) {
-      socket->set(zmq::sockopt::curve_serverkey, options.curve->server_public_key);
+      socket->set(zmq::sockopt::curve_serverkey, server_key);
       socket->set(zmq::sockopt::curve_publickey, options.curve->client.public_key);
       socket->set(zmq::sockopt::curve_secretkey, options.curve->client.secret_key);
     }
@@ -39,7 +43,34 @@ struct GatewaySession::Impl {
       monitor->set(zmq::sockopt::linger, 0);
       monitor->connect(events);
     }
-    socket->connect(options.endpoint);
+    socket->connect(endpoint);
+  }
+
+  // Requests go to `to` from now on (a fresh socket when that is a change).
+  void Target(const std::string& to, const std::string& key) {
+    if (to == endpoint && key == server_key) return;
+    endpoint = to;
+    server_key = key;
+    Reconnect();
+  }
+  void TargetHome() { Target(options.endpoint, options.curve ? options.curve->server_public_key : ""); }
+
+  // A task's gateway, when the placement steered it elsewhere: its key comes
+  // over this authenticated connection, so a CURVE client needs it.
+  Result<void> FollowSteering(const v1::TaskAssignment& a) {
+    if (a.upload_gateway().empty()) return Ok();
+    if (options.curve && a.upload_gateway_public_key().empty()) {
+      return MakeError(ErrorCode::kMalformedFrame,
+                       "the gateway steered this client to " + a.upload_gateway() + " without that gateway's key");
+    }
+    try {
+      Target(a.upload_gateway(), options.curve ? a.upload_gateway_public_key() : "");
+    } catch (const zmq::error_t& e) {
+      TargetHome();
+      return MakeError(ErrorCode::kMalformedFrame, "cannot connect to the steered gateway '" + a.upload_gateway() +
+                                                       "': " + e.what());
+    }
+    return Ok();
   }
 
   // The reason the gateway refused the handshake, if it did.
@@ -55,10 +86,10 @@ struct GatewaySession::Impl {
     std::memcpy(&id, event[0].data(), 2);
     std::memcpy(&status, static_cast<const char*>(event[0].data()) + 2, 4);
     if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
-      return MakeError(ErrorCode::kUnknownClient, "the gateway " + options.endpoint + " refused this client's key (ZAP status " +
+      return MakeError(ErrorCode::kUnknownClient, "the gateway " + endpoint + " refused this client's key (ZAP status " +
                                                       std::to_string(status) + ")");
     }
-    return MakeError(ErrorCode::kUnknownClient, "security handshake with " + options.endpoint +
+    return MakeError(ErrorCode::kUnknownClient, "security handshake with " + endpoint +
                                                     " failed: the gateway and this client disagree on CURVE settings");
   }
 
@@ -87,7 +118,7 @@ struct GatewaySession::Impl {
       }
       if (ready == 0) {
         Reconnect();
-        return MakeError(ErrorCode::kIo, "no reply from the gateway " + options.endpoint + " within " +
+        return MakeError(ErrorCode::kIo, "no reply from the gateway " + endpoint + " within " +
                                              std::to_string(options.request_timeout.count()) + " ms");
       }
       std::vector<zmq::message_t> parts;
@@ -166,6 +197,8 @@ Result<std::unique_ptr<GatewaySession>> GatewaySession::Connect(SessionOptions o
   if (options.retry.attempts == 0) return MakeError(ErrorCode::kInvalidArgument, "retry.attempts must be positive");
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
+  impl->endpoint = impl->options.endpoint;
+  if (impl->options.curve) impl->server_key = impl->options.curve->server_public_key;
   try {
     impl->Reconnect();
   } catch (const zmq::error_t& e) {
@@ -190,6 +223,7 @@ Result<UploadReceipt> GatewaySession::Upload(const UpdateFrame& update) {
 }
 
 Result<TaskPoll> GatewaySession::RequestTask(const ConfigMap& properties) {
+  impl_->TargetHome();  // asking is checking in: always at the client's own gateway
   return impl_->WithRetries([&]() -> Result<TaskPoll> {
     v1::Envelope e = protocol::NewEnvelope();
     e.mutable_task_request()->set_client_id(impl_->options.client_id);
@@ -198,7 +232,8 @@ Result<TaskPoll> GatewaySession::RequestTask(const ConfigMap& properties) {
     TaskPoll poll;
     if (reply.first.has_task_assignment()) {
       const v1::TaskAssignment& a = reply.first.task_assignment();
-      poll.task = Task{a.job_id(), a.round(), a.model_version(), protocol::FromProto(a.config())};
+      poll.task = Task{a.job_id(), a.round(), a.model_version(), protocol::FromProto(a.config()), a.upload_gateway()};
+      TRIBUTARY_TRY(impl_->FollowSteering(a));
     } else if (reply.first.has_no_task()) {
       poll.retry_after = std::chrono::milliseconds(reply.first.no_task().retry_after_ms());
     } else {

@@ -58,7 +58,8 @@ struct Pending {
   uint64_t round = 0;
   uint64_t plan_id = 0;
   RoundPolicy policy;
-  std::set<std::string> nodes;               // the plan's nodes
+  std::set<std::string> nodes;               // the plan's nodes with clients: each sends a partial
+  std::set<std::string> steering;            // nodes whose plan only steers their clients away
   std::map<std::string, std::set<std::string>> assigned;  // by node: its selected clients
   std::set<std::string> delivered;           // personalized rounds: clients whose update arrived
   std::map<std::string, Incoming> partials;  // by node
@@ -248,6 +249,7 @@ struct Controller::Impl {
     Node& n = nodes[from];
     const bool rejoined = !n.info.connected;
     n.info.gateway = h.gateway_endpoint();
+    n.info.gateway_public_key = h.gateway_public_key();
     n.info.version = h.version();
     n.info.cores = h.cores();
     n.info.segment_bytes = h.segment_bytes();
@@ -255,6 +257,7 @@ struct Controller::Impl {
     n.info.dataplane = h.dataplane();
     n.info.connected = true;
     n.last_heard = Clock::now();
+    if (rejoined) n.info.segment_free_bytes = h.segment_bytes();  // until its first heartbeat says
     if (rejoined) {
       spdlog::info("controller: node '{}' joined (gateway {}, {} cores, {} segment bytes, data plane {}, version {})",
                    from, h.gateway_endpoint(), h.cores(), h.segment_bytes(), h.dataplane(), h.version());
@@ -278,7 +281,9 @@ struct Controller::Impl {
   void CloseAt(Pending& p) {
     if (p.close_sent) return;
     p.close_sent = true;
-    for (const std::string& node : p.nodes) {
+    std::set<std::string> to = p.nodes;
+    to.insert(p.steering.begin(), p.steering.end());
+    for (const std::string& node : to) {
       v1::Envelope e = protocol::NewEnvelope();
       e.mutable_round_close()->set_job_id(p.job);
       e.mutable_round_close()->set_round(p.round);
@@ -444,15 +449,24 @@ struct Controller::Impl {
 
   // Publishes the models the round starts from and sends each node its plan (under `mu`).
   void SendPlans(const Job& job, uint64_t round, const std::map<std::string, std::vector<std::string>>& clients_by_node,
+                 const std::vector<planner::Steer>& steered,
                  const std::map<std::string, std::vector<float>>& personal_models) {
     agg::PersonalizedFunction* personal = job.spec.personalized.get();
+    std::map<std::string, std::vector<const planner::Steer*>> away;  // by the node that was asked
+    for (const planner::Steer& s : steered) away[s.from].push_back(&s);
+    std::set<std::string> planned;
+    for (const auto& [node, clients] : clients_by_node) planned.insert(node);
+    for (const auto& [node, moved] : away) planned.insert(node);
+    static const std::vector<std::string> kNone;
     uint32_t key = 1;
-    for (const auto& [node, clients] : clients_by_node) {
+    for (const std::string& node : planned) {
+      auto own = clients_by_node.find(node);
+      const std::vector<std::string>& clients = own == clients_by_node.end() ? kNone : own->second;
       if (personal) {
         for (const std::string& c : clients) {
           Publish(node, job.spec.id, job.state.version, personal->personal_model(), personal_models.at(c), c);
         }
-      } else {
+      } else if (!clients.empty()) {
         Publish(node, job.spec.id, job.state.version, job.spec.model, job.state.model, "");
       }
       v1::Envelope e = protocol::NewEnvelope();
@@ -462,6 +476,12 @@ struct Controller::Impl {
       plan->set_model_version(job.state.version);
       protocol::ToProto(job.spec.model, plan->mutable_model());
       for (const std::string& c : clients) (*plan->mutable_clients())[c] = key++;
+      for (const planner::Steer* s : away[node]) {
+        const NodeInfo& to = nodes.at(s->to).info;
+        v1::SteeredClient& out = (*plan->mutable_steered_away())[s->client];
+        out.set_gateway(to.gateway);
+        out.set_gateway_public_key(to.gateway_public_key);
+      }
       plan->set_fan_in(job.spec.fan_in);
       plan->set_deadline_ms(static_cast<uint64_t>(job.spec.deadline.count()));
       plan->set_reject_non_finite(job.spec.reject_non_finite);
@@ -699,18 +719,34 @@ Result<void> Controller::AddJob(JobSpec spec) {
 
 Result<RoundReport> Controller::RunRound(const std::string& job_id,
                                          const std::map<std::string, std::vector<std::string>>& clients_by_node,
-                                         RoundPolicy policy) {
+                                         RoundPolicy policy, const std::vector<planner::Steer>& steered) {
   const auto start = Clock::now();
   std::unique_lock lock(impl_->mu);
   auto jit = impl_->jobs.find(job_id);
   if (jit == impl_->jobs.end()) return MakeError(ErrorCode::kUnknownJob, "no job '" + job_id + "'");
   Job& job = jit->second;
   const uint64_t round = job.state.version + 1;
-  for (const auto& [node, clients] : clients_by_node) {
+  auto connected = [&](const std::string& node) -> Result<void> {
     auto n = impl_->nodes.find(node);
     if (n == impl_->nodes.end() || !n->second.info.connected) {
       return MakeError(ErrorCode::kNotFound, "node '" + node + "' is not connected");
     }
+    return Ok();
+  };
+  for (const auto& [node, clients] : clients_by_node) TRIBUTARY_TRY(connected(node));
+  std::set<std::string> steering, moved;
+  for (const planner::Steer& s : steered) {
+    TRIBUTARY_TRY(connected(s.from));
+    auto to = clients_by_node.find(s.to);
+    if (s.from == s.to || to == clients_by_node.end() ||
+        std::find(to->second.begin(), to->second.end(), s.client) == to->second.end()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "client '" + s.client + "' is steered to node '" + s.to + "' but not among its clients");
+    }
+    if (!moved.insert(s.client).second) {
+      return MakeError(ErrorCode::kInvalidArgument, "client '" + s.client + "' is steered twice");
+    }
+    if (!clients_by_node.count(s.from)) steering.insert(s.from);
   }
   if (impl_->shutting_down) return MakeError(ErrorCode::kRoundClosed, "the controller is shutting down");
   if (impl_->round_reserved) {
@@ -736,6 +772,7 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
   impl_->issued_plans.push_back(impl_->pending->plan_id);
   if (impl_->issued_plans.size() > 1024) impl_->issued_plans.pop_front();
   impl_->pending->policy = policy;
+  impl_->pending->steering = steering;
   for (const auto& [node, clients] : clients_by_node) {
     impl_->pending->nodes.insert(node);
     impl_->pending->assigned[node] = std::set<std::string>(clients.begin(), clients.end());
@@ -752,7 +789,7 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
     }
     personal_models = std::move(models).value();
   }
-  impl_->SendPlans(job, round, clients_by_node, personal_models);
+  impl_->SendPlans(job, round, clients_by_node, steered, personal_models);
   RoundReport report;
   auto collected = impl_->Collect(lock, job, round, report);
   Pending pending = std::move(*impl_->pending);

@@ -57,6 +57,10 @@ struct JobState {
   std::string last_error;
   std::optional<Error> failure;  // what ended the job (phase failed)
   std::optional<RoundReport> last;
+  uint64_t update_bytes = 0;  // one update, f32
+  uint32_t fan_in = 8;
+  std::optional<planner::Placement> placement;  // of the round running or last run
+  uint64_t placement_round = 0;
   bool finished() const { return phase == "done" || phase == "failed"; }
 };
 
@@ -79,6 +83,54 @@ std::string Label(const std::string& v) {
     out += c == '\n' ? 'n' : c;
   }
   return out;
+}
+
+// The round's placement (placement.h) over the connected nodes, from their
+// latest heartbeats, for the job's f32 updates.
+Result<planner::Placement> PlaceRound(const std::map<std::string, NodeInfo>& nodes, const JobState& j,
+                                      const std::vector<AvailableClient>& selected) {
+  planner::PlacementInputs in;
+  for (const auto& [id, n] : nodes) {
+    if (n.connected) in.nodes.push_back({id, n.segment_free_bytes, n.function_limit, 0});
+  }
+  for (const AvailableClient& c : selected) in.clients.push_back({c.client, c.node});
+  in.update_bytes = j.update_bytes;
+  in.model_bytes = j.update_bytes;
+  in.fan_in = j.fan_in;
+  return planner::PlanPlacement(in);
+}
+
+// Who uploads where: every node's clients, its own and those steered in.
+std::map<std::string, std::vector<std::string>> UploadsByNode(const planner::Placement& p) {
+  std::map<std::string, std::vector<std::string>> out;
+  for (const planner::NodeShare& n : p.nodes) {
+    if (!n.clients.empty()) out[n.node] = n.clients;
+  }
+  return out;
+}
+
+json PlacementJson(const planner::Placement& p, const std::optional<RoundReport>& done) {
+  json nodes = json::object();
+  for (const planner::NodeShare& n : p.nodes) {
+    json o = {{"expected_updates", n.clients.size()},
+              {"checked_in", n.checked_in},
+              {"room", n.room},
+              {"steered_in", n.steered_in},
+              {"steered_out", n.steered_out},
+              {"functions", {{"leaves", n.tree.leaves}, {"intermediates", n.tree.intermediates}, {"node_roots", n.tree.leaves ? 1 : 0}}}};
+    if (done) {
+      auto it = done->updates_by_node.find(n.node);
+      o["actual_updates"] = it == done->updates_by_node.end() ? 0 : it->second;
+    }
+    nodes[n.node] = o;
+  }
+  json steered = json::array();
+  for (const planner::Steer& s : p.steered) steered.push_back({{"client", s.client}, {"from", s.from}, {"to", s.to}});
+  return {{"nodes", nodes},
+          {"steered", steered},
+          {"unplaced", p.unplaced.size()},
+          {"partials", p.partials},
+          {"cross_node_bytes", p.cross_node_bytes}};
 }
 
 }  // namespace
@@ -148,12 +200,27 @@ struct ControllerService::Impl {
     RoundPolicy policy;
     policy.min_updates = s.min_clients;
     policy.close_at = s.over_selection > 1.0 ? s.clients_per_round : 0;
+    auto placed = PlaceRound(controller->NodeDetails(), j, selected);
+    if (!placed) {  // the registry's clients are on connected nodes: a bug, not a round to retry
+      j.phase = "failed";
+      j.last_error = placed.error().ToString();
+      j.failure = placed.error();
+      finished.notify_all();
+      return false;
+    }
+    j.placement = placed.value();
+    j.placement_round = j.round;
     lock.unlock();  // the hooks run without it too: /v1/status answers meanwhile
+    const planner::Placement& plan = placed.value();
     if (j.log_rounds) {
       spdlog::info("controller: job '{}' round {} (attempt {}): {} of {} available clients selected", j.name, j.round,
                    j.attempt, selected.size(), available.size());
     }
-    auto report = controller->RunRound(j.name, ByNode(selected), policy);
+    if (!plan.steered.empty() || !plan.unplaced.empty()) {
+      spdlog::info("controller: job '{}' round {}: {} clients steered to other nodes, {} left out (no node has room)",
+                   j.name, j.round, plan.steered.size(), plan.unplaced.size());
+    }
+    auto report = controller->RunRound(j.name, UploadsByNode(plan), policy, plan.steered);
     Result<void> verdict = Ok();
     if (report) {
       const RoundReport& r = report.value();
@@ -256,6 +323,10 @@ struct ControllerService::Impl {
                 {"min_clients", j.schedule.min_clients},
                 {"last_error", j.last_error}};
       o["last_round"] = j.last ? ReportJson(*j.last) : json(nullptr);
+      // The running round's plan, or the last one's with what each node delivered.
+      const bool delivered = j.last && j.last->round == j.placement_round;
+      o["placement"] = j.placement ? PlacementJson(*j.placement, delivered ? j.last : std::nullopt) : json(nullptr);
+      if (j.placement) o["placement"]["round"] = j.placement_round;
       jobs_out[j.name] = o;
     }
     out["jobs"] = jobs_out;
@@ -369,6 +440,8 @@ Result<std::unique_ptr<ControllerService>> ControllerService::Start(const Contro
     state.after_round = std::move(j.after_round);
     state.on_failure = std::move(j.on_failure);
     state.log_rounds = j.log_rounds;
+    state.update_bytes = j.spec.model.elements() * sizeof(float);
+    state.fan_in = j.spec.fan_in;
     Result<void> added = impl->controller->AddJob(std::move(j.spec));
     if (!added) {
       stop_http();

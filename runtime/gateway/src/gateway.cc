@@ -52,6 +52,7 @@ struct Gateway::Impl {
   zmq::socket_t socket{context, zmq::socket_type::router};
   std::unordered_set<std::string> clients_seen;
   std::string endpoint;
+  std::string public_key;  // Z85, with CURVE
   std::atomic<bool> stop{false};
   std::thread thread;
 
@@ -161,6 +162,10 @@ struct Gateway::Impl {
       out.set_round(a->round);
       out.set_model_version(a->model_version);
       protocol::ToProto(a->config, out.mutable_config());
+      if (a->upload_gateway) {
+        out.set_upload_gateway(a->upload_gateway->endpoint);
+        out.set_upload_gateway_public_key(a->upload_gateway->public_key);
+      }
     } else {
       const auto base = static_cast<uint32_t>(options.task_poll_interval.count());
       e.mutable_no_task()->set_retry_after_ms(base / 2 + std::uniform_int_distribution<uint32_t>(0, base)(jitter));
@@ -391,6 +396,7 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options, s
     impl->socket.set(zmq::sockopt::router_mandatory, 0);
     impl->socket.bind(options.bind);
     impl->endpoint = impl->socket.get(zmq::sockopt::last_endpoint);
+    if (impl->authenticator) impl->public_key = impl->socket.get(zmq::sockopt::curve_publickey, 41);
   } catch (const zmq::error_t& e) {
     return MakeError(ErrorCode::kIo, "gateway cannot bind " + options.bind + ": " + e.what());
   }
@@ -406,6 +412,7 @@ Gateway::~Gateway() {
 }
 
 const std::string& Gateway::endpoint() const { return impl_->endpoint; }
+const std::string& Gateway::public_key() const { return impl_->public_key; }
 
 GatewayStats Gateway::Stats() const {
   std::lock_guard lock(impl_->stats_mu);

@@ -40,8 +40,13 @@ Result<const RoundBook::Job*> RoundBook::Find(const std::string& job, uint64_t r
 std::optional<Assignment> RoundBook::AssignmentFor(const std::string& client) const {
   std::lock_guard lock(mu_);
   for (const auto& [name, j] : jobs_) {
-    if (j.open && j.spec.selected.count(client) != 0 && j.delivered.count(client) == 0) {
-      return Assignment{name, j.spec.round, j.spec.model_version, j.spec.client_config};
+    if (!j.open) continue;
+    if (j.spec.selected.count(client) != 0 && j.delivered.count(client) == 0) {
+      return Assignment{name, j.spec.round, j.spec.model_version, j.spec.client_config, std::nullopt};
+    }
+    // Whether it delivered there is that gateway's to say.
+    if (auto away = j.spec.steered_away.find(client); away != j.spec.steered_away.end()) {
+      return Assignment{name, j.spec.round, j.spec.model_version, j.spec.client_config, away->second};
     }
   }
   return std::nullopt;

@@ -219,9 +219,13 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
                  static_cast<double>(u.sample_count)};
     const TreeFunction* leaf = round.LeafFor(h.route_key);
     // A send that fails leaves the leaf short of an input: the rebuild re-sends every held update.
-    if (leaf != nullptr && !transport->SendUpdate(h, leaf->f, leaf->task, round.spec.round, /*by_route=*/true)) {
-      round.rebuild = true;
-      cv.notify_all();
+    if (leaf != nullptr) {
+      const Result<void> sent = transport->SendUpdate(h, leaf->f, leaf->task, round.spec.round, /*by_route=*/true);
+      if (!sent) {
+        (void)Lost(sent, leaf->f.fn);
+        round.rebuild = true;
+        cv.notify_all();
+      }
     }
     if (transport->recovers_failures()) round.held.push_back(std::move(h));
     return Ok();
@@ -250,6 +254,16 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       round.committed.push_back(Committed{std::move(partial), leaf_keys, i});
       return;
     }
+  }
+
+  // A hand-over that found function `fn`'s lease reclaimed: it died and its
+  // exit is not reported yet (the segment's sweep saw it first). A death like
+  // any other: the tree is rebuilt, without it.
+  bool Lost(const Result<void>& sent, uint32_t fn) {
+    if (sent || sent.error().code != ErrorCode::kNotFound) return false;
+    supervisor->OnLeaseLost(fn);
+    round.rebuild = true;
+    return true;
   }
 
   // Sends function `index` of the plan its task: what it folds (a leaf's
@@ -363,19 +377,28 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     round.plan = std::move(plan);
     round.replan = false;
     // Parents before their children: the node-root, intermediates, leaves.
-    for (auto it = places.rbegin(); it != places.rend(); ++it) TRIBUTARY_TRY(SendTask(*it));
+    // A function found dead on the way ends this build: the caller rebuilds.
+    for (auto it = places.rbegin(); it != places.rend(); ++it) {
+      const Result<void> sent = SendTask(*it);
+      if (Lost(sent, round.functions[*it].f.fn)) return Ok();
+      TRIBUTARY_TRY(sent);
+    }
     uint32_t extra = round.plan.root_children();  // the node-root's inputs after its children
     for (const Committed& c : round.committed) {
       const planner::PlannedFunction* leaf = c.leaf ? &round.plan.functions[*c.leaf] : nullptr;
-      TRIBUTARY_TRY(leaf ? SendCommitted(c, leaf->parent, leaf->index_in_parent)
-                         : SendCommitted(c, round.plan.root(), extra++));
+      const uint32_t to = leaf ? leaf->parent : round.plan.root();
+      const Result<void> sent = SendCommitted(c, to, leaf ? leaf->index_in_parent : extra++);
+      if (Lost(sent, round.functions[to].f.fn)) return Ok();
+      TRIBUTARY_TRY(sent);
     }
     for (const auto& [key, leaf] : round.plan.leaf_of) {
       if (round.functions[leaf].f.fn != 0) TRIBUTARY_TRY(sw->SetRoute(key, round.functions[leaf].f.fn));
     }
     for (const HeldUpdate& h : round.held) {
       if (const TreeFunction* leaf = round.LeafFor(h.route_key)) {
-        TRIBUTARY_TRY(transport->SendUpdate(h, leaf->f, leaf->task, round.spec.round, /*by_route=*/false));
+        const Result<void> sent = transport->SendUpdate(h, leaf->f, leaf->task, round.spec.round, /*by_route=*/false);
+        if (Lost(sent, leaf->f.fn)) return Ok();
+        TRIBUTARY_TRY(sent);
       }
     }
     return Ok();
@@ -449,6 +472,7 @@ NodeAgent::~NodeAgent() {
 }
 
 const std::string& NodeAgent::gateway_endpoint() const { return impl_->gateway->endpoint(); }
+const std::string& NodeAgent::gateway_public_key() const { return impl_->gateway->public_key(); }
 const std::string& NodeAgent::dataplane_reason() const { return impl_->dataplane_reason; }
 shm::Segment& NodeAgent::segment() { return *impl_->segment; }
 gateway::ModelStore& NodeAgent::models() { return impl_->models; }
@@ -580,6 +604,9 @@ std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
   }
   return out;
 }
+
+void NodeAgent::SteerOnly(gateway::RoundSpec spec) { impl_->rounds.OpenRound(std::move(spec)); }
+void NodeAgent::EndSteering(const std::string& job) { impl_->rounds.CloseRound(job); }
 
 void NodeAgent::CloseRound(const std::string& job, uint64_t round) {
   // Without `mu` (see progress_mu): the waiting round sees it within 100 ms.

@@ -82,6 +82,7 @@ struct NodeService::Impl {
     auto* h = e.mutable_node_hello();
     h->set_node_id(options.node_id);
     h->set_gateway_endpoint(agent->gateway_endpoint());
+    h->set_gateway_public_key(agent->gateway_public_key());
     h->set_version(TRIBUTARY_VERSION);
     h->set_cores(std::max(1u, std::thread::hardware_concurrency()));
     h->set_segment_bytes(options.store.bytes);
@@ -201,6 +202,7 @@ struct NodeService::Impl {
       std::lock_guard lock(mu);
       const auto& c = e.round_close();
       closed.insert(c.plan_id());  // also when its round has not opened yet (Execute looks)
+      wake.notify_all();
       if (running && running->plan_id() == c.plan_id()) agent->CloseRound(c.job_id(), c.round());
     }
   }
@@ -284,7 +286,21 @@ struct NodeService::Impl {
     spec.client_config = protocol::FromProto(plan.client_config());
     TRIBUTARY_ASSIGN_OR_RETURN(spec.model, protocol::ModelSpecFromProto(plan.model()));
     for (const auto& [client, key] : plan.clients()) spec.selected[client] = key;
+    for (const auto& [client, to] : plan.steered_away()) {
+      spec.steered_away[client] = gateway::UploadGateway{to.gateway(), to.gateway_public_key()};
+    }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(plan.deadline_ms());
+    if (plan.clients().empty()) {
+      // Only steering: no partial, the controller expects none. It ends with
+      // the round (a close, the next plan) or at the deadline.
+      agent->SteerOnly(std::move(spec));
+      {
+        std::unique_lock lock(mu);
+        wake.wait_until(lock, deadline, [&] { return stop.load() || !plans.empty() || closed.count(plan.plan_id()); });
+      }
+      agent->EndSteering(plan.job_id());
+      return Ok();
+    }
     if (plan.personalized()) {
       agent->models().DropPersonalBefore(plan.job_id(), plan.model_version());
       TRIBUTARY_ASSIGN_OR_RETURN(

@@ -180,6 +180,14 @@ void Supervisor::OnExit(uint32_t fn) {
   hello_.notify_all();
 }
 
+void Supervisor::OnLeaseLost(uint32_t fn) {
+  std::lock_guard lock(mu_);
+  auto it = functions_.find(fn);
+  if (it == functions_.end() || it->second.stopping) return;
+  stats_.deaths += 1;
+  Kill(it->second);  // already gone; OnExit then forgets it without counting it again
+}
+
 SupervisorStats Supervisor::Stats() const {
   std::lock_guard lock(mu_);
   SupervisorStats s = stats_;

@@ -16,7 +16,12 @@
 //   tributary::Error, with the gateway's reason.
 // - DownloadModel() fetches the job's current global model in chunks and
 //   verifies its checksum.
-// - RequestTask() asks whether this client is selected for an open round.
+// - RequestTask() asks whether this client is selected for an open round,
+//   always at the client's own gateway (`endpoint`). When the placement
+//   steered the task to another node (its gateway is over capacity), the
+//   assignment names that node's gateway and its CURVE key, and the session
+//   follows: DownloadModel() and Upload() go there until the next
+//   RequestTask().
 // - Security: with `curve` set, the connection is encrypted and the client
 //   authenticates with its keypair; a gateway that does not know the key
 //   fails the handshake, reported at once as kUnknownClient (not retried).
@@ -84,6 +89,7 @@ struct Task {
   uint64_t round = 0;
   uint64_t model_version = 0;
   ConfigMap config;
+  std::string upload_gateway;  // set: the placement steered this task to that gateway
 };
 
 // RequestTask's answer: a task, or when to ask again.

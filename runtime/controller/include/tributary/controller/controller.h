@@ -51,6 +51,7 @@
 #include "tributary/controller/client_registry.h"
 #include "tributary/core/config_map.h"
 #include "tributary/core/error.h"
+#include "tributary/planner/placement.h"
 
 namespace tributary::controller {
 
@@ -80,6 +81,7 @@ struct RoundPolicy {
 
 struct NodeInfo {
   std::string gateway;
+  std::string gateway_public_key;  // Z85; empty without CURVE
   std::string version;
   uint32_t cores = 0;
   uint64_t segment_bytes = 0;
@@ -146,10 +148,16 @@ class Controller {
 
   // Registers a job; resumes it from its checkpoint if there is one.
   Result<void> AddJob(JobSpec job);
-  // The next round: `clients_by_node` names the selected clients per node.
-  // kRoundClosed: too few updates (re-run it with a new selection).
+  // The next round: `clients_by_node` names the selected clients that upload
+  // to each node. `steered` are those of them the placement moved
+  // (placement.h): each asked `from`'s gateway, which answers with `to`'s,
+  // and is among `to`'s clients. A node whose clients were all steered away
+  // gets a plan that only steers them; it folds and sends nothing.
+  // kRoundClosed: too few updates (re-run it with a new selection);
+  // kInvalidArgument: a steered client not among its `to` node's clients, or
+  // steered twice; kNotFound: a node not connected.
   Result<RoundReport> RunRound(const std::string& job, const std::map<std::string, std::vector<std::string>>& clients_by_node,
-                               RoundPolicy policy = {});
+                               RoundPolicy policy = {}, const std::vector<planner::Steer>& steered = {});
 
   // Ends the round in progress (its RunRound returns kRoundClosed) and
   // refuses new ones: for teardown from another thread.

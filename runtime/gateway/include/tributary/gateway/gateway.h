@@ -107,6 +107,8 @@ class Gateway {
 
   // The bound endpoint, e.g. "tcp://127.0.0.1:41234".
   const std::string& endpoint() const;
+  // Its CURVE public key (Z85), which clients steered here need; empty without CURVE.
+  const std::string& public_key() const;
   GatewayStats Stats() const;
   // The clients that asked for work since the last call, each once with its
   // latest ask; at most `max` (the rest stay for the next call).

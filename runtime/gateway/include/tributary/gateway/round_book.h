@@ -23,6 +23,12 @@
 
 namespace tributary::gateway {
 
+// Another node's gateway, where the placement steered a client to upload.
+struct UploadGateway {
+  std::string endpoint;
+  std::string public_key;  // Z85; empty without CURVE
+};
+
 struct RoundSpec {
   std::string job;
   uint64_t round = 0;
@@ -31,14 +37,18 @@ struct RoundSpec {
   std::map<std::string, uint32_t> selected;  // client id -> route key
   bool reject_non_finite = true;
   ConfigMap client_config;                   // sent to each selected client with its task
+  // Selected clients that asked here but upload to another node's gateway.
+  std::map<std::string, UploadGateway> steered_away;
 };
 
-// A selected client's task: what it trains from and for which round.
+// A selected client's task: what it trains from and for which round, and
+// where it uploads when that is not this gateway.
 struct Assignment {
   std::string job;
   uint64_t round = 0;
   uint64_t model_version = 0;
   ConfigMap config;
+  std::optional<UploadGateway> upload_gateway;
 };
 
 // Whose upload an admission admits.

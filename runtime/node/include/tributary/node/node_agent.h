@@ -111,6 +111,7 @@ class NodeAgent {
   NodeAgent& operator=(const NodeAgent&) = delete;
 
   const std::string& gateway_endpoint() const;
+  const std::string& gateway_public_key() const;  // Z85; empty without CURVE
   // Why this data plane runs (for the start-up log).
   const std::string& dataplane_reason() const;
   shm::Segment& segment();
@@ -129,6 +130,12 @@ class NodeAgent {
   // error `on_update` returns ends the round with that error.
   Result<uint64_t> RunPersonalRound(gateway::RoundSpec spec, std::chrono::steady_clock::time_point deadline,
                                     const std::function<Result<void>(ClientUpdate)>& on_update);
+
+  // A round this node folds nothing of: the placement steered every client
+  // that asked here to other nodes. The gateway tells them where to upload
+  // (spec.steered_away; spec.selected is empty) until EndSteering(job).
+  void SteerOnly(gateway::RoundSpec spec);
+  void EndSteering(const std::string& job);
 
   // Ends round `round` of `job` early, if it is the open one: the gateway
   // closes it and the node folds what was accepted, as at the deadline (the

@@ -85,6 +85,9 @@ class Supervisor {
   void OnHello(uint32_t fn, uint32_t lease, uint16_t payload_port);
   void OnHeartbeat(uint32_t fn);
   void OnExit(uint32_t fn);
+  // A function found dead before its exit is reported (its lease was already
+  // reclaimed): counted as a death and never handed out again.
+  void OnLeaseLost(uint32_t fn);
 
   SupervisorStats Stats() const;
 
