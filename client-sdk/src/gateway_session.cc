@@ -55,22 +55,60 @@ struct GatewaySession::Impl {
   }
   void TargetHome() { Target(options.endpoint, options.curve ? options.curve->server_public_key : ""); }
 
-  // A task's gateway, when the placement steered it elsewhere: its key comes
-  // over this authenticated connection, so a CURVE client needs it.
-  Result<void> FollowSteering(const v1::TaskAssignment& a) {
-    if (a.upload_gateway().empty()) return Ok();
-    if (options.curve && a.upload_gateway_public_key().empty()) {
+  // One task request at the gateway requests go to now.
+  Result<TaskPoll> AskOnce(const ConfigMap& properties, bool steered) {
+    v1::Envelope e = protocol::NewEnvelope();
+    e.mutable_task_request()->set_client_id(options.client_id);
+    e.mutable_task_request()->set_steered(steered);
+    protocol::ToProto(properties, e.mutable_task_request()->mutable_properties());
+    TRIBUTARY_ASSIGN_OR_RETURN(auto reply, Exchange(e, {}));
+    TaskPoll poll;
+    if (reply.first.has_task_assignment()) {
+      const v1::TaskAssignment& a = reply.first.task_assignment();
+      poll.task = Task{a.job_id(), a.round(), a.model_version(), protocol::FromProto(a.config()), a.upload_gateway()};
+      steer_to = a.upload_gateway();
+      steer_key = a.upload_gateway_public_key();
+    } else if (reply.first.has_no_task()) {
+      poll.retry_after = std::chrono::milliseconds(reply.first.no_task().retry_after_ms());
+    } else {
+      return MakeError(ErrorCode::kMalformedFrame, "expected task_assignment or no_task");
+    }
+    return poll;
+  }
+  std::string steer_to, steer_key;  // of the last assignment
+
+  // The task at the gateway the placement steered this client to: that one
+  // knows whether it is still to be done (this attempt of the round, not yet
+  // delivered). Its key comes over the authenticated connection to the
+  // client's own gateway, so a CURVE client requires it.
+  Result<TaskPoll> FollowSteering(const ConfigMap& properties) {
+    if (options.curve && steer_key.empty()) {
       return MakeError(ErrorCode::kMalformedFrame,
-                       "the gateway steered this client to " + a.upload_gateway() + " without that gateway's key");
+                       "the gateway steered this client to " + steer_to + " without that gateway's key");
     }
     try {
-      Target(a.upload_gateway(), options.curve ? a.upload_gateway_public_key() : "");
+      Target(steer_to, options.curve ? steer_key : "");
     } catch (const zmq::error_t& e) {
       TargetHome();
-      return MakeError(ErrorCode::kMalformedFrame, "cannot connect to the steered gateway '" + a.upload_gateway() +
-                                                       "': " + e.what());
+      return MakeError(ErrorCode::kMalformedFrame, "cannot connect to the steered gateway '" + steer_to + "': " + e.what());
     }
-    return Ok();
+    auto there = WithRetries([&] { return AskOnce(properties, /*steered=*/true); });
+    if (there && there.value().task && !steer_to.empty()) {
+      TargetHome();
+      return MakeError(ErrorCode::kMalformedFrame, "the steered gateway steered this client again");
+    }
+    // Nothing there (delivered, or its round is not open yet): ask home again later.
+    if (!there || !there.value().task) {
+      TargetHome();
+      if (!there && !protocol::IsRetryable(there.error().code) && there.error().code != ErrorCode::kUnknownJob) {
+        return std::move(there).error();
+      }
+      TaskPoll later;
+      later.retry_after = there ? there.value().retry_after : std::chrono::milliseconds(200);
+      return later;
+    }
+    there.value().task->upload_gateway = endpoint;
+    return there;
   }
 
   // The reason the gateway refused the handshake, if it did.
@@ -224,23 +262,9 @@ Result<UploadReceipt> GatewaySession::Upload(const UpdateFrame& update) {
 
 Result<TaskPoll> GatewaySession::RequestTask(const ConfigMap& properties) {
   impl_->TargetHome();  // asking is checking in: always at the client's own gateway
-  return impl_->WithRetries([&]() -> Result<TaskPoll> {
-    v1::Envelope e = protocol::NewEnvelope();
-    e.mutable_task_request()->set_client_id(impl_->options.client_id);
-    protocol::ToProto(properties, e.mutable_task_request()->mutable_properties());
-    TRIBUTARY_ASSIGN_OR_RETURN(auto reply, impl_->Exchange(e, {}));
-    TaskPoll poll;
-    if (reply.first.has_task_assignment()) {
-      const v1::TaskAssignment& a = reply.first.task_assignment();
-      poll.task = Task{a.job_id(), a.round(), a.model_version(), protocol::FromProto(a.config()), a.upload_gateway()};
-      TRIBUTARY_TRY(impl_->FollowSteering(a));
-    } else if (reply.first.has_no_task()) {
-      poll.retry_after = std::chrono::milliseconds(reply.first.no_task().retry_after_ms());
-    } else {
-      return MakeError(ErrorCode::kMalformedFrame, "expected task_assignment or no_task");
-    }
-    return poll;
-  });
+  TRIBUTARY_ASSIGN_OR_RETURN(TaskPoll poll, impl_->WithRetries([&] { return impl_->AskOnce(properties, false); }));
+  if (!poll.task || impl_->steer_to.empty()) return poll;
+  return impl_->FollowSteering(properties);
 }
 
 Result<GlobalModel> GatewaySession::DownloadModel(const std::string& job) {

@@ -129,10 +129,12 @@ class ClusterTest : public ::testing::Test {
   }
 
   // Node `i` on host n<i>; `id` and `key` replace its own (the impostor cases).
-  void WriteNode(int i, const std::string& id, const std::string& key, int gateway_port = 7600) {
+  void WriteNode(int i, const std::string& id, const std::string& key, int gateway_port = 7600,
+                 const std::string& segment = "256MiB") {
     const std::string host = net_->Address(Host(i));
     std::ofstream(dir_ / (id + ".yaml"))
-        << "node_id: " << id << "\nstore: {segment_bytes: 256MiB}\ngateway_bind: tcp://" << host << ":" << gateway_port
+        << "node_id: " << id << "\nstore: {segment_bytes: " << segment << "}\ngateway_bind: tcp://" << host << ":"
+        << gateway_port
         << "\ndataplane: auto\nmetrics_bind: \"\"\ngateway_security: {mode: curve, secret_key_file: "
         << Path("keys/gateway.key") << ", allow_list: " << Path("clients") << "}\ncontroller: tcp://"
         << net_->Address("ctl") << ":7700\ncontroller_security: {mode: curve, controller_public_key_file: "
@@ -142,16 +144,17 @@ class ClusterTest : public ::testing::Test {
   pid_t StartController() {
     return net_->Spawn("ctl", {TRIBUTARY_BINARY, "controller", "--config", Path("controller.yaml")}, Path("controller.log"));
   }
-  pid_t StartNode(int i) {
-    WriteNode(i, NodeId(i), NodeId(i));
+  pid_t StartNode(int i, const std::string& segment = "256MiB") {
+    WriteNode(i, NodeId(i), NodeId(i), 7600, segment);
     return net_->Spawn(Host(i), {TRIBUTARY_BINARY, "node", "--config", Path(NodeId(i) + ".yaml")},
                        Path(NodeId(i) + ".log"));
   }
-  pid_t StartLoadgen(int train_ms) {
+  // Client c asks node hosts[c % hosts.size()] (an even spread by default).
+  pid_t StartLoadgen(int train_ms, const std::vector<int>& hosts = {1, 2, 3}) {
     std::vector<std::string> argv = {TRIBUTARY_BINARY, "loadgen", "--clients", std::to_string(kClients),
                                      "--concurrency", "6", "--gateway-key", Path("keys/gateway.pub"),
                                      "--client-keys", Path("clients"), "--train-ms", std::to_string(train_ms), "--json"};
-    for (int i = 1; i <= 3; ++i) argv.insert(argv.end(), {"--gateway", "tcp://" + net_->Address(Host(i)) + ":7600"});
+    for (int i : hosts) argv.insert(argv.end(), {"--gateway", "tcp://" + net_->Address(Host(i)) + ":7600"});
     return net_->Spawn("cli", argv, Path("loadgen.log"));
   }
 
@@ -276,6 +279,57 @@ TEST_F(ClusterTest, ThreeNodesAHundredClientsCurveOnBothPlanesModelsAreFlatFedAv
     if (!l.empty() && l.front() == '{') report = json::parse(l);
   }
   EXPECT_EQ(report["accepted"], 150) << report.dump();
+  EXPECT_TRUE(report["rejected"].empty()) << report.dump();
+}
+
+// Locality under pressure: 60 % of the clients ask node 1, whose segment
+// holds only a few of the round's updates. The placement steers its excess to
+// the other nodes before they upload (their task names the other gateway and
+// its key); every selected client is folded, and the model is exact.
+TEST_F(ClusterTest, AnOverloadedNodesClientsAreSteeredBeforeTheyUploadAndTheModelIsExact) {
+  WriteController("rounds: 3\nmin_clients: 30\n");
+  StartController();
+  StartNode(1, "1MiB");
+  for (int i = 2; i <= 3; ++i) StartNode(i);
+  const pid_t load = StartLoadgen(0, {1, 1, 1, 1, 1, 1, 2, 2, 2, 3});
+  const bool done = WaitFor([](const json& s) { return RoundsDone(s) == 3; }, std::chrono::seconds(90));
+  const json s = Status();
+  net_->Stop(load, SIGTERM);
+  std::ifstream log(dir_ / "loadgen.log");
+  json report;
+  for (std::string l; std::getline(log, l);) {
+    if (!l.empty() && l.front() == '{') report = json::parse(l);
+  }
+  ASSERT_TRUE(done) << "the clients saw: " << report.dump();
+  const std::vector<json> rounds = RoundLog();
+  ASSERT_EQ(rounds.size(), 3u);
+  for (const json& r : rounds) {
+    EXPECT_EQ(r["clients"].get<std::vector<std::string>>(), Expected(r["round"])) << r.dump();
+    ExpectRoundModel(r);
+  }
+  // The last round's plan, and what each node delivered.
+  const json& plan = s["jobs"]["cluster"]["placement"];
+  ASSERT_TRUE(plan.is_object()) << s.dump(1);
+  EXPECT_EQ(plan["round"], 3);
+  const json& small = plan["nodes"][NodeId(1)];
+  EXPECT_GT(small["steered_out"].get<uint64_t>(), 0u) << plan.dump(1);
+  EXPECT_EQ(small["expected_updates"], small["room"]) << plan.dump(1);
+  EXPECT_EQ(small["checked_in"].get<uint64_t>(), small["room"].get<uint64_t>() + small["steered_out"].get<uint64_t>());
+  uint64_t steered_in = 0;
+  for (const auto& [id, n] : plan["nodes"].items()) {
+    EXPECT_EQ(n["actual_updates"], n["expected_updates"]) << id << ": " << plan.dump(1);
+    steered_in += n["steered_in"].get<uint64_t>();
+  }
+  EXPECT_EQ(steered_in, small["steered_out"].get<uint64_t>());
+  EXPECT_EQ(plan["steered"].size(), steered_in);
+  for (const json& st : plan["steered"]) EXPECT_EQ(st["from"], NodeId(1));
+  EXPECT_EQ(plan["unplaced"], 0);
+  EXPECT_EQ(plan["partials"], 3);
+  const uint64_t update_bytes = (256 * 64 + 64) * 4;
+  EXPECT_EQ(plan["cross_node_bytes"], (3 + steered_in) * update_bytes);
+  std::cout << "cluster spill: node 1 (1 MiB segment) had " << small["checked_in"] << " of round 3's 30, kept "
+            << small["room"] << ", steered " << small["steered_out"] << "\n";
+  EXPECT_EQ(report["accepted"], 90) << report.dump();
   EXPECT_TRUE(report["rejected"].empty()) << report.dump();
 }
 

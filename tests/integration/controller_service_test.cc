@@ -177,5 +177,74 @@ TEST_F(ControllerServiceTest, AFailedAttemptRunsAgainUnlessOnFailureEndsTheJob) 
   EXPECT_TRUE(seen_.empty());
 }
 
+// The placement on loopback: node "a" holds only a few of a round's updates,
+// and 8 of the 10 clients ask it. Its excess is steered to "b" before upload;
+// every selected client's update is folded each round.
+TEST(ControllerServicePlacement, AnOverloadedNodesExcessIsSteeredAndEveryUpdateFolded) {
+  const std::string tag = std::to_string(getpid());
+  ServiceJob j;
+  j.source = "test";
+  j.spec.id = "spill";
+  j.spec.model = agg::ModelSpec::Create({{"w", agg::DType::kF32, {65536}}}).value();
+  j.spec.initial_model.assign(65536, 0.0f);
+  j.spec.fan_in = 2;
+  j.spec.deadline = std::chrono::seconds(20);
+  j.schedule = {.rounds = 3, .clients_per_round = 10, .min_clients = 10, .start_after = 10, .seed = 5};
+  std::mutex mu;
+  std::vector<RoundReport> reports;
+  j.after_round = [&](const RoundReport& r, const std::vector<AvailableClient>&) -> Result<void> {
+    std::lock_guard lock(mu);
+    reports.push_back(r);
+    return Ok();
+  };
+  j.on_failure = [](const Error& e) -> Result<void> { return e; };
+  std::vector<ServiceJob> jobs;
+  jobs.push_back(std::move(j));
+  auto service = ControllerService::Start({}, std::move(jobs), "");
+  ASSERT_TRUE(service) << service.error().ToString();
+  std::vector<std::unique_ptr<node::NodeService>> nodes;
+  for (const auto& [id, bytes] : {std::pair{"a", 2ull << 20}, std::pair{"b", 64ull << 20}}) {
+    node::NodeOptions n;
+    n.node_id = std::string(id) + tag;
+    n.store = {"tributary.spill-" + n.node_id, bytes, 1024};
+    n.binary = TRIBUTARY_BINARY;
+    n.dataplane = dataplane::DataPlaneMode::kUserspace;
+    n.gateway.task_poll_interval = std::chrono::milliseconds(50);
+    auto node = node::NodeService::Start(n, {.endpoint = service.value()->controller().endpoint()});
+    ASSERT_TRUE(node) << node.error().ToString();
+    nodes.push_back(std::move(node).value());
+  }
+  ASSERT_TRUE(service.value()->controller().WaitForNodes(2, std::chrono::seconds(20)));
+  std::atomic<bool> stop{false};
+  loadgen::LoadgenOptions l;
+  const std::string a = nodes[0]->agent().gateway_endpoint(), b = nodes[1]->agent().gateway_endpoint();
+  l.gateways = {a, a, a, a, b};  // client c asks gateways[c % 5]
+  l.clients = 10;
+  l.concurrency = 5;
+  Result<loadgen::LoadgenReport> seen = loadgen::LoadgenReport{};
+  std::thread clients([&] { seen = loadgen::RunLoadgen(l, &stop); });
+  auto done = service.value()->WaitForJob("spill");
+  const json st = json::parse(service.value()->StatusJson())["jobs"]["spill"];
+  stop = true;
+  clients.join();
+  ASSERT_TRUE(seen);
+  ASSERT_TRUE(done) << done.error().ToString() << "\n" << st.dump(1) << "\nclients: " << seen.value().accepted
+                    << " accepted, " << seen.value().tasks << " tasks; refused: " << json(seen.value().rejected).dump();
+  EXPECT_EQ(seen.value().accepted, 30u);
+  EXPECT_TRUE(seen.value().rejected.empty());
+  std::lock_guard lock(mu);
+  ASSERT_EQ(reports.size(), 3u);
+  for (const RoundReport& r : reports) {
+    EXPECT_EQ(r.updates, 10u) << "round " << r.round;
+    EXPECT_TRUE(r.missing.empty()) << "round " << r.round;
+  }
+  const json& plan = st["placement"];
+  const json& small = plan["nodes"]["a" + tag];
+  EXPECT_EQ(small["checked_in"], 8) << plan.dump(1);
+  EXPECT_GT(small["steered_out"].get<uint64_t>(), 0u) << plan.dump(1);
+  EXPECT_EQ(small["actual_updates"], small["expected_updates"]);
+  EXPECT_EQ(plan["nodes"]["b" + tag]["actual_updates"].get<uint64_t>(), 2 + small["steered_out"].get<uint64_t>());
+}
+
 }  // namespace
 }  // namespace tributary::controller

@@ -454,9 +454,17 @@ struct Controller::Impl {
     agg::PersonalizedFunction* personal = job.spec.personalized.get();
     std::map<std::string, std::vector<const planner::Steer*>> away;  // by the node that was asked
     for (const planner::Steer& s : steered) away[s.from].push_back(&s);
-    std::set<std::string> planned;
-    for (const auto& [node, clients] : clients_by_node) planned.insert(node);
-    for (const auto& [node, moved] : away) planned.insert(node);
+    // The nodes that take steered clients first: their plans and models
+    // should be there before another gateway sends those clients to them.
+    std::set<std::string> receiving;
+    for (const planner::Steer& s : steered) receiving.insert(s.to);
+    std::vector<std::string> planned(receiving.begin(), receiving.end());
+    for (const auto& [node, clients] : clients_by_node) {
+      if (!receiving.count(node)) planned.push_back(node);
+    }
+    for (const auto& [node, moved] : away) {
+      if (!clients_by_node.count(node)) planned.push_back(node);
+    }
     static const std::vector<std::string> kNone;
     uint32_t key = 1;
     for (const std::string& node : planned) {

@@ -13,6 +13,7 @@
 
 #include "tributary/aggregator/kernels.h"
 #include "tributary/keys/allow_list.h"
+#include "tributary/keys/curve_keys.h"
 
 namespace tributary::gateway {
 namespace {
@@ -146,7 +147,7 @@ struct Gateway::Impl {
 
   Result<void> OnTaskRequest(const zmq::message_t& identity, uint64_t request_id, const v1::TaskRequest& t) {
     if (t.client_id().empty()) return MakeError(ErrorCode::kInvalidArgument, "a task request names its client");
-    {
+    if (!t.steered()) {  // a steered client's own gateway is the one that steered it
       clients_seen.insert(t.client_id());
       std::lock_guard lock(stats_mu);
       stats.clients_seen = clients_seen.size();
@@ -381,6 +382,7 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options, s
     }
     TRIBUTARY_ASSIGN_OR_RETURN(impl->authenticator,
                                keys::ZapAuthenticator::Start(impl->context, options.security.allow_list, "gateway", "client"));
+    TRIBUTARY_ASSIGN_OR_RETURN(impl->public_key, keys::PublicKeyOf(options.security.secret_key));
   }
   try {
     if (impl->authenticator) {
@@ -396,7 +398,6 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options, s
     impl->socket.set(zmq::sockopt::router_mandatory, 0);
     impl->socket.bind(options.bind);
     impl->endpoint = impl->socket.get(zmq::sockopt::last_endpoint);
-    if (impl->authenticator) impl->public_key = impl->socket.get(zmq::sockopt::curve_publickey, 41);
   } catch (const zmq::error_t& e) {
     return MakeError(ErrorCode::kIo, "gateway cannot bind " + options.bind + ": " + e.what());
   }

@@ -48,13 +48,19 @@ Result<void> WriteKeyPair(const CurveKeyPair& keys, const std::string& dir, cons
   return Ok();
 }
 
+Result<std::string> PublicKeyOf(const std::string& secret_key) {
+  char pub[41];
+  if (secret_key.size() != 40 || zmq_curve_public(pub, secret_key.c_str()) != 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "not a CURVE secret key");
+  }
+  return std::string(pub);
+}
+
 Result<CurveKeyPair> LoadKeyPair(const std::string& secret_key_file) {
   TRIBUTARY_ASSIGN_OR_RETURN(std::string secret, ReadKey(secret_key_file));
-  char pub[41];
-  if (zmq_curve_public(pub, secret.c_str()) != 0) {
-    return MakeError(ErrorCode::kInvalidArgument, "'" + secret_key_file + "' is not a CURVE secret key");
-  }
-  return CurveKeyPair{pub, secret};
+  auto pub = PublicKeyOf(secret);
+  if (!pub) return MakeError(ErrorCode::kInvalidArgument, "'" + secret_key_file + "' is not a CURVE secret key");
+  return CurveKeyPair{pub.value(), secret};
 }
 
 Result<std::string> LoadPublicKey(const std::string& public_key_file) { return ReadKey(public_key_file); }

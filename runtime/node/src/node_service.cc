@@ -290,15 +290,21 @@ struct NodeService::Impl {
       spec.steered_away[client] = gateway::UploadGateway{to.gateway(), to.gateway_public_key()};
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(plan.deadline_ms());
-    if (plan.clients().empty()) {
-      // Only steering: no partial, the controller expects none. It ends with
-      // the round (a close, the next plan) or at the deadline.
-      agent->SteerOnly(std::move(spec));
+    // Clients steered away are pointed at their node until the whole round
+    // ends, also after this node's own part is done.
+    gateway::RoundSpec steering = spec;
+    steering.selected.clear();
+    auto steer_until_closed = [&] {
+      if (steering.steered_away.empty()) return;
+      agent->SteerOnly(std::move(steering));
       {
         std::unique_lock lock(mu);
         wake.wait_until(lock, deadline, [&] { return stop.load() || !plans.empty() || closed.count(plan.plan_id()); });
       }
       agent->EndSteering(plan.job_id());
+    };
+    if (plan.clients().empty()) {  // only steering: no partial, the controller expects none
+      steer_until_closed();
       return Ok();
     }
     if (plan.personalized()) {
@@ -309,6 +315,7 @@ struct NodeService::Impl {
             return Ok();
           }));
       SendPartial(plan, "", 0, updates, {}, {});  // the node's round is over
+      steer_until_closed();
       return Ok();
     }
     TRIBUTARY_TRY(agent->OpenRound(std::move(spec), plan.fan_in()));
@@ -320,6 +327,7 @@ struct NodeService::Impl {
     TRIBUTARY_ASSIGN_OR_RETURN(NodeRoundResult result, agent->WaitRound(deadline));
     SendPartial(plan, "", result.partial.meta().weight, result.partial.meta().updates, result.partial.bytes(),
                 result.clients);
+    steer_until_closed();
     return Ok();
   }
 

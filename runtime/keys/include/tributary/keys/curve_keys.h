@@ -31,6 +31,8 @@ bool IsZ85Key(const std::string& text);
 Result<CurveKeyPair> GenerateKeyPair();
 // Writes DIR/NAME.key (0600) and DIR/NAME.pub; kInvalidArgument if they exist.
 Result<void> WriteKeyPair(const CurveKeyPair& keys, const std::string& dir, const std::string& name);
+// The public key of a Z85 secret key: kInvalidArgument if it is none.
+Result<std::string> PublicKeyOf(const std::string& secret_key);
 // Reads a secret key file and derives the public key from it: kNotFound for
 // an unreadable file, kInvalidArgument for one that holds no secret key.
 Result<CurveKeyPair> LoadKeyPair(const std::string& secret_key_file);
