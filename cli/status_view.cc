@@ -25,6 +25,34 @@ const nlohmann::json& Obj(const nlohmann::json& j, const char* key) {
   return it != j.end() && it->is_object() ? *it : empty;
 }
 
+// What the planner did in a job's round: per node, the updates it expects
+// and got, its tree, and the clients it steered; then what crossed nodes.
+void PrintPlacement(const nlohmann::json& p, std::ostream& out) {
+  if (p.empty()) return;
+  char line[512];
+  std::snprintf(line, sizeof(line), "  placement of round %llu:\n  %-16s %9s %8s %8s %6s %6s %10s\n",
+                static_cast<unsigned long long>(p.value("round", 0ull)), "NODE", "CHECKED", "EXPECTED", "ACTUAL",
+                "IN", "OUT", "FUNCS L/I/R");
+  out << line;
+  for (const auto& [id, n] : Obj(p, "nodes").items()) {
+    const auto& f = Obj(n, "functions");
+    const std::string funcs = std::to_string(f.value("leaves", 0)) + "/" + std::to_string(f.value("intermediates", 0)) +
+                              "/" + std::to_string(f.value("node_roots", 0));
+    const std::string actual = n.contains("actual_updates") ? std::to_string(n.value("actual_updates", 0ull)) : "-";
+    std::snprintf(line, sizeof(line), "  %-16s %9llu %8llu %8s %6llu %6llu %10s\n", id.c_str(),
+                  static_cast<unsigned long long>(n.value("checked_in", 0ull)),
+                  static_cast<unsigned long long>(n.value("expected_updates", 0ull)), actual.c_str(),
+                  static_cast<unsigned long long>(n.value("steered_in", 0ull)),
+                  static_cast<unsigned long long>(n.value("steered_out", 0ull)), funcs.c_str());
+    out << line;
+  }
+  const size_t steered = p.contains("steered") && p["steered"].is_array() ? p["steered"].size() : 0;
+  out << "  " << p.value("partials", 0ull) << " partials and " << steered << " steered uploads cross nodes ("
+      << Bytes(p.value("cross_node_bytes", 0ull)) << ")";
+  if (p.value("unplaced", 0ull) > 0) out << "; " << p.value("unplaced", 0ull) << " clients left out: no node had room";
+  out << "\n";
+}
+
 }  // namespace
 
 Result<void> PrintStatus(const std::string& url, bool json, std::ostream& out) {
@@ -76,6 +104,7 @@ Result<void> PrintStatus(const std::string& url, bool json, std::ostream& out) {
                   lost.empty() ? "-" : lost.c_str());
     out << line;
     if (!j.value("last_error", "").empty()) out << "  last error: " << j.value("last_error", "") << "\n";
+    PrintPlacement(Obj(j, "placement"), out);
   }
   const auto& refused = Obj(s, "refused");
   if (!refused.empty()) {

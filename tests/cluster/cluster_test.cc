@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 #include <zmq.hpp>
 
@@ -327,6 +328,17 @@ TEST_F(ClusterTest, AnOverloadedNodesClientsAreSteeredBeforeTheyUploadAndTheMode
   EXPECT_EQ(plan["partials"], 3);
   const uint64_t update_bytes = (256 * 64 + 64) * 4;
   EXPECT_EQ(plan["cross_node_bytes"], (3 + steered_in) * update_bytes);
+  // What an operator sees: `tributary status` prints the plan.
+  const std::string status_cmd = "ip netns exec " + net_->Namespace("cli") + " " + TRIBUTARY_BINARY +
+                                 " status --controller http://" + net_->Address("ctl") + ":7701 > " + Path("status.txt");
+  ASSERT_EQ(std::system(status_cmd.c_str()), 0);
+  std::stringstream printed;
+  printed << std::ifstream(dir_ / "status.txt").rdbuf();
+  EXPECT_NE(printed.str().find("placement of round 3"), std::string::npos) << printed.str();
+  EXPECT_NE(printed.str().find("3 partials and " + std::to_string(steered_in) + " steered uploads cross nodes"),
+            std::string::npos)
+      << printed.str();
+  std::cout << printed.str();
   std::cout << "cluster spill: node 1 (1 MiB segment) had " << small["checked_in"] << " of round 3's 30, kept "
             << small["room"] << ", steered " << small["steered_out"] << "\n";
   EXPECT_EQ(report["accepted"], 90) << report.dump();
