@@ -61,6 +61,8 @@ int RunNode(const std::string& config_file, std::string controller, const std::s
   o.dataplane = tributary::dataplane::ParseDataPlaneMode(cfg.value().dataplane).value();
   o.keep_alive = std::chrono::milliseconds(cfg.value().keep_alive_ms);
   o.function_liveness = std::chrono::milliseconds(cfg.value().function_liveness_ms);
+  o.autoscale = cfg.value().autoscale;
+  o.autoscaling = cfg.value().autoscaling;
   o.transport = tributary::dataplane::ParseAggregationTransport(cfg.value().aggregation_transport).value();
   o.binary = binary;
   if (cfg.value().gateway_security == "curve") {

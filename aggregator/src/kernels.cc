@@ -3,8 +3,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <utility>
+#include <vector>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -188,6 +190,28 @@ void ForEachRunSlice(const ModelSpec& layout, const std::byte* payload, uint64_t
 }
 
 }  // namespace
+
+double MeasureFoldBytesPerSecond(Parallelism parallelism) {
+  constexpr uint64_t kElements = 2ull << 20;  // 8 MiB of f32
+  constexpr int kUpdates = 4;
+  auto spec = ModelSpec::Create({{"w", DType::kF32, {kElements}}});
+  if (!spec) return 0;
+  std::vector<float> acc(kElements, 0.0f), values(kElements * kUpdates, 1.0f);
+  std::vector<FiniteUpdate> updates;
+  for (int k = 0; k < kUpdates; ++k) {
+    auto u = FiniteUpdate::Trusted(spec.value(), std::as_bytes(std::span(values).subspan(k * kElements, kElements)), 1.0);
+    if (!u) return 0;
+    updates.push_back(u.value());
+  }
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto start = std::chrono::steady_clock::now();
+    FoldUpdates(acc, updates, parallelism);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (rep > 0 && s > 0) best = std::max(best, static_cast<double>(kElements * 4 * kUpdates) / s);
+  }
+  return best;
+}
 
 int ThreadCount(Parallelism parallelism) {
   if (parallelism.threads > 0) return parallelism.threads;

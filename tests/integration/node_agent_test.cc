@@ -10,6 +10,7 @@
 #include <fstream>
 #include <random>
 #include <set>
+#include <optional>
 #include <thread>
 
 #include "support/numeric.h"
@@ -102,9 +103,14 @@ class NodeAgentTest : public ::testing::Test {
  protected:
   void SetUp() override { StartAgent(AggregationTransport::kSharedMemory); }
 
-  void StartAgent(AggregationTransport transport, std::chrono::milliseconds liveness = std::chrono::seconds(10)) {
+  // Without `autoscaling`, the autoscaler is off: functions start on demand
+  // and go after the keep-alive, so the tests can count them.
+  void StartAgent(AggregationTransport transport, std::chrono::milliseconds liveness = std::chrono::seconds(10),
+                  std::optional<planner::AutoscaleOptions> autoscaling = std::nullopt) {
     agent_.reset();
     NodeOptions o;
+    o.autoscale = autoscaling.has_value();
+    if (autoscaling) o.autoscaling = *autoscaling;
     o.function_liveness = liveness;
     o.node_id = "test-" + std::to_string(getpid());
     o.store = {"tributary." + o.node_id, 256ull << 20, 4096};
@@ -168,6 +174,41 @@ TEST_F(NodeAgentTest, TheNodesPartialEqualsFlatFedAvgAndFunctionsAreReused) {
   for (int i = 0; i < 100 && agent_->Stats().functions.live > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(agent_->Stats().functions.live, 0u);
   EXPECT_EQ(agent_->Stats().store.live_blocks, 0u);
+}
+
+// The autoscaler keeps the last round's tree warm for a stable window (FL
+// rounds recur), so the next round starts no function; then, with nothing
+// arriving, it lets them go after the grace.
+TEST_F(NodeAgentTest, TheAutoscalerKeepsTheLastRoundsTreeWarmThenScalesToZero) {
+  planner::AutoscaleOptions a;
+  a.stable_window_s = 3;
+  a.panic_window_s = 1;
+  a.scale_to_zero_grace_s = 1;
+  ASSERT_NO_FATAL_FAILURE(StartAgent(AggregationTransport::kSharedMemory, std::chrono::seconds(10), a));
+  EXPECT_GT(agent_->Stats().function_fold_bytes_per_s, 1e8) << "measured at start";
+  EXPECT_GE(agent_->Stats().fold_bytes_per_s, agent_->Stats().function_fold_bytes_per_s * 0.5);
+  const auto clients = MakeClients(30, 1);
+  (void)Undisturbed(clients, 1, 4);
+  // Within a decision or two it wants the round's 11 functions.
+  for (int i = 0; i < 40 && agent_->Stats().autoscale_desired != 11; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(agent_->Stats().autoscale_desired, 11u);
+  EXPECT_EQ(agent_->Stats().autoscale_why, "planned round");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past the keep-alive
+  EXPECT_EQ(agent_->ReapIdleFunctions(), 0u);
+  const auto second = MakeClients(30, 2);
+  (void)Undisturbed(second, 2, 4);
+  NodeStats s = agent_->Stats();
+  EXPECT_EQ(s.functions.cold_starts, 11u) << "round 2 found every function warm";
+  EXPECT_EQ(s.functions.warm_reuses, 11u);
+  // Past the stable window, nothing planned and nothing arriving: zero.
+  for (int i = 0; i < 100 && agent_->Stats().functions.live > 0; ++i) {
+    agent_->ReapIdleFunctions();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  s = agent_->Stats();
+  EXPECT_EQ(s.functions.live, 0u);
+  EXPECT_EQ(s.autoscale_desired, 0u);
+  EXPECT_EQ(s.autoscale_why, "idle");
 }
 
 TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {

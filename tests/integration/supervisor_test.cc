@@ -110,6 +110,30 @@ TEST(Supervisor, IdleFunctionsPastTheKeepAliveAreReapedBusyOnesAreNot) {
   EXPECT_EQ(s.Stats().cold_starts, 2u);
 }
 
+TEST(Supervisor, ScaleToStartsIdleFunctionsAheadOfDemandAndReapSparesThem) {
+  Supervisor s(Options(100ms));
+  DataPlaneStandIn plane(s);
+  EXPECT_EQ(s.ScaleTo(3), 3u);
+  SupervisorStats st = s.Stats();
+  EXPECT_EQ(st.prewarmed, 3u);
+  EXPECT_EQ(st.cold_starts, 0u);
+  EXPECT_EQ(st.live, 3u);
+  EXPECT_EQ(st.idle, 3u);
+  EXPECT_EQ(s.ScaleTo(3), 0u) << "already there";
+  const FunctionInstance a = s.Acquire().value();
+  EXPECT_EQ(s.Stats().warm_reuses, 1u);
+  EXPECT_EQ(s.Stats().cold_starts, 0u) << "the demand found it warm";
+  s.Release(a.fn);
+  std::this_thread::sleep_for(150ms);
+  EXPECT_EQ(s.Reap(), 0u) << "the target spares idle functions past the keep-alive";
+  EXPECT_EQ(s.ScaleTo(1), 0u);
+  EXPECT_EQ(s.Reap(), 2u) << "beyond the target they go";
+  EXPECT_EQ(s.Stats().live, 1u);
+  // The limit is 4 processes, and the 2 reaped ones have not exited yet.
+  EXPECT_EQ(s.ScaleTo(10), 1u);
+  EXPECT_EQ(s.Stats().live, 2u);
+}
+
 TEST(Supervisor, AFunctionThatDiesIsForgottenAndCounted) {
   Supervisor s(Options(60s));
   DataPlaneStandIn plane(s);

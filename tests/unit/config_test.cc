@@ -27,6 +27,27 @@ TEST(Config, ErrorsNameFileLineAndKey) {
   EXPECT_NE(c.error().reason.find("store.segment_bytes"), std::string::npos) << c.error().reason;
 }
 
+TEST(Config, TheAutoscalerSectionSetsItsWindowsAndRefusesNonsense) {
+  const std::string secure = "gateway_security: {mode: none}\ncontroller_security: {mode: none}\n";
+  auto c = ParseNodeConfig(secure + "autoscale: {stable_window_s: 30, panic_window_s: 3, max_functions: 16}\n", "n.yaml");
+  ASSERT_TRUE(c) << c.error().ToString();
+  EXPECT_TRUE(c.value().autoscale);
+  EXPECT_EQ(c.value().autoscaling.stable_window_s, 30);
+  EXPECT_EQ(c.value().autoscaling.panic_window_s, 3);
+  EXPECT_EQ(c.value().autoscaling.max_functions, 16u);
+  EXPECT_EQ(c.value().autoscaling.panic_threshold, 2) << "the default";
+  auto off = ParseNodeConfig(secure + "autoscale: {enabled: false}\n", "n.yaml");
+  ASSERT_TRUE(off);
+  EXPECT_FALSE(off.value().autoscale);
+  for (const char* bad : {"autoscale: {target_utilization: 1.5}\n", "autoscale: {stable_window_s: 5, panic_window_s: 6}\n",
+                          "autoscale: {enabled: maybe}\n", "autoscale: {panic: 2}\n"}) {
+    auto r = ParseNodeConfig(secure + bad, "n.yaml");
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kConfig);
+    EXPECT_NE(r.error().reason.find("autoscale."), std::string::npos) << r.error().reason;
+  }
+}
+
 TEST(Config, UnknownKeysAreErrors) {
   auto c = ParseNodeConfig("store:\n  segmnt_bytes: 1GiB\n", "n.yaml");
   ASSERT_FALSE(c);

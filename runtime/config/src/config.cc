@@ -6,6 +6,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <tuple>
 
 #include "tributary/config/yaml_section.h"
 
@@ -65,7 +66,7 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   Section top(root, source_name, "");
   TRIBUTARY_TRY(top.ExpectMap());
   TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms",
-                                 "function_liveness_ms", "metrics_bind",
+                                 "function_liveness_ms", "autoscale", "metrics_bind",
                                  "aggregation_transport", "gateway_security", "controller", "controller_security"}));
   NodeConfig c;
   if (top.Has("node_id")) {
@@ -96,6 +97,39 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   if (top.Has("function_liveness_ms")) {
     // At least 4 heartbeats: a shorter bound would kill functions that are merely busy.
     TRIBUTARY_ASSIGN_OR_RETURN(c.function_liveness_ms, top.Integer("function_liveness_ms", 1000, uint64_t{1} << 40));
+  }
+  if (top.Has("autoscale")) {
+    Section a = top.Child("autoscale");
+    TRIBUTARY_TRY(a.ExpectMap());
+    TRIBUTARY_TRY(a.OnlyKeys({"enabled", "stable_window_s", "panic_window_s", "panic_threshold", "max_scale_up_rate",
+                              "max_scale_down_rate", "target_utilization", "scale_to_zero_grace_s", "max_functions"}));
+    if (a.Has("enabled")) {
+      const YAML::Node v = a.node()["enabled"];
+      if (!v.IsScalar() || !YAML::convert<bool>::decode(v, c.autoscale)) {
+        return a.Fail(v, "enabled", "expected true or false");
+      }
+    }
+    planner::AutoscaleOptions& o = c.autoscaling;
+    const std::pair<const char*, std::tuple<double*, double, double>> numbers[] = {
+        {"stable_window_s", {&o.stable_window_s, 1, 3600}},       {"panic_window_s", {&o.panic_window_s, 1, 3600}},
+        {"panic_threshold", {&o.panic_threshold, 1, 100}},        {"max_scale_up_rate", {&o.max_scale_up_rate, 1, 1e6}},
+        {"max_scale_down_rate", {&o.max_scale_down_rate, 1, 1e6}}, {"target_utilization", {&o.target_utilization, 0.01, 1}},
+        {"scale_to_zero_grace_s", {&o.scale_to_zero_grace_s, 0, 86400}}};
+    for (const auto& [key, spec] : numbers) {
+      if (!a.Has(key)) continue;
+      const auto [out, lo, hi] = spec;
+      TRIBUTARY_ASSIGN_OR_RETURN(*out, a.Number(key));
+      if (*out < lo || *out > hi) {
+        return a.Fail(a.node()[key], key, "expected a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      }
+    }
+    if (o.panic_window_s > o.stable_window_s) {
+      return a.Fail(a.node()["panic_window_s"], "panic_window_s", "the panic window must not exceed the stable window");
+    }
+    if (a.Has("max_functions")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(uint64_t m, a.Integer("max_functions", 1, 256));
+      o.max_functions = static_cast<uint32_t>(m);
+    }
   }
   if (top.Has("store")) {
     Section store = top.Child("store");

@@ -254,6 +254,7 @@ struct Controller::Impl {
     n.info.cores = h.cores();
     n.info.segment_bytes = h.segment_bytes();
     n.info.function_limit = h.function_limit();
+    n.info.fold_bytes_per_s = h.fold_bytes_per_s();
     n.info.dataplane = h.dataplane();
     n.info.connected = true;
     n.last_heard = Clock::now();

@@ -59,6 +59,7 @@ struct JobState {
   std::optional<RoundReport> last;
   uint64_t update_bytes = 0;  // one update, f32
   uint32_t fan_in = 8;
+  std::chrono::milliseconds deadline{0};  // the fold budget of a round
   std::optional<planner::Placement> placement;  // of the round running or last run
   uint64_t placement_round = 0;
   bool finished() const { return phase == "done" || phase == "failed"; }
@@ -91,12 +92,13 @@ Result<planner::Placement> PlaceRound(const std::map<std::string, NodeInfo>& nod
                                       const std::vector<AvailableClient>& selected) {
   planner::PlacementInputs in;
   for (const auto& [id, n] : nodes) {
-    if (n.connected) in.nodes.push_back({id, n.segment_free_bytes, n.function_limit, 0});
+    if (n.connected) in.nodes.push_back({id, n.segment_free_bytes, n.function_limit, n.fold_bytes_per_s});
   }
   for (const AvailableClient& c : selected) in.clients.push_back({c.client, c.node});
   in.update_bytes = j.update_bytes;
   in.model_bytes = j.update_bytes;
   in.fan_in = j.fan_in;
+  in.round_budget_s = std::chrono::duration<double>(j.deadline).count();
   return planner::PlanPlacement(in);
 }
 
@@ -295,6 +297,7 @@ struct ControllerService::Impl {
                     {{"cores", n.cores},
                      {"segment_bytes", n.segment_bytes},
                      {"function_limit", n.function_limit},
+                     {"fold_bytes_per_s", n.fold_bytes_per_s},
                      {"dataplane", n.dataplane}}},
                    {"load",
                     {{"segment_free_bytes", n.segment_free_bytes},
@@ -442,6 +445,7 @@ Result<std::unique_ptr<ControllerService>> ControllerService::Start(const Contro
     state.log_rounds = j.log_rounds;
     state.update_bytes = j.spec.model.elements() * sizeof(float);
     state.fan_in = j.spec.fan_in;
+    state.deadline = j.spec.deadline;
     Result<void> added = impl->controller->AddJob(std::move(j.spec));
     if (!added) {
       stop_http();

@@ -107,7 +107,17 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   std::unique_ptr<gateway::Gateway> gateway;
   std::thread receiver;
   std::thread watchdog;  // liveness, apart from `mu`: a function stopped inside the segment's lock must not stop it
+  std::thread scaler;    // the autoscaler's decisions, apart from `mu` too (starting functions takes time)
+  double fold_bytes_per_s = 0, function_fold_bytes_per_s = 0;
+  // What the scaler reads without `mu`: the last planned tree, when, and the update size.
+  std::atomic<uint32_t> planned_functions{0};
+  std::atomic<int64_t> planned_at_ms{0};
+  std::atomic<uint64_t> update_bytes{4ull << 20};
+  std::atomic<uint32_t> autoscale_desired{0};
+  mutable std::mutex autoscale_mu;
+  std::string autoscale_why;
   std::atomic<bool> stop{false};
+  std::atomic<bool> stop_scaling{false};
   std::atomic<bool> shutting_down{false};  // Shutdown(): rounds end, none opens
 
   mutable std::mutex mu;  // round state and sends on `link`
@@ -241,6 +251,43 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     }
   }
 
+  static int64_t NowMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+  }
+
+  // Once a second: the arrivals since the last decision, then the number of
+  // live functions the autoscaler wants, started or spared by the supervisor.
+  void Scale() {
+    planner::AutoscaleState state;
+    std::vector<planner::ArrivalSample> arrivals;
+    uint64_t accepted = gateway->Stats().accepted;
+    const int64_t start = NowMs();
+    while (!stop_scaling.load()) {
+      for (int i = 0; i < 10 && !stop_scaling.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (stop_scaling.load()) return;
+      const double now = static_cast<double>(NowMs() - start) / 1000;
+      const uint64_t total = gateway->Stats().accepted;
+      arrivals.push_back({now, static_cast<double>(total - accepted)});
+      accepted = total;
+      std::erase_if(arrivals, [&](const planner::ArrivalSample& a) {
+        return a.t_s <= now - options.autoscaling.stable_window_s;
+      });
+      // FL rounds recur: the last planned tree is expected again within a stable window.
+      const bool recent = NowMs() - planned_at_ms.load() <= options.autoscaling.stable_window_s * 1000;
+      const planner::AutoscaleInputs in{now, arrivals,
+                                        function_fold_bytes_per_s / static_cast<double>(std::max<uint64_t>(update_bytes, 1)),
+                                        supervisor->Stats().live, recent ? planned_functions.load() : 0};
+      const planner::AutoscaleDecision d = planner::Autoscale(options.autoscaling, state, in);
+      state = d.next;
+      autoscale_desired = d.desired;
+      {
+        std::lock_guard lock(autoscale_mu);
+        autoscale_why = d.why;
+      }
+      supervisor->ScaleTo(d.desired);
+    }
+  }
+
   // ---- under `mu`
 
   // A leaf of the current tree handed the agent its result: its updates are
@@ -367,6 +414,9 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     for (uint32_t i = 0; i < plan.functions.size(); ++i) {
       if (i >= plan.leaves || !round.IsCommitted(i)) places.push_back(i);
     }
+    planned_functions = static_cast<uint32_t>(plan.functions.size());
+    planned_at_ms = NowMs();
+    update_bytes = std::max<uint64_t>(round.spec.model.payload_bytes(), 1);
     TRIBUTARY_ASSIGN_OR_RETURN(std::vector<FunctionInstance> got, AcquireFunctions(places.size(), lock));
     round.functions.assign(plan.functions.size(), TreeFunction{});
     for (size_t k = 0; k < places.size(); ++k) {
@@ -442,6 +492,10 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
   so.max_functions = kMaxFunctions;
   so.transport = options.transport;
   impl->supervisor = std::make_unique<Supervisor>(std::move(so));
+  // The capacity unit of the autoscaler, and the controller's (in the hello).
+  impl->function_fold_bytes_per_s =
+      agg::MeasureFoldBytesPerSecond({static_cast<int>(std::max<uint32_t>(options.kernel_threads, 1))});
+  impl->fold_bytes_per_s = agg::MeasureFoldBytesPerSecond({0});
   TRIBUTARY_ASSIGN_OR_RETURN(
       impl->transport,
       MakeUpdateTransport(options.transport, *impl->segment, *impl->link,
@@ -451,10 +505,13 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
   // Last: nothing can fail after them (a joinable thread must not be destroyed).
   impl->receiver = std::thread([self] { self->Receive(); });
   impl->watchdog = std::thread([self] { self->Watch(); });
+  if (options.autoscale) impl->scaler = std::thread([self] { self->Scale(); });
   return std::unique_ptr<NodeAgent>(new NodeAgent(std::move(impl)));
 }
 
 NodeAgent::~NodeAgent() {
+  impl_->stop_scaling = true;  // first: it reads the gateway and the supervisor
+  if (impl_->scaler.joinable()) impl_->scaler.join();
   impl_->gateway.reset();
   impl_->models.Clear();  // its blocks go before the segment
   impl_->stop = true;
@@ -644,6 +701,11 @@ NodeStats NodeAgent::Stats() const {
   s.rounds_completed = impl_->rounds_completed.load();
   s.rebuilds = impl_->total_rebuilds.load();
   s.function_limit = kMaxFunctions;
+  s.fold_bytes_per_s = impl_->fold_bytes_per_s;
+  s.function_fold_bytes_per_s = impl_->function_fold_bytes_per_s;
+  s.autoscale_desired = impl_->autoscale_desired.load();
+  std::lock_guard lock(impl_->autoscale_mu);
+  s.autoscale_why = impl_->autoscale_why;
   return s;
 }
 

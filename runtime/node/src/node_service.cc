@@ -83,6 +83,7 @@ struct NodeService::Impl {
     h->set_node_id(options.node_id);
     h->set_gateway_endpoint(agent->gateway_endpoint());
     h->set_gateway_public_key(agent->gateway_public_key());
+    h->set_fold_bytes_per_s(agent->Stats().fold_bytes_per_s);
     h->set_version(TRIBUTARY_VERSION);
     h->set_cores(std::max(1u, std::thread::hardware_concurrency()));
     h->set_segment_bytes(options.store.bytes);

@@ -59,12 +59,12 @@ Result<FunctionInstance> Supervisor::Acquire() {
   // in its place.
   constexpr int kStartAttempts = 3;
   for (int attempt = 1;; ++attempt) {
-    auto f = Spawn(lock);
+    auto f = Spawn(lock, /*prewarm=*/false);
     if (f || f.error().code == ErrorCode::kResourceExhausted || attempt == kStartAttempts) return f;
   }
 }
 
-Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock) {
+Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock, bool prewarm) {
   if (functions_.size() >= options_.max_functions) {
     return MakeError(ErrorCode::kResourceExhausted,
                      "node already runs " + std::to_string(options_.max_functions) + " functions");
@@ -86,7 +86,7 @@ Result<FunctionInstance> Supervisor::Spawn(std::unique_lock<std::mutex>& lock) {
   Entry& e = functions_[fn];
   e.instance = FunctionInstance{fn, 0, pid};
   e.busy = true;
-  stats_.cold_starts += 1;
+  (prewarm ? stats_.prewarmed : stats_.cold_starts) += 1;
   // A process that dies before it registers its socket is never reported by
   // the data plane: look at it directly while waiting for its hello.
   const auto give_up = std::chrono::steady_clock::now() + options_.start_timeout;
@@ -128,15 +128,38 @@ uint32_t Supervisor::Reap() {
   std::lock_guard lock(mu_);
   std::erase_if(unreaped_, [](pid_t p) { return waitpid(p, nullptr, WNOHANG) != 0; });
   const auto now = std::chrono::steady_clock::now();
+  uint32_t live = 0;
+  for (const auto& [fn, e] : functions_) live += e.stopping ? 0 : 1;
   uint32_t n = 0;
   for (auto& [fn, e] : functions_) {
+    if (live <= target_) break;
     if (e.ready && !e.busy && !e.stopping && now - e.idle_since >= options_.keep_alive) {
       Kill(e);
       ++n;
+      --live;
     }
   }
   stats_.reaped += n;
   return n;
+}
+
+uint32_t Supervisor::ScaleTo(uint32_t n) {
+  std::unique_lock lock(mu_);
+  target_ = std::min<uint32_t>(n, options_.max_functions);
+  uint32_t started = 0;
+  for (;;) {
+    uint32_t live = 0;
+    for (const auto& [fn, e] : functions_) live += e.stopping ? 0 : 1;
+    if (live >= target_) return started;
+    auto f = Spawn(lock, /*prewarm=*/true);
+    if (!f) return started;  // a full node or a failed start: the next decision tries again
+    auto it = functions_.find(f.value().fn);
+    if (it != functions_.end()) {
+      it->second.busy = false;
+      it->second.idle_since = std::chrono::steady_clock::now();
+    }
+    ++started;
+  }
 }
 
 std::vector<uint32_t> Supervisor::KillSilent() {

@@ -67,6 +67,12 @@ void FoldPartials(std::span<float> acc, std::span<const std::span<const float>> 
 // acc += w * x over f32: the STREAM-style reference the benchmark compares with.
 void Axpy(std::span<float> acc, std::span<const float> x, float w, Parallelism parallelism = {});
 
+// Update bytes this machine folds per second with `parallelism`: FoldUpdates
+// of four 8 MiB f32 updates (larger than the caches, as a round's are),
+// best of three after a warm-up; about 20 ms. The capacity unit of the
+// node's autoscaler and of the controller's placement.
+double MeasureFoldBytesPerSecond(Parallelism parallelism = {});
+
 // The resolved thread count for a Parallelism value.
 int ThreadCount(Parallelism parallelism);
 

@@ -15,6 +15,7 @@
 
 #include "tributary/aggregator/strategy.h"
 #include "tributary/core/error.h"
+#include "tributary/planner/autoscale.h"
 #include "tributary/shm/segment.h"
 
 namespace tributary::config {
@@ -27,6 +28,9 @@ struct NodeConfig {
   uint64_t keep_alive_ms = 60'000;  // idle functions are stopped after this
   // A function silent this long (stopped, wedged, or in one fold for that long) is killed and replaced.
   uint64_t function_liveness_ms = 10'000;
+  // The function autoscaler (planner/autoscale.h); off: on demand, keep-alive only.
+  bool autoscale = true;
+  planner::AutoscaleOptions autoscaling;
   std::string metrics_bind = "127.0.0.1:9400";  // /healthz and /metrics; "" for none
   // shared-memory, or tcp: the serverful comparison mode of `tributary bench round`.
   std::string aggregation_transport = "shared-memory";
@@ -51,6 +55,9 @@ struct NodeConfig {
 //   dataplane: auto
 //   keep_alive_ms: 60000
 //   function_liveness_ms: 10000
+//   autoscale: {enabled: true, stable_window_s: 60, panic_window_s: 6, panic_threshold: 2,
+//               max_scale_up_rate: 1000, max_scale_down_rate: 2, target_utilization: 0.7,
+//               scale_to_zero_grace_s: 30, max_functions: 64}
 //   metrics_bind: 0.0.0.0:9400
 //   aggregation_transport: shared-memory
 //   gateway_security: {mode: curve, secret_key_file: /etc/tributary/gateway.key, allow_list: /etc/tributary/clients}

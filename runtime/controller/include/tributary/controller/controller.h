@@ -86,6 +86,7 @@ struct NodeInfo {
   uint32_t cores = 0;
   uint64_t segment_bytes = 0;
   uint32_t function_limit = 0;
+  double fold_bytes_per_s = 0;  // measured by the node at start; 0: unknown
   std::string dataplane;
   bool connected = false;
   double seconds_since_heard = 0;

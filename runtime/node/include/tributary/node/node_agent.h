@@ -55,6 +55,7 @@
 #include "tributary/gateway/gateway.h"
 #include "tributary/gateway/round_book.h"
 #include "tributary/node/supervisor.h"
+#include "tributary/planner/autoscale.h"
 #include "tributary/shm/segment.h"
 
 namespace tributary::node {
@@ -71,6 +72,12 @@ struct NodeOptions {
   std::chrono::milliseconds function_liveness{10'000};  // Supervisor: silent this long, killed
   uint32_t kernel_threads = 1;  // per function
   AggregationTransport transport = AggregationTransport::kSharedMemory;
+  // Functions follow the load (planner/autoscale.h), decided once a second
+  // from the gateway's accepted updates; the tree of the last planned round
+  // stays warm for a stable window after it. Off: functions start on demand
+  // and idle ones go after the keep-alive.
+  bool autoscale = true;
+  planner::AutoscaleOptions autoscaling;
 };
 
 struct NodeRoundResult {
@@ -101,6 +108,10 @@ struct NodeStats {
   uint64_t rounds_completed = 0;
   uint64_t rebuilds = 0;
   uint32_t function_limit = 0;  // most functions the node runs at once
+  double fold_bytes_per_s = 0;           // measured at start, every core
+  double function_fold_bytes_per_s = 0;  // one function (its kernel threads)
+  uint32_t autoscale_desired = 0;        // the autoscaler's last decision
+  std::string autoscale_why;
 };
 
 class NodeAgent {

@@ -5,8 +5,11 @@
 // that dies before its hello, or sends none within `start_timeout` (then it
 // is killed, a liveness kill), is replaced (3 attempts, then kIo).
 // Release() puts a function back in the warm pool; Reap() stops those idle
-// longer than the keep-alive, so an idle node scales to zero. A function
-// that exits or dies is forgotten (OnExit) and never handed out again.
+// longer than the keep-alive beyond the autoscaler's target, so an idle node
+// scales to zero. ScaleTo(n) sets that target and starts idle functions
+// until n are live (pre-warmed: no cold start on a round's critical path).
+// A function that exits or dies is forgotten (OnExit) and never handed out
+// again.
 //
 // Liveness: a function says hello, then a heartbeat every 250 ms from its
 // loop (OnHeartbeat). KillSilent() kills (SIGKILL) every function, busy or
@@ -60,7 +63,8 @@ struct FunctionInstance {
 };
 
 struct SupervisorStats {
-  uint64_t cold_starts = 0;
+  uint64_t cold_starts = 0;  // started by Acquire: on a round's critical path
+  uint64_t prewarmed = 0;    // started by ScaleTo, ahead of the demand
   uint64_t warm_reuses = 0;
   uint64_t reaped = 0;
   uint64_t deaths = 0;  // exits the supervisor did not ask for
@@ -79,6 +83,9 @@ class Supervisor {
   Result<FunctionInstance> Acquire();
   void Release(uint32_t fn);
   uint32_t Reap();  // returns how many were stopped
+  // Keeps at least `n` functions live from now on (Reap spares them) and
+  // starts idle ones until n are; returns how many it started.
+  uint32_t ScaleTo(uint32_t n);
   // Kills the functions silent past the liveness bound; returns their ids.
   std::vector<uint32_t> KillSilent();
 
@@ -100,7 +107,8 @@ class Supervisor {
     std::chrono::steady_clock::time_point idle_since;
     std::chrono::steady_clock::time_point last_heard;  // its hello or last heartbeat
   };
-  Result<FunctionInstance> Spawn(std::unique_lock<std::mutex>& lock);
+  // Starts one and waits for its hello; `prewarm`: for ScaleTo, not a cold start.
+  Result<FunctionInstance> Spawn(std::unique_lock<std::mutex>& lock, bool prewarm);
   void Kill(Entry& e);
 
   SupervisorOptions options_;
@@ -108,6 +116,7 @@ class Supervisor {
   std::condition_variable hello_;
   std::map<uint32_t, Entry> functions_;
   std::vector<pid_t> unreaped_;  // exited before waitpid could collect them
+  uint32_t target_ = 0;           // ScaleTo's: Reap keeps this many
   uint32_t next_fn_ = 2;  // 1 is the agent's own link
   SupervisorStats stats_;
 };
