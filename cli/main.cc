@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "aggregate_bench.h"
+#include "autoscale_bench.h"
 #include "dataplane_bench.h"
 #include "plan_bench.h"
 #include "round_bench.h"
@@ -240,6 +241,26 @@ int main(int argc, char** argv) {
   bench_plan->add_option("--fan-in", plan.fan_in, "Updates per leaf function")->check(CLI::Range(1, 4096))
       ->capture_default_str();
 
+  tributary::bench::AutoscaleBenchOptions autoscale;
+  CLI::App* bench_autoscale = bench->add_subcommand(
+      "autoscale", "What live functions cost and what they save the tail, on a seeded bursty trace: a pool for the "
+                   "peak, a cold start per task, and the node's autoscaler (a model with this machine's measured cold "
+                   "start and fold rate)");
+  bench_autoscale->add_option("--rounds", autoscale.rounds, "Rounds in the trace")->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  bench_autoscale->add_option("--min-updates", autoscale.min_updates, "Fewest updates in a round")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
+  bench_autoscale->add_option("--max-updates", autoscale.max_updates, "Most updates in a round")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
+  bench_autoscale->add_option("--min-mb", autoscale.min_update_mb, "Smallest update, MB")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_autoscale->add_option("--max-mb", autoscale.max_update_mb, "Largest update, MB")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_autoscale->add_option("--fan-in", autoscale.fan_in, "Updates per leaf function")->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  bench_autoscale->add_option("--seed", autoscale.seed, "The trace's seed")->capture_default_str();
+  bench_autoscale->add_flag("--json", autoscale.json, "Print the figures as JSON");
+
   tributary::function::FunctionOptions fn;
   int64_t idle_exit_ms = 0;
   CLI::App* function = app.add_subcommand(
@@ -348,6 +369,10 @@ int main(int argc, char** argv) {
     return Report(tributary::bench::RunRoundBench(round, std::cout));
   }
   if (bench_dp->parsed()) return Report(tributary::bench::RunDataplaneBench(dp, std::cout));
+  if (bench_autoscale->parsed()) {
+    autoscale.binary = SelfPath();
+    return Report(tributary::bench::RunAutoscaleBench(autoscale, std::cout));
+  }
   if (bench_plan->parsed()) {
     if (!plan_sizes.empty()) plan.sizes.clear();
     for (const std::string& s : plan_sizes) {
