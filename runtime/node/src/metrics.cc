@@ -48,7 +48,11 @@ std::string RenderPrometheus(const std::string& node_id, const NodeStats& s) {
         "Unfinished uploads replaced by a newer header from the same client.", s.gateway.uploads_superseded);
   w.One("tributary_gateway_clients_seen", "gauge", "Distinct client ids that asked this gateway for work.",
         s.gateway.clients_seen);
-  w.One("tributary_functions_cold_starts_total", "counter", "Function processes started.", s.functions.cold_starts);
+  w.One("tributary_functions_cold_starts_total", "counter", "Function processes started on demand (a round waited).",
+        s.functions.cold_starts);
+  w.One("tributary_functions_prewarmed_total", "counter", "Function processes the autoscaler started ahead of demand.",
+        s.functions.prewarmed);
+  w.One("tributary_functions_desired", "gauge", "Live functions the autoscaler wants.", s.autoscale_desired);
   w.One("tributary_functions_warm_reuses_total", "counter", "Warm functions handed out again.",
         s.functions.warm_reuses);
   w.One("tributary_functions_reaped_total", "counter", "Idle functions stopped after the keep-alive.",
