@@ -244,6 +244,20 @@ TEST(ControllerServicePlacement, AnOverloadedNodesExcessIsSteeredAndEveryUpdateF
   EXPECT_GT(small["steered_out"].get<uint64_t>(), 0u) << plan.dump(1);
   EXPECT_EQ(small["actual_updates"], small["expected_updates"]);
   EXPECT_EQ(plan["nodes"]["b" + tag]["actual_updates"].get<uint64_t>(), 2 + small["steered_out"].get<uint64_t>());
+  // Steering that does not add up is refused before any plan goes out.
+  Controller& c = service.value()->controller();
+  const std::string na = "a" + tag, nb = "b" + tag;
+  auto bad = c.RunRound("spill", {{nb, {"x"}}}, {}, {{"y", na, nb}});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(bad.error().reason.find("not among its clients"), std::string::npos) << bad.error().reason;
+  bad = c.RunRound("spill", {{nb, {"x"}}}, {}, {{"x", na, nb}, {"x", na, nb}});
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().reason.find("steered twice"), std::string::npos) << bad.error().reason;
+  bad = c.RunRound("spill", {{nb, {"x"}}}, {}, {{"x", "nowhere", nb}});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(c.ModelVersion("spill").value(), 3u) << "no round ran";
 }
 
 }  // namespace

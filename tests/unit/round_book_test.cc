@@ -63,6 +63,26 @@ TEST(RoundBook, ACommittedClientIsNotAdmittedAgainNorAssigned) {
   EXPECT_EQ(std::get<double>(bob->config.at("lr")), 0.5);
 }
 
+TEST(RoundBook, ASteeredClientIsPointedAtItsGatewayAndNotAdmittedHere) {
+  RoundBook book;
+  RoundSpec spec = Spec();
+  spec.steered_away["carol"] = UploadGateway{"tcp://10.0.0.2:7600", "key-of-b"};
+  book.OpenRound(spec);
+  auto carol = book.AssignmentFor("carol");
+  ASSERT_TRUE(carol.has_value());
+  EXPECT_EQ(carol->round, 3u);
+  ASSERT_TRUE(carol->upload_gateway.has_value());
+  EXPECT_EQ(carol->upload_gateway->endpoint, "tcp://10.0.0.2:7600");
+  EXPECT_EQ(carol->upload_gateway->public_key, "key-of-b");
+  EXPECT_FALSE(book.AssignmentFor("alice")->upload_gateway.has_value()) << "a local client uploads here";
+  EXPECT_EQ(book.Admit("job", 3, 2, "carol").error().code, ErrorCode::kNotSelected) << "its update goes elsewhere";
+  // Still pointed there after other clients delivered, until the round closes.
+  book.Admit("job", 3, 2, "alice").value().Commit();
+  EXPECT_TRUE(book.AssignmentFor("carol").has_value());
+  book.CloseRound("job");
+  EXPECT_FALSE(book.AssignmentFor("carol").has_value());
+}
+
 TEST(RoundBook, AMovedAdmissionSettlesOnce) {
   RoundBook book;
   book.OpenRound(Spec());
