@@ -492,10 +492,12 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
   so.max_functions = kMaxFunctions;
   so.transport = options.transport;
   impl->supervisor = std::make_unique<Supervisor>(std::move(so));
-  // The capacity unit of the autoscaler, and the controller's (in the hello).
+  // The capacity unit of the autoscaler; the node's, for the controller (in
+  // the hello), counts one function per core: an upper bound where memory
+  // bandwidth binds first (the segment usually bounds a node's room before).
   impl->function_fold_bytes_per_s =
       agg::MeasureFoldBytesPerSecond({static_cast<int>(std::max<uint32_t>(options.kernel_threads, 1))});
-  impl->fold_bytes_per_s = agg::MeasureFoldBytesPerSecond({0});
+  impl->fold_bytes_per_s = impl->function_fold_bytes_per_s * std::max(1u, std::thread::hardware_concurrency());
   TRIBUTARY_ASSIGN_OR_RETURN(
       impl->transport,
       MakeUpdateTransport(options.transport, *impl->segment, *impl->link,

@@ -108,7 +108,7 @@ struct NodeStats {
   uint64_t rounds_completed = 0;
   uint64_t rebuilds = 0;
   uint32_t function_limit = 0;  // most functions the node runs at once
-  double fold_bytes_per_s = 0;           // measured at start, every core
+  double fold_bytes_per_s = 0;           // one function's rate times the cores (an upper bound)
   double function_fold_bytes_per_s = 0;  // one function (its kernel threads)
   uint32_t autoscale_desired = 0;        // the autoscaler's last decision
   std::string autoscale_why;
