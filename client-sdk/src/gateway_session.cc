@@ -93,18 +93,19 @@ struct GatewaySession::Impl {
       return MakeError(ErrorCode::kMalformedFrame, "cannot connect to the steered gateway '" + steer_to + "': " + e.what());
     }
     auto there = WithRetries([&] { return AskOnce(properties, /*steered=*/true); });
-    if (there && there.value().task && !steer_to.empty()) {
+    if (there && there.value().task && !steer_to.empty()) {  // steered again: not followed
       TargetHome();
-      return MakeError(ErrorCode::kMalformedFrame, "the steered gateway steered this client again");
+      TaskPoll later;
+      later.retry_after = std::chrono::milliseconds(1000);
+      return later;
     }
-    // Nothing there (delivered, or its round is not open yet): ask home again later.
+    // Nothing there (delivered, or its round is not open yet), or that
+    // gateway failed this client (unreachable, refused its key): the client
+    // asks its own gateway again later, and the round may go on without it.
     if (!there || !there.value().task) {
       TargetHome();
-      if (!there && !protocol::IsRetryable(there.error().code) && there.error().code != ErrorCode::kUnknownJob) {
-        return std::move(there).error();
-      }
       TaskPoll later;
-      later.retry_after = there ? there.value().retry_after : std::chrono::milliseconds(200);
+      later.retry_after = there ? there.value().retry_after : std::chrono::milliseconds(1000);
       return later;
     }
     there.value().task->upload_gateway = endpoint;

@@ -254,6 +254,9 @@ TEST(ControllerServicePlacement, AnOverloadedNodesExcessIsSteeredAndEveryUpdateF
   bad = c.RunRound("spill", {{nb, {"x"}}}, {}, {{"x", na, nb}, {"x", na, nb}});
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().reason.find("steered twice"), std::string::npos) << bad.error().reason;
+  bad = c.RunRound("spill", {{na, {"x"}}, {nb, {"x"}}}, {}, {{"x", na, nb}});
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().reason.find("also among its clients"), std::string::npos) << bad.error().reason;
   bad = c.RunRound("spill", {{nb, {"x"}}}, {}, {{"x", "nowhere", nb}});
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, ErrorCode::kNotFound);

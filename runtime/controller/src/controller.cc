@@ -755,6 +755,11 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
     if (!moved.insert(s.client).second) {
       return MakeError(ErrorCode::kInvalidArgument, "client '" + s.client + "' is steered twice");
     }
+    if (auto from = clients_by_node.find(s.from); from != clients_by_node.end() &&
+        std::find(from->second.begin(), from->second.end(), s.client) != from->second.end()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "client '" + s.client + "' is steered away from node '" + s.from + "' but also among its clients");
+    }
     if (!clients_by_node.count(s.from)) steering.insert(s.from);
   }
   if (impl_->shutting_down) return MakeError(ErrorCode::kRoundClosed, "the controller is shutting down");

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -91,10 +92,17 @@ std::string Label(const std::string& v) {
 Result<planner::Placement> PlaceRound(const std::map<std::string, NodeInfo>& nodes, const JobState& j,
                                       const std::vector<AvailableClient>& selected) {
   planner::PlacementInputs in;
+  std::set<std::string> connected;
   for (const auto& [id, n] : nodes) {
-    if (n.connected) in.nodes.push_back({id, n.segment_free_bytes, n.function_limit, n.fold_bytes_per_s});
+    if (!n.connected) continue;
+    connected.insert(id);
+    in.nodes.push_back({id, n.segment_free_bytes, n.function_limit, n.fold_bytes_per_s});
   }
-  for (const AvailableClient& c : selected) in.clients.push_back({c.client, c.node});
+  // A node lost since the selection: its clients are out of this attempt
+  // (under min_clients it runs again), like those of a node lost mid-round.
+  for (const AvailableClient& c : selected) {
+    if (connected.count(c.node)) in.clients.push_back({c.client, c.node});
+  }
   in.update_bytes = j.update_bytes;
   in.model_bytes = j.update_bytes;
   in.fan_in = j.fan_in;

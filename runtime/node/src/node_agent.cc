@@ -284,6 +284,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
         std::lock_guard lock(autoscale_mu);
         autoscale_why = d.why;
       }
+      if (shutting_down.load()) return;  // no new functions for a node going down
       supervisor->ScaleTo(d.desired);
     }
   }
@@ -414,9 +415,11 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     for (uint32_t i = 0; i < plan.functions.size(); ++i) {
       if (i >= plan.leaves || !round.IsCommitted(i)) places.push_back(i);
     }
-    planned_functions = static_cast<uint32_t>(plan.functions.size());
-    planned_at_ms = NowMs();
-    update_bytes = std::max<uint64_t>(round.spec.model.payload_bytes(), 1);
+    if (!round.deadline_passed) {  // the round's tree, not the deadline's tree for what is left
+      planned_functions = static_cast<uint32_t>(plan.functions.size());
+      planned_at_ms = NowMs();
+      update_bytes = std::max<uint64_t>(round.spec.model.payload_bytes(), 1);
+    }
     TRIBUTARY_ASSIGN_OR_RETURN(std::vector<FunctionInstance> got, AcquireFunctions(places.size(), lock));
     round.functions.assign(plan.functions.size(), TreeFunction{});
     for (size_t k = 0; k < places.size(); ++k) {
@@ -497,7 +500,9 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::Start(const NodeOptions& options) 
   // bandwidth binds first (the segment usually bounds a node's room before).
   impl->function_fold_bytes_per_s =
       agg::MeasureFoldBytesPerSecond({static_cast<int>(std::max<uint32_t>(options.kernel_threads, 1))});
-  impl->fold_bytes_per_s = impl->function_fold_bytes_per_s * std::max(1u, std::thread::hardware_concurrency());
+  const uint32_t per_function_threads = std::max<uint32_t>(options.kernel_threads, 1);
+  impl->fold_bytes_per_s = impl->function_fold_bytes_per_s *
+                           std::max(1u, std::thread::hardware_concurrency() / per_function_threads);
   TRIBUTARY_ASSIGN_OR_RETURN(
       impl->transport,
       MakeUpdateTransport(options.transport, *impl->segment, *impl->link,
@@ -547,7 +552,14 @@ Result<void> NodeAgent::OpenRound(gateway::RoundSpec spec, uint32_t fan_in) {
   r.spec = spec;
   r.fan_in = fan_in;
   for (const auto& [client, key] : spec.selected) r.keys.push_back(key);
+  // A function found dead while the tree was handed out: built again before
+  // the round opens to uploads (their routes are set by a complete build).
   auto built = impl_->Build(lock);
+  while (built && r.rebuild) {
+    r.rebuilds += 1;
+    impl_->total_rebuilds += 1;
+    built = impl_->Build(lock);
+  }
   if (!built) {
     impl_->EndRound();
     return built;

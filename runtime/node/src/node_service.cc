@@ -265,20 +265,42 @@ struct NodeService::Impl {
     incoming.reset();
   }
 
+  // The node's part of a plan; then, whatever became of it, the clients
+  // steered away are pointed at their node until the whole round ends.
   void RunRound(const v1::RoundPlan& plan) {
-    auto result = Execute(plan);
-    if (result) return;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(plan.deadline_ms());
+    auto spec = SpecOf(plan);
+    if (spec && !plan.clients().empty()) {
+      auto result = Execute(plan, spec.value(), deadline);
+      if (!result) ReportFailure(plan, result.error());
+    } else if (!spec) {
+      ReportFailure(plan, spec.error());
+      return;
+    }
+    // Only steering (no clients here): no partial, the controller expects none.
+    if (plan.steered_away().empty()) return;
+    gateway::RoundSpec steering = std::move(spec).value();
+    steering.selected.clear();
+    agent->SteerOnly(std::move(steering));
+    {
+      std::unique_lock lock(mu);
+      wake.wait_until(lock, deadline, [&] { return stop.load() || !plans.empty() || closed.count(plan.plan_id()); });
+    }
+    agent->EndSteering(plan.job_id());
+  }
+
+  void ReportFailure(const v1::RoundPlan& plan, const Error& error) {
     v1::Envelope e = protocol::NewEnvelope();
     auto* f = e.mutable_node_round_failed();
     f->set_job_id(plan.job_id());
     f->set_round(plan.round());
     f->set_node_id(options.node_id);
     f->set_plan_id(plan.plan_id());
-    *f->mutable_error() = protocol::ToErrorReply(result.error());
+    *f->mutable_error() = protocol::ToErrorReply(error);
     Queue(e);
   }
 
-  Result<void> Execute(const v1::RoundPlan& plan) {
+  static Result<gateway::RoundSpec> SpecOf(const v1::RoundPlan& plan) {
     gateway::RoundSpec spec;
     spec.job = plan.job_id();
     spec.round = plan.round();
@@ -290,24 +312,11 @@ struct NodeService::Impl {
     for (const auto& [client, to] : plan.steered_away()) {
       spec.steered_away[client] = gateway::UploadGateway{to.gateway(), to.gateway_public_key()};
     }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(plan.deadline_ms());
-    // Clients steered away are pointed at their node until the whole round
-    // ends, also after this node's own part is done.
-    gateway::RoundSpec steering = spec;
-    steering.selected.clear();
-    auto steer_until_closed = [&] {
-      if (steering.steered_away.empty()) return;
-      agent->SteerOnly(std::move(steering));
-      {
-        std::unique_lock lock(mu);
-        wake.wait_until(lock, deadline, [&] { return stop.load() || !plans.empty() || closed.count(plan.plan_id()); });
-      }
-      agent->EndSteering(plan.job_id());
-    };
-    if (plan.clients().empty()) {  // only steering: no partial, the controller expects none
-      steer_until_closed();
-      return Ok();
-    }
+    return spec;
+  }
+
+  Result<void> Execute(const v1::RoundPlan& plan, gateway::RoundSpec spec,
+                       std::chrono::steady_clock::time_point deadline) {
     if (plan.personalized()) {
       agent->models().DropPersonalBefore(plan.job_id(), plan.model_version());
       TRIBUTARY_ASSIGN_OR_RETURN(
@@ -316,7 +325,6 @@ struct NodeService::Impl {
             return Ok();
           }));
       SendPartial(plan, "", 0, updates, {}, {});  // the node's round is over
-      steer_until_closed();
       return Ok();
     }
     TRIBUTARY_TRY(agent->OpenRound(std::move(spec), plan.fan_in()));
@@ -328,7 +336,6 @@ struct NodeService::Impl {
     TRIBUTARY_ASSIGN_OR_RETURN(NodeRoundResult result, agent->WaitRound(deadline));
     SendPartial(plan, "", result.partial.meta().weight, result.partial.meta().updates, result.partial.bytes(),
                 result.clients);
-    steer_until_closed();
     return Ok();
   }
 

@@ -147,7 +147,9 @@ uint32_t Supervisor::ScaleTo(uint32_t n) {
   std::unique_lock lock(mu_);
   target_ = std::min<uint32_t>(n, options_.max_functions);
   uint32_t started = 0;
-  for (;;) {
+  // At most the target's worth of starts per call: functions that die as they
+  // start (a crash loop) cannot keep it here.
+  for (uint32_t tries = 0; tries < target_; ++tries) {
     uint32_t live = 0;
     for (const auto& [fn, e] : functions_) live += e.stopping ? 0 : 1;
     if (live >= target_) return started;
@@ -160,6 +162,7 @@ uint32_t Supervisor::ScaleTo(uint32_t n) {
     }
     ++started;
   }
+  return started;
 }
 
 std::vector<uint32_t> Supervisor::KillSilent() {

@@ -21,7 +21,10 @@
 //   steered the task to another node (its gateway is over capacity), the
 //   assignment names that node's gateway and its CURVE key, and the session
 //   follows: DownloadModel() and Upload() go there until the next
-//   RequestTask().
+//   RequestTask(). If that gateway has no task for it (delivered, or its
+//   round not open yet), fails it, or steers it on, the answer is "ask
+//   again later". A CURVE session refuses a steering without that gateway's
+//   key (kMalformedFrame).
 // - Security: with `curve` set, the connection is encrypted and the client
 //   authenticates with its keypair; a gateway that does not know the key
 //   fails the handshake, reported at once as kUnknownClient (not retried).

@@ -16,10 +16,11 @@
 // arrived for `scale_to_zero_grace`, then none.
 //
 // FL knows the future: `expected` is the size of the tree of the round the
-// node was planned (every leaf, intermediate and node-root). While a round is
-// open or announced, that many functions are wanted at once, whatever the
-// windows say and without the rate limits: they are warm before the first
-// upload arrives.
+// node was planned last (every leaf, intermediate and node-root), which the
+// node agent passes for a stable window after that plan, since rounds recur.
+// That many functions are wanted at once, whatever the windows say and
+// without the rate limits, so that the next round finds them warm. In panic
+// the count never falls below the highest it wanted in that panic.
 //
 // Errors: none; inputs out of range are clamped (a non-positive fold rate
 // counts as one update per second).
@@ -43,7 +44,7 @@ struct AutoscaleOptions {
   double target_utilization = 0.7;
   double scale_to_zero_grace_s = 30;
   uint32_t min_functions = 0;
-  uint32_t max_functions = 64;
+  uint32_t max_functions = 256;  // the node agent's limit
 };
 
 // Updates that arrived in (the previous sample's time, t_s].
