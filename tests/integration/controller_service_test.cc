@@ -185,8 +185,9 @@ TEST(ControllerServicePlacement, AnOverloadedNodesExcessIsSteeredAndEveryUpdateF
   ServiceJob j;
   j.source = "test";
   j.spec.id = "spill";
-  j.spec.model = agg::ModelSpec::Create({{"w", agg::DType::kF32, {65536}}}).value();
-  j.spec.initial_model.assign(65536, 0.0f);
+  // Below the kernels' parallel threshold: OpenMP teams are invisible to ThreadSanitizer.
+  j.spec.model = agg::ModelSpec::Create({{"w", agg::DType::kF32, {60000}}}).value();
+  j.spec.initial_model.assign(60000, 0.0f);
   j.spec.fan_in = 2;
   j.spec.deadline = std::chrono::seconds(20);
   j.schedule = {.rounds = 3, .clients_per_round = 10, .min_clients = 10, .start_after = 10, .seed = 5};

@@ -181,7 +181,7 @@ TEST_F(NodeAgentTest, TheNodesPartialEqualsFlatFedAvgAndFunctionsAreReused) {
 // arriving, it lets them go after the grace.
 TEST_F(NodeAgentTest, TheAutoscalerKeepsTheLastRoundsTreeWarmThenScalesToZero) {
   planner::AutoscaleOptions a;
-  a.stable_window_s = 3;
+  a.stable_window_s = 4;
   a.panic_window_s = 1;
   a.scale_to_zero_grace_s = 1;
   ASSERT_NO_FATAL_FAILURE(StartAgent(AggregationTransport::kSharedMemory, std::chrono::seconds(10), a));

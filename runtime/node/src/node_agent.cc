@@ -458,6 +458,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   }
 
   void EndRound() {
+    if (round.active) planned_at_ms = NowMs();  // its tree is expected again within a stable window from now
     for (const auto& [key, leaf] : round.plan.leaf_of) (void)sw->RemoveRoute(key);
     ReleaseFunctions();
     rounds.CloseRound(round.spec.job);

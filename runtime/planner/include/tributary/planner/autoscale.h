@@ -17,7 +17,8 @@
 //
 // FL knows the future: `expected` is the size of the tree of the round the
 // node was planned last (every leaf, intermediate and node-root), which the
-// node agent passes for a stable window after that plan, since rounds recur.
+// node agent passes while that round runs and for a stable window after it
+// ends, since rounds recur.
 // That many functions are wanted at once, whatever the windows say and
 // without the rate limits, so that the next round finds them warm. In panic
 // the count never falls below the highest it wanted in that panic.
