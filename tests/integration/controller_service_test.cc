@@ -201,7 +201,11 @@ TEST(ControllerServicePlacement, AnOverloadedNodesExcessIsSteeredAndEveryUpdateF
   j.on_failure = [](const Error& e) -> Result<void> { return e; };
   std::vector<ServiceJob> jobs;
   jobs.push_back(std::move(j));
-  auto service = ControllerService::Start({}, std::move(jobs), "");
+  // Ten function processes and two nodes on two cores are slow under the
+  // sanitizers: this test is about placement, not about losing nodes.
+  ControllerOptions options;
+  options.node_timeout = std::chrono::seconds(30);
+  auto service = ControllerService::Start(options, std::move(jobs), "");
   ASSERT_TRUE(service) << service.error().ToString();
   std::vector<std::unique_ptr<node::NodeService>> nodes;
   for (const auto& [id, bytes] : {std::pair{"a", 2ull << 20}, std::pair{"b", 64ull << 20}}) {
