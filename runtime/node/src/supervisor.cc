@@ -128,8 +128,7 @@ uint32_t Supervisor::Reap() {
   std::lock_guard lock(mu_);
   std::erase_if(unreaped_, [](pid_t p) { return waitpid(p, nullptr, WNOHANG) != 0; });
   const auto now = std::chrono::steady_clock::now();
-  uint32_t live = 0;
-  for (const auto& [fn, e] : functions_) live += e.stopping ? 0 : 1;
+  uint32_t live = LiveLocked();
   uint32_t n = 0;
   for (auto& [fn, e] : functions_) {
     if (live <= target_) break;
@@ -143,6 +142,12 @@ uint32_t Supervisor::Reap() {
   return n;
 }
 
+uint32_t Supervisor::LiveLocked() const {
+  uint32_t live = 0;
+  for (const auto& [fn, e] : functions_) live += e.stopping ? 0 : 1;
+  return live;
+}
+
 uint32_t Supervisor::ScaleTo(uint32_t n) {
   std::unique_lock lock(mu_);
   target_ = std::min<uint32_t>(n, options_.max_functions);
@@ -150,9 +155,7 @@ uint32_t Supervisor::ScaleTo(uint32_t n) {
   // At most the target's worth of starts per call: functions that die as they
   // start (a crash loop) cannot keep it here.
   for (uint32_t tries = 0; tries < target_; ++tries) {
-    uint32_t live = 0;
-    for (const auto& [fn, e] : functions_) live += e.stopping ? 0 : 1;
-    if (live >= target_) return started;
+    if (LiveLocked() >= target_) return started;
     auto f = Spawn(lock, /*prewarm=*/true);
     if (!f) return started;  // a full node or a failed start: the next decision tries again
     auto it = functions_.find(f.value().fn);

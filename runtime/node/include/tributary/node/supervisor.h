@@ -107,6 +107,7 @@ class Supervisor {
     std::chrono::steady_clock::time_point idle_since;
     std::chrono::steady_clock::time_point last_heard;  // its hello or last heartbeat
   };
+  uint32_t LiveLocked() const;  // functions not being stopped, under mu_
   // Starts one and waits for its hello; `prewarm`: for ScaleTo, not a cold start.
   Result<FunctionInstance> Spawn(std::unique_lock<std::mutex>& lock, bool prewarm);
   void Kill(Entry& e);
