@@ -165,12 +165,14 @@ TEST_F(NodeAgentTest, TheNodesPartialEqualsFlatFedAvgAndFunctionsAreReused) {
     EXPECT_EQ(result.value().rebuilds, 0u);
   }
   const NodeStats s = agent_->Stats();
-  EXPECT_EQ(s.functions.cold_starts, 11u);  // 8 leaves + 2 intermediates (8 > fan-in 4) + 1 node-root, in round 1
-  EXPECT_EQ(s.functions.warm_reuses, 11u);  // all reused in round 2
+  // 8 leaves, 2 intermediates (8 > fan-in 4) and the node-root run in the
+  // 8 leaves' processes (reuse across levels), started in round 1.
+  EXPECT_EQ(s.functions.cold_starts, 8u);
+  EXPECT_EQ(s.functions.warm_reuses, 8u);  // all reused in round 2
   EXPECT_EQ(s.rounds_completed, 2u);
   // Idle past the keep-alive: scale to zero.
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  EXPECT_EQ(agent_->ReapIdleFunctions(), 11u);
+  EXPECT_EQ(agent_->ReapIdleFunctions(), 8u);
   for (int i = 0; i < 100 && agent_->Stats().functions.live > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(agent_->Stats().functions.live, 0u);
   EXPECT_EQ(agent_->Stats().store.live_blocks, 0u);
@@ -189,17 +191,17 @@ TEST_F(NodeAgentTest, TheAutoscalerKeepsTheLastRoundsTreeWarmThenScalesToZero) {
   EXPECT_GT(agent_->Stats().fold_bytes_per_s, 0);
   const auto clients = MakeClients(30, 1);
   (void)Undisturbed(clients, 1, 4);
-  // Within a decision or two it wants the round's 11 functions.
-  for (int i = 0; i < 40 && agent_->Stats().autoscale_desired != 11; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_EQ(agent_->Stats().autoscale_desired, 11u);
+  // Within a decision or two it wants the round's 8 processes.
+  for (int i = 0; i < 40 && agent_->Stats().autoscale_desired != 8; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(agent_->Stats().autoscale_desired, 8u);
   EXPECT_EQ(agent_->Stats().autoscale_why, "planned round");
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past the keep-alive
   EXPECT_EQ(agent_->ReapIdleFunctions(), 0u);
   const auto second = MakeClients(30, 2);
   (void)Undisturbed(second, 2, 4);
   NodeStats s = agent_->Stats();
-  EXPECT_EQ(s.functions.cold_starts, 11u) << "round 2 found every function warm";
-  EXPECT_EQ(s.functions.warm_reuses, 11u);
+  EXPECT_EQ(s.functions.cold_starts, 8u) << "round 2 found every function warm";
+  EXPECT_EQ(s.functions.warm_reuses, 8u);
   // Past the stable window, nothing planned and nothing arriving: zero
   // (halving once a second at most, then the grace).
   for (int i = 0; i < 300 && agent_->Stats().functions.live > 0; ++i) {
@@ -222,12 +224,15 @@ TEST_F(NodeAgentTest, AKilledFunctionIsReplacedAndNoUpdateIsLost) {
   UploadAll(first, 2);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const auto functions = agent_->RoundFunctions();
-  ASSERT_EQ(functions.size(), 9u);  // 6 leaves, 2 intermediates, the node-root
-  // The node-root, the intermediate holding the partials of the leaves done
-  // so far, and a leaf whose clients have not uploaded yet.
-  ASSERT_EQ(kill(functions.back().pid, SIGKILL), 0);
-  ASSERT_EQ(kill(functions[6].pid, SIGKILL), 0);
+  // 6 leaves; leaf 0's process runs intermediate 0 and the node-root after
+  // it, leaf 4's intermediate 1.
+  ASSERT_EQ(functions.size(), 6u);
+  // The one holding the partials of the leaves done so far (intermediate 0)
+  // with the node-root queued; one whose leaf has not had its clients yet and
+  // hosts intermediate 1; and one more such leaf.
+  ASSERT_EQ(kill(functions[0].pid, SIGKILL), 0);
   ASSERT_EQ(kill(functions[4].pid, SIGKILL), 0);
+  ASSERT_EQ(kill(functions[5].pid, SIGKILL), 0);
   UploadAll(rest, 2);
   auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
   ASSERT_TRUE(result) << result.error().ToString();
@@ -255,10 +260,10 @@ TEST_F(NodeAgentTest, AHungFunctionIsKilledAndReplacedAndNoBitChanges) {
   std::vector<Client> first(clients.begin(), clients.begin() + 12), rest(clients.begin() + 12, clients.end());
   UploadAll(first, 2);
   const auto functions = agent_->RoundFunctions();
-  ASSERT_EQ(functions.size(), 9u);  // 6 leaves, 2 intermediates, the node-root
-  // A leaf whose clients have not uploaded yet, and the node-root.
+  ASSERT_EQ(functions.size(), 6u);  // 6 leaves; leaf 0's process runs intermediate 0 and the node-root
+  // A leaf whose clients have not uploaded yet, and the node-root's process.
   ASSERT_EQ(kill(functions[4].pid, SIGSTOP), 0);
-  ASSERT_EQ(kill(functions.back().pid, SIGSTOP), 0);
+  ASSERT_EQ(kill(functions.front().pid, SIGSTOP), 0);
   UploadAll(rest, 2);
   auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
   ASSERT_TRUE(result) << result.error().ToString();
@@ -267,11 +272,11 @@ TEST_F(NodeAgentTest, AHungFunctionIsKilledAndReplacedAndNoBitChanges) {
   EXPECT_TRUE(Bytes(result.value().partial) == undisturbed) << "a hung function changed the sum";
   // The first one killed may end the round before the other's bound (their
   // last heartbeats differ): that one goes right after.
-  for (int i = 0; i < 100 && (Exists(functions[4].pid) || Exists(functions.back().pid)); ++i) {
+  for (int i = 0; i < 100 && (Exists(functions[4].pid) || Exists(functions.front().pid)); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_FALSE(Exists(functions[4].pid));
-  EXPECT_FALSE(Exists(functions.back().pid));
+  EXPECT_FALSE(Exists(functions.front().pid));
   EXPECT_GE(agent_->Stats().functions.liveness_kills, 2u);
   EXPECT_EQ(agent_->Stats().functions.deaths, 0u);
 }
@@ -286,7 +291,7 @@ TEST_F(NodeAgentTest, TheDeadlineRebuildDoesNotReuseAStalledFunction) {
   const std::vector<Client> arrived(clients.begin(), clients.begin() + 9);
   UploadAll(arrived, 1);
   const auto functions = agent_->RoundFunctions();
-  ASSERT_EQ(kill(functions.back().pid, SIGSTOP), 0);  // the node-root
+  ASSERT_EQ(kill(functions.front().pid, SIGSTOP), 0);  // leaf 0's, now the node-root's
   const auto deadline = Clock::now() + std::chrono::milliseconds(2500);
   auto result = agent_->WaitRound(deadline);
   ASSERT_TRUE(result) << result.error().ToString();
@@ -302,12 +307,13 @@ TEST_F(NodeAgentTest, TheDeadlineRebuildDoesNotReuseAStalledFunction) {
 TEST_F(NodeAgentTest, ShutdownEndsARoundHeldByAStoppedFunction) {
   const auto clients = MakeClients(8, 11);
   ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 4));
-  // The first leaf's clients, then the node-root stops (idle, its task long
-  // started: not inside the segment's allocator), then the others.
+  // The first leaf's clients, then the node-root's process (the first leaf's,
+  // idle, its task long started: not inside the segment's allocator) stops,
+  // then the others.
   UploadAll(std::vector<Client>(clients.begin(), clients.begin() + 4), 1);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const auto functions = agent_->RoundFunctions();
-  ASSERT_EQ(kill(functions.back().pid, SIGSTOP), 0);  // the round cannot end by itself now
+  ASSERT_EQ(kill(functions.front().pid, SIGSTOP), 0);  // the round cannot end by itself now
   UploadAll(std::vector<Client>(clients.begin() + 4, clients.end()), 1);
   std::thread teardown([this] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -321,7 +327,7 @@ TEST_F(NodeAgentTest, ShutdownEndsARoundHeldByAStoppedFunction) {
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(30)) << "the round outlived Shutdown()";
   EXPECT_EQ(agent_->OpenRound(Spec(clients, 2), 4).error().code, ErrorCode::kRoundClosed);
   agent_.reset();
-  EXPECT_FALSE(Exists(functions.back().pid));
+  EXPECT_FALSE(Exists(functions.front().pid));
 }
 
 TEST_F(NodeAgentTest, ACommittedLeafFreesItsUpdates) {
@@ -329,13 +335,15 @@ TEST_F(NodeAgentTest, ACommittedLeafFreesItsUpdates) {
   ASSERT_TRUE(agent_->OpenRound(Spec(clients, 1), 4));
   // The first 12 clients are exactly the first 3 leaves (route keys in order).
   UploadAll(std::vector<Client>(clients.begin(), clients.begin() + 12), 1);
-  // Left in the segment: 6 leaf accumulators (3 of them committed results the
-  // agent holds), 2 intermediates' and the node-root's; none of the 12 updates.
+  // Left in the segment: the 3 committed results the agent holds, the 3
+  // running leaves' accumulators and intermediate 0's, which runs in leaf 0's
+  // process now (intermediate 1 and the node-root wait in theirs, with no
+  // accumulator yet); none of the 12 updates.
   uint64_t live = 0;
-  for (int i = 0; i < 200 && (live = agent_->Stats().store.live_blocks) != 9; ++i) {
+  for (int i = 0; i < 200 && (live = agent_->Stats().store.live_blocks) != 7; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  EXPECT_EQ(live, 9u);
+  EXPECT_EQ(live, 7u);
   UploadAll(std::vector<Client>(clients.begin() + 12, clients.end()), 1);
   auto result = agent_->WaitRound(Clock::now() + std::chrono::seconds(30));
   ASSERT_TRUE(result) << result.error().ToString();

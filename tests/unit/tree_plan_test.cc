@@ -136,5 +136,44 @@ TEST(TreePlan, IsAFunctionOfTheKeySetAlone) {
   EXPECT_EQ(a.leaf_of, b.leaf_of);
 }
 
+// Reuse: 9 leaves at fan-in 4 make 3 intermediates (leaves 0-3, 4-7, 8) and
+// the node-root (9 + 3 = 12). Each parent runs in its first child's process,
+// so the tree runs in its 9 leaves' processes.
+TEST(ReuseHosts, EachParentRunsInItsFirstChildsProcess) {
+  const TreePlan p = PlanNodeTree({Keys(33), 0, 4, 256}).value();
+  ASSERT_EQ(p.leaves, 9u);
+  ASSERT_EQ(p.intermediates, 3u);
+  const std::vector<uint32_t> host = ReuseHosts(p, std::vector<bool>(p.functions.size(), true));
+  for (uint32_t i = 0; i < p.leaves; ++i) EXPECT_EQ(host[i], i);
+  EXPECT_EQ(host[9], 0u);
+  EXPECT_EQ(host[10], 4u);
+  EXPECT_EQ(host[11], 8u);
+  EXPECT_EQ(host[12], 0u) << "the node-root runs after intermediate 0, in leaf 0's process";
+  EXPECT_EQ(std::set<uint32_t>(host.begin(), host.end()).size(), p.leaves);
+}
+
+// After a failure, committed leaves do not run: a parent goes to the first
+// child that still runs, and one whose children are all committed runs alone.
+TEST(ReuseHosts, CommittedChildrenPassTheParentOn) {
+  const TreePlan p = PlanNodeTree({Keys(33), 0, 4, 256}).value();
+  std::vector<bool> runs(p.functions.size(), true);
+  for (uint32_t i : {0u, 1u, 4u, 5u, 6u, 7u}) runs[i] = false;  // committed
+  const std::vector<uint32_t> host = ReuseHosts(p, runs);
+  EXPECT_EQ(host[0], kNoProcess);
+  EXPECT_EQ(host[4], kNoProcess);
+  EXPECT_EQ(host[9], 2u) << "leaves 0 and 1 are committed: leaf 2 is the first that runs";
+  EXPECT_EQ(host[10], 10u) << "all of intermediate 1's leaves are committed: its own process";
+  EXPECT_EQ(host[12], 2u);
+}
+
+// One leaf under the node-root: one process for the node.
+TEST(ReuseHosts, ASingleLeafRunsTheWholeTree) {
+  const TreePlan p = PlanNodeTree({Keys(5), 0, 8, 256}).value();
+  ASSERT_EQ(p.functions.size(), 2u);
+  EXPECT_EQ(ReuseHosts(p, {true, true}), (std::vector<uint32_t>{0, 0}));
+  EXPECT_EQ(ReuseHosts(p, {false, true}), (std::vector<uint32_t>{kNoProcess, 1}))
+      << "its result committed, the node-root runs alone";
+}
+
 }  // namespace
 }  // namespace tributary::planner

@@ -26,6 +26,7 @@ struct Task {
   std::map<uint32_t, uint32_t> slot_of_key;  // leaves: route key -> slot
   std::vector<std::optional<Input>> slots;   // arrived, not yet folded
   uint32_t folded = 0;                       // slots [0, folded) are in the sum
+  std::deque<v1::FunctionTask> then;         // reuse: the tasks this process runs next
 
   // The input's place in the fold order, or nullopt if it is not one of ours.
   std::optional<uint32_t> SlotOf(const Input& in) const {
@@ -98,7 +99,11 @@ class Host {
         if (!block) continue;  // stale: an abandoned attempt's task
         TRIBUTARY_TRY(FoldInputs(inputs));
         inputs.clear();
-        TRIBUTARY_TRY(StartTask(block.value()));
+        v1::FunctionTask spec;
+        if (!spec.ParseFromArray(block.value().bytes().data(), static_cast<int>(block.value().bytes().size()))) {
+          return MakeError(ErrorCode::kMalformedFrame, "unparsable function task");
+        }
+        TRIBUTARY_TRY(StartTask(std::move(spec)));
       } else if (auto in = transport_->FromDescriptor(d)) {
         inputs.push_back(std::move(*in));
       }
@@ -107,14 +112,15 @@ class Host {
     return FoldInputs(inputs);
   }
 
-  Result<void> StartTask(const shm::BlockRef& block) {
-    v1::FunctionTask spec;
-    if (!spec.ParseFromArray(block.bytes().data(), static_cast<int>(block.bytes().size()))) {
-      return MakeError(ErrorCode::kMalformedFrame, "unparsable function task");
-    }
+  // A new task replaces the one in progress and what was to follow it (an
+  // abandoned attempt's).
+  Result<void> StartTask(v1::FunctionTask spec) {
     TRIBUTARY_ASSIGN_OR_RETURN(agg::ModelSpec model, protocol::ModelSpecFromProto(spec.model()));
     TRIBUTARY_ASSIGN_OR_RETURN(Accumulator acc, transport_->NewAccumulator(model, spec.round()));
-    Task t{std::move(spec), std::move(model), std::move(acc), {}, {}, {}, 0};
+    std::deque<v1::FunctionTask> then(std::make_move_iterator(spec.mutable_then()->begin()),
+                                      std::make_move_iterator(spec.mutable_then()->end()));
+    spec.clear_then();
+    Task t{std::move(spec), std::move(model), std::move(acc), {}, {}, {}, 0, std::move(then)};
     t.slots.resize(t.spec.fan_in());
     for (int i = 0; i < t.spec.input_keys_size(); ++i) t.slot_of_key[t.spec.input_keys(i)] = static_cast<uint32_t>(i);
     t.partial = agg::Partial{t.accumulator.values, 0, 0};
@@ -178,7 +184,28 @@ class Host {
     if (task_->folded < task_->spec.fan_in()) return Ok();  // `folding` goes here: inputs released once folded
     Task done = std::move(*task_);
     task_.reset();
-    return transport_->SendResult(done.spec, std::move(done.accumulator), done.partial);
+    TRIBUTARY_TRY(transport_->Commit(done.spec, done.accumulator, done.partial));
+    if (done.then.empty()) return transport_->SendResult(done.spec, std::move(done.accumulator), done.partial);
+    // Reuse: the result stays here as the next task's input, no hand-over.
+    early_.push_back(KeptResult(done));
+    v1::FunctionTask next = std::move(done.then.front());
+    done.then.pop_front();
+    for (v1::FunctionTask& later : done.then) *next.add_then() = std::move(later);
+    return StartTask(std::move(next));
+  }
+
+  // A finished task's result as an input of the task that follows it here.
+  Input KeptResult(Task& done) const {
+    Input in{dataplane::MakePartial({.dest_fn = link_.fn(),
+                                     .src_fn = link_.fn(),
+                                     .slot = done.spec.index_in_parent(),
+                                     .task = done.spec.parent_task(),
+                                     .round = done.spec.round(),
+                                     .weight = done.partial.weight,
+                                     .block = {.length = done.accumulator.values.size_bytes()}}),
+             std::as_bytes(done.accumulator.values), done.partial.updates, false, {}};
+    std::visit([&in](auto& owner) { in.owner = std::move(owner); }, done.accumulator.owner);
+    return in;
   }
 
   std::unique_ptr<shm::Segment> segment_;

@@ -41,6 +41,25 @@ class SharedMemoryTransport final : public TaskTransport {
     return Accumulator{values, std::move(block)};
   }
 
+  // The commit: the agent keeps the result instead of the leaf's updates.
+  Result<void> Commit(const v1::FunctionTask& t, const Accumulator& acc, const agg::Partial& sum) override {
+    if (!t.has_agent_lease()) return Ok();
+    const shm::BlockRef& block = std::get<shm::BlockRef>(acc.owner);
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, block.Clone());
+    shm::BlockMeta& meta = copy.mutable_meta();
+    meta.weight = sum.weight;
+    meta.updates = sum.updates;
+    meta.round = t.round();
+    const uint64_t length = copy.bytes().size();
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(t.agent_lease()));
+    return link_.Send(dataplane::MakePartial({.dest_fn = TRB_AGENT_FN,
+                                              .src_fn = link_.fn(),
+                                              .task = t.task_id(),
+                                              .round = t.round(),
+                                              .weight = sum.weight,
+                                              .block = {token.offset, length, token.generation}}));
+  }
+
   Result<void> SendResult(const v1::FunctionTask& t, Accumulator acc, const agg::Partial& sum) override {
     shm::BlockRef& block = std::get<shm::BlockRef>(acc.owner);
     shm::BlockMeta& meta = block.mutable_meta();
@@ -48,17 +67,6 @@ class SharedMemoryTransport final : public TaskTransport {
     meta.updates = sum.updates;
     meta.round = t.round();
     const uint64_t length = block.bytes().size();
-    if (t.has_agent_lease()) {
-      // The commit: the agent keeps the result instead of the leaf's updates.
-      TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, block.Clone());
-      TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(t.agent_lease()));
-      TRIBUTARY_TRY(link_.Send(dataplane::MakePartial({.dest_fn = TRB_AGENT_FN,
-                                                       .src_fn = link_.fn(),
-                                                       .task = t.task_id(),
-                                                       .round = t.round(),
-                                                       .weight = sum.weight,
-                                                       .block = {token.offset, length, token.generation}})));
-    }
     TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, block.HandOff(t.parent_lease()));
     return link_.Send(dataplane::MakePartial({.dest_fn = t.parent_fn(),
                                               .src_fn = link_.fn(),
@@ -103,6 +111,10 @@ class TcpPayloadTransport final : public TaskTransport {
     Accumulator acc{{}, std::vector<float>(model.elements(), 0.0f)};
     acc.values = std::get<std::vector<float>>(acc.owner);
     return acc;
+  }
+
+  Result<void> Commit(const v1::FunctionTask&, const Accumulator&, const agg::Partial&) override {
+    return Ok();  // this transport has no commits: the agent does not recover its functions' failures
   }
 
   Result<void> SendResult(const v1::FunctionTask& t, Accumulator acc, const agg::Partial& sum) override {

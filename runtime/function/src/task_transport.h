@@ -40,7 +40,7 @@ struct Input {
   std::span<const std::byte> bytes;  // valid while `owner` lives
   uint64_t updates = 0;              // client updates it holds (a partial's count)
   bool checked_finite = false;       // the gateway checked every value at arrival
-  std::variant<shm::BlockRef, std::vector<std::byte>> owner;
+  std::variant<shm::BlockRef, std::vector<std::byte>, std::vector<float>> owner;  // floats: a result kept here
 };
 
 // A task's running sum and where its memory lives.
@@ -62,7 +62,9 @@ class TaskTransport {
   // Inputs that arrived outside the link since the last call.
   virtual std::vector<Input> TakeArrived() = 0;
   virtual Result<Accumulator> NewAccumulator(const agg::ModelSpec& model, uint64_t round) = 0;
-  // Sends the finished task's result to its parent (and commits a leaf's to the agent).
+  // Hands a finished leaf's result to the agent too (no-op without the task's agent_lease).
+  virtual Result<void> Commit(const v1::FunctionTask& task, const Accumulator& accumulator, const agg::Partial& sum) = 0;
+  // Sends the finished task's result to its parent.
   virtual Result<void> SendResult(const v1::FunctionTask& task, Accumulator accumulator, const agg::Partial& sum) = 0;
 };
 

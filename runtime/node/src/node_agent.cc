@@ -62,6 +62,7 @@ struct Round {
   std::vector<uint32_t> keys;            // route keys the current tree expects
   planner::TreePlan plan;                // the current tree
   std::vector<TreeFunction> functions;   // by plan index (fn 0: a committed leaf, no function); node-root last
+  std::vector<uint32_t> host;            // by plan index: the place whose process runs it (planner::ReuseHosts)
   bool replan = true;                    // the next Build plans anew (the round's start, the deadline)
   uint64_t node_task = 0;                // what the node-root's result carries
   std::vector<HeldUpdate> held;
@@ -314,9 +315,24 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     return true;
   }
 
-  // Sends function `index` of the plan its task: what it folds (a leaf's
-  // clients in the order of its keys) and where its result goes.
+  // Sends the process that runs place `index` of the plan its task, with the
+  // tasks of the places it runs next (reuse across levels).
   Result<void> SendTask(uint32_t index) {
+    v1::FunctionTask t = TaskFor(index);
+    for (uint32_t i = index + 1; i < round.plan.functions.size(); ++i) {
+      if (round.host[i] == index) *t.add_then() = TaskFor(i);
+    }
+    const TreeFunction& self = round.functions[index];
+    const std::string wire = t.SerializeAsString();
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block, segment->Allocate(wire.size(), {.kind = shm::BlockKind::kTask}));
+    std::memcpy(block.mutable_bytes().data(), wire.data(), wire.size());
+    return HandOver(block, self.f.lease,
+                    dataplane::MakeTask({.dest_fn = self.f.fn, .task = self.task, .round = round.spec.round}), *link);
+  }
+
+  // Place `index`'s task: what it folds (a leaf's clients in the order of
+  // its keys) and where its result goes.
+  v1::FunctionTask TaskFor(uint32_t index) const {
     const planner::PlannedFunction& p = round.plan.functions[index];
     const TreeFunction& self = round.functions[index];
     const bool node_root = p.role == planner::Role::kNodeRoot;
@@ -337,11 +353,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     if (p.role == planner::Role::kLeaf && transport->recovers_failures()) t.set_agent_lease(segment->lease());
     for (uint32_t k : p.keys) t.add_input_keys(k);
     protocol::ToProto(round.spec.model, t.mutable_model());
-    const std::string wire = t.SerializeAsString();
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef block, segment->Allocate(wire.size(), {.kind = shm::BlockKind::kTask}));
-    std::memcpy(block.mutable_bytes().data(), wire.data(), wire.size());
-    return HandOver(block, self.f.lease,
-                    dataplane::MakeTask({.dest_fn = self.f.fn, .task = self.task, .round = round.spec.round}), *link);
+    return t;
   }
 
   // Sends a committed leaf result to function `to` of the plan as its input `slot`.
@@ -359,10 +371,11 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
 
   void ReleaseFunctions() {
     transport->Reset();
-    for (const TreeFunction& t : round.functions) {
-      if (t.f.fn != 0) supervisor->Release(t.f.fn);
+    for (uint32_t i = 0; i < round.functions.size(); ++i) {
+      if (round.host[i] == i) supervisor->Release(round.functions[i].f.fn);
     }
     round.functions.clear();
+    round.host.clear();
   }
 
   // Functions for every place of `plan`, from the supervisor (warm ones
@@ -411,12 +424,15 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       TRIBUTARY_ASSIGN_OR_RETURN(plan, planner::PlanNodeTree(in));
     }
     round.plan = {};  // no routes while functions are acquired: updates accepted meanwhile are held, sent below
-    std::vector<uint32_t> places;  // plan indices that need a function: all but committed leaves
+    std::vector<bool> runs(plan.functions.size());  // all but committed leaves
+    for (uint32_t i = 0; i < plan.functions.size(); ++i) runs[i] = i >= plan.leaves || !round.IsCommitted(i);
+    std::vector<uint32_t> host = planner::ReuseHosts(plan, runs);
+    std::vector<uint32_t> places;  // plan indices that need a process of their own
     for (uint32_t i = 0; i < plan.functions.size(); ++i) {
-      if (i >= plan.leaves || !round.IsCommitted(i)) places.push_back(i);
+      if (host[i] == i) places.push_back(i);
     }
     if (!round.deadline_passed) {  // the round's tree, not the deadline's tree for what is left
-      planned_functions = static_cast<uint32_t>(plan.functions.size());
+      planned_functions = static_cast<uint32_t>(places.size());
       planned_at_ms = NowMs();
       update_bytes = std::max<uint64_t>(round.spec.model.payload_bytes(), 1);
     }
@@ -424,12 +440,19 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
     round.functions.assign(plan.functions.size(), TreeFunction{});
     for (size_t k = 0; k < places.size(); ++k) {
       round.rebuild = round.rebuild || round.died.count(got[k].fn) != 0;
-      round.functions[places[k]] = {got[k], next_task++};
+      round.functions[places[k]].f = got[k];
+    }
+    // Task ids grow with the level: a process's next task has a larger id
+    // than the one it runs, so its inputs wait as early ones (function_host.cc).
+    for (uint32_t i = 0; i < plan.functions.size(); ++i) {
+      if (host[i] == planner::kNoProcess) continue;
+      round.functions[i] = {round.functions[host[i]].f, next_task++};
     }
     round.node_task = next_task++;
     round.plan = std::move(plan);
+    round.host = std::move(host);
     round.replan = false;
-    // Parents before their children: the node-root, intermediates, leaves.
+    // Parents' processes before their children's: the node-root, intermediates, leaves.
     // A function found dead on the way ends this build: the caller rebuilds.
     for (auto it = places.rbegin(); it != places.rend(); ++it) {
       const Result<void> sent = SendTask(*it);
@@ -671,8 +694,8 @@ Result<uint64_t> NodeAgent::RunPersonalRound(gateway::RoundSpec spec, Clock::tim
 std::vector<FunctionInstance> NodeAgent::RoundFunctions() const {
   std::lock_guard lock(impl_->mu);
   std::vector<FunctionInstance> out;
-  for (const TreeFunction& t : impl_->round.functions) {
-    if (t.f.fn != 0) out.push_back(t.f);
+  for (uint32_t i = 0; i < impl_->round.functions.size(); ++i) {
+    if (impl_->round.host[i] == i) out.push_back(impl_->round.functions[i].f);
   }
   return out;
 }

@@ -36,7 +36,12 @@ Supervisor::~Supervisor() {
     kill(p, SIGKILL);
     waitpid(p, nullptr, 0);
   }
-  for (pid_t p : unreaped_) waitpid(p, nullptr, 0);
+  // Reported dead but not reaped: normally exiting already. One still running
+  // (a report that ran ahead of its process) is forgotten, so it must not outlive us.
+  for (pid_t p : unreaped_) {
+    kill(p, SIGKILL);
+    waitpid(p, nullptr, 0);
+  }
 }
 
 void Supervisor::Kill(Entry& e) {

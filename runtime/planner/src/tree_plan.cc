@@ -62,4 +62,27 @@ Result<TreePlan> PlanNodeTree(const TreeInputs& in) {
   return plan;
 }
 
+std::vector<uint32_t> ReuseHosts(const TreePlan& plan, const std::vector<bool>& runs) {
+  const uint32_t n = static_cast<uint32_t>(plan.functions.size());
+  std::vector<uint32_t> host(n, kNoProcess);
+  // Children come before their parents (leaves, intermediates, the node-root),
+  // so each child's host is known when its parent's is chosen.
+  std::vector<uint32_t> first_running_child(n, kNoProcess), first_slot(n, UINT32_MAX);
+  for (uint32_t i = 0; i < n; ++i) {
+    const PlannedFunction& f = plan.functions[i];
+    if (i < plan.leaves) {
+      if (runs[i]) host[i] = i;
+    } else {
+      const uint32_t child = first_running_child[i];
+      host[i] = child == kNoProcess ? i : host[child];
+    }
+    if (f.role == Role::kNodeRoot || host[i] == kNoProcess) continue;
+    if (f.index_in_parent < first_slot[f.parent]) {
+      first_slot[f.parent] = f.index_in_parent;
+      first_running_child[f.parent] = i;
+    }
+  }
+  return host;
+}
+
 }  // namespace tributary::planner

@@ -158,7 +158,9 @@ class NodeAgent {
   // The clients that asked the gateway for work since the last call (gateway.h).
   std::vector<gateway::CheckIn> TakeCheckIns(size_t max);
 
-  // The functions working on the open round: leaves, intermediates, the node-root last.
+  // The processes working on the open round, in plan order: one per leaf that
+  // runs, and one for a parent none of whose children runs (reuse runs each
+  // parent in its first running child's process: planner::ReuseHosts).
   std::vector<FunctionInstance> RoundFunctions() const;
 
   // Ends the round in progress (its WaitRound or RunPersonalRound returns

@@ -55,6 +55,18 @@ struct TreeInputs {
 
 Result<TreePlan> PlanNodeTree(const TreeInputs& inputs);
 
+// Reuse across levels (LIFL's aggregator reuse): which process runs each
+// place of `plan`. A parent runs in the process of its first child that has
+// one, after that child's task: it folds its children in slot order, and
+// the slots before that child are committed results, there at once, so no
+// fold waits longer than with a process of its own. A tree of L leaves then
+// needs about L processes instead of L + intermediates + 1.
+// `runs[i]`: place i needs running (false: a leaf whose result is committed).
+// Returns, per place, the place whose process runs it: itself for a place
+// that needs a process of its own, kNoProcess for a place that does not run.
+inline constexpr uint32_t kNoProcess = UINT32_MAX;
+std::vector<uint32_t> ReuseHosts(const TreePlan& plan, const std::vector<bool>& runs);
+
 // The shape PlanNodeTree gives `updates` updates (fan_in > 0): how many
 // functions per level, for planners that need only the counts.
 struct TreeShape {
