@@ -30,20 +30,20 @@ const nlohmann::json& Obj(const nlohmann::json& j, const char* key) {
 void PrintPlacement(const nlohmann::json& p, std::ostream& out) {
   if (p.empty()) return;
   char line[512];
-  std::snprintf(line, sizeof(line), "  placement of round %llu:\n  %-16s %9s %8s %8s %6s %6s %10s\n",
+  std::snprintf(line, sizeof(line), "  placement of round %llu:\n  %-16s %9s %8s %8s %6s %6s %6s %10s\n",
                 static_cast<unsigned long long>(p.value("round", 0ull)), "NODE", "CHECKED", "EXPECTED", "ACTUAL",
-                "IN", "OUT", "FUNCS L/I/R");
+                "IN", "OUT", "FAN-IN", "FUNCS L/I/R");
   out << line;
   for (const auto& [id, n] : Obj(p, "nodes").items()) {
     const auto& f = Obj(n, "functions");
     const std::string funcs = std::to_string(f.value("leaves", 0)) + "/" + std::to_string(f.value("intermediates", 0)) +
                               "/" + std::to_string(f.value("node_roots", 0));
     const std::string actual = n.contains("actual_updates") ? std::to_string(n.value("actual_updates", 0ull)) : "-";
-    std::snprintf(line, sizeof(line), "  %-16s %9llu %8llu %8s %6llu %6llu %10s\n", id.c_str(),
+    std::snprintf(line, sizeof(line), "  %-16s %9llu %8llu %8s %6llu %6llu %6u %10s\n", id.c_str(),
                   static_cast<unsigned long long>(n.value("checked_in", 0ull)),
                   static_cast<unsigned long long>(n.value("expected_updates", 0ull)), actual.c_str(),
                   static_cast<unsigned long long>(n.value("steered_in", 0ull)),
-                  static_cast<unsigned long long>(n.value("steered_out", 0ull)), funcs.c_str());
+                  static_cast<unsigned long long>(n.value("steered_out", 0ull)), n.value("fan_in", 0u), funcs.c_str());
     out << line;
   }
   const size_t steered = p.contains("steered") && p["steered"].is_array() ? p["steered"].size() : 0;

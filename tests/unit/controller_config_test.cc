@@ -86,6 +86,22 @@ TEST(DeploymentJob, BadFieldsNameTheirLineAndKey) {
   bad("name: a\nclients_per_round: 3\n" + model + "train: {round: 3}\n", "train.round");
   bad("name: a\nclients_per_round: 3\n" + model + "train: {lr: [1]}\n", "key 'train.lr'");
   bad("name: a\nclients_per_round: 3\n" + model + "roundz: 3\n", "job.yaml:4:1: key 'roundz': unknown key");
+  bad("name: a\nclients_per_round: 3\n" + model + "fan_in: 8\nfan_in_max: 9\n", "only with fan_in: auto");
+  bad("name: a\nclients_per_round: 3\n" + model + "fan_in: auto\nfan_in_min: 9\nfan_in_max: 8\n", "key 'fan_in_max'");
+  bad("name: a\nclients_per_round: 3\n" + model + "fan_in: wide\n", "key 'fan_in'");
+}
+
+TEST(DeploymentJob, FanInAutoTakesBounds) {
+  const std::string job = "name: a\nclients_per_round: 3\nmodel: {layout: [{name: w, shape: [2]}]}\nfan_in: auto\n";
+  auto d = ParseDeploymentJob(job, "job.yaml");
+  ASSERT_TRUE(d) << d.error().ToString();
+  EXPECT_EQ(d.value().fan_in, 0u);
+  EXPECT_EQ(d.value().fan_in_min, 2u);
+  EXPECT_EQ(d.value().fan_in_max, 64u);
+  auto bounded = ParseDeploymentJob(job + "fan_in_min: 4\nfan_in_max: 16\n", "job.yaml");
+  ASSERT_TRUE(bounded) << bounded.error().ToString();
+  EXPECT_EQ(bounded.value().fan_in_min, 4u);
+  EXPECT_EQ(bounded.value().fan_in_max, 16u);
 }
 
 }  // namespace

@@ -168,12 +168,65 @@ TEST(PlanPlacement, InconsistentInputsAreRefused) {
   PlacementInputs unknown_node = ok;
   unknown_node.clients.push_back({"x", "z"});
   EXPECT_EQ(code(unknown_node), ErrorCode::kInvalidArgument);
-  PlacementInputs no_fan_in = ok;
-  no_fan_in.fan_in = 0;
-  EXPECT_EQ(code(no_fan_in), ErrorCode::kInvalidArgument);
+  PlacementInputs bad_bounds = ok;
+  bad_bounds.fan_in = 0;  // auto
+  bad_bounds.fan_in_min = 9;
+  bad_bounds.fan_in_max = 8;
+  EXPECT_EQ(code(bad_bounds), ErrorCode::kInvalidArgument);
+  bad_bounds.fan_in_min = 0;
+  EXPECT_EQ(code(bad_bounds), ErrorCode::kInvalidArgument);
   PlacementInputs no_size = ok;
   no_size.update_bytes = 0;
   EXPECT_EQ(code(no_size), ErrorCode::kInvalidArgument);
+}
+
+// 10 MB updates, one function folds 10 GB/s: 1,000 folds a second.
+FanInInputs FanIn(uint64_t updates, double arrivals_per_s) {
+  return {updates, 10'000'000, arrivals_per_s, 10e9, 2, 64, 0.1};
+}
+
+TEST(FanInForThroughput, TheTailTargetBoundsALeafsWidth) {
+  // Arriving slowly, one leaf keeps up with all; its fixed-order fold may
+  // have to do everything after the last upload: 0.1 s x 1,000 folds/s = 100.
+  EXPECT_EQ(FanInForThroughput(FanIn(50, 10)), 50u);
+  FanInInputs tail = FanIn(50, 10);
+  tail.max = 1000;
+  tail.updates = 500;
+  EXPECT_EQ(FanInForThroughput(tail), 100u);
+  EXPECT_EQ(FanInForThroughput(FanIn(500, 10)), 64u) << "within the job's maximum";
+}
+
+TEST(FanInForThroughput, EnoughLeavesToKeepUpWithTheArrivals) {
+  // 2,800 updates/s need 2,800 / (0.7 x 1,000) = 4 leaves: 400 updates make leaves of 100, capped at 64.
+  EXPECT_EQ(FanInForThroughput(FanIn(400, 2800)), 64u);
+  // 7,000/s: 10 leaves, 40 each.
+  EXPECT_EQ(FanInForThroughput(FanIn(400, 7000)), 40u);
+  // A flood: the narrowest the job allows.
+  EXPECT_EQ(FanInForThroughput(FanIn(400, 1e7)), 2u);
+}
+
+TEST(FanInForThroughput, AnUnknownFoldRateGivesTheMinimum) {
+  FanInInputs unknown = FanIn(400, 10);
+  unknown.function_fold_bytes_per_s = 0;
+  EXPECT_EQ(FanInForThroughput(unknown), 2u);
+}
+
+// Auto fan-in in the placement: rooms at the minimum, each node's fan-in from
+// its own rate and its own clients.
+TEST(PlanPlacement, AutoFanInIsChosenPerNode) {
+  PlacementInputs in;
+  in.nodes = {{"fast", 1ull << 40, 1000, 0, 10e9, 0}, {"slow", 1ull << 40, 1000, 0, 1e9, 0}};
+  for (int i = 0; i < 300; ++i) in.clients.push_back({"c" + std::to_string(1000 + i), i % 2 ? "fast" : "slow"});
+  in.update_bytes = 10'000'000;
+  in.fan_in = 0;
+  in.round_budget_s = 10;  // 150 updates over 10 s: 15/s, well within one function on either
+  const Placement p = PlanPlacement(in).value();
+  EXPECT_EQ(Share(p, "fast").fan_in, 64u);
+  EXPECT_EQ(Share(p, "fast").tree.leaves, 3u);  // 150 / 64
+  EXPECT_EQ(Share(p, "slow").fan_in, 10u) << "100 folds/s x 0.1 s";
+  EXPECT_EQ(Share(p, "slow").tree.leaves, 15u);
+  EXPECT_EQ(Share(p, "slow").tree.intermediates, 2u);
+  EXPECT_EQ(PlanPlacement(in).value().nodes[0].fan_in, p.nodes[0].fan_in) << "deterministic";
 }
 
 }  // namespace

@@ -153,7 +153,8 @@ Result<DeploymentJob> ParseDeploymentJob(const std::string& yaml_text, const std
   Section top(root, source_name, "");
   TRIBUTARY_TRY(top.ExpectMap());
   TRIBUTARY_TRY(top.OnlyKeys({"name", "rounds", "clients_per_round", "min_clients", "over_selection", "deadline_s",
-                              "start_after", "seed", "model", "strategy", "train", "fan_in", "reject_non_finite"}));
+                              "start_after", "seed", "model", "strategy", "train", "fan_in", "fan_in_min", "fan_in_max",
+                              "reject_non_finite"}));
   DeploymentJob j;
   j.source = source_name;
   if (!top.Has("name")) return top.Fail(root, "name", "missing");
@@ -186,7 +187,16 @@ Result<DeploymentJob> ParseDeploymentJob(const std::string& yaml_text, const std
     TRIBUTARY_ASSIGN_OR_RETURN(j.train, ReadScalars(top.Child("train")));
     if (j.train.count("round")) return top.Fail(root["train"], "train.round", "reserved: the controller sets it");
   }
-  TRIBUTARY_TRY(ReadOne(top, "fan_in", j.fan_in, 1, 4096));
+  if (top.Has("fan_in") && root["fan_in"].IsScalar() && root["fan_in"].Scalar() == "auto") {
+    j.fan_in = 0;
+    TRIBUTARY_TRY(ReadOne(top, "fan_in_min", j.fan_in_min, 1, 4096));
+    TRIBUTARY_TRY(ReadOne(top, "fan_in_max", j.fan_in_max, j.fan_in_min, 4096));
+  } else {
+    TRIBUTARY_TRY(ReadOne(top, "fan_in", j.fan_in, 1, 4096));
+    for (const char* bound : {"fan_in_min", "fan_in_max"}) {
+      if (top.Has(bound)) return top.Fail(root[bound], bound, "only with fan_in: auto");
+    }
+  }
   TRIBUTARY_TRY(ReadBool(top, "reject_non_finite", j.reject_non_finite));
   return j;
 }

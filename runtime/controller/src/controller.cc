@@ -255,6 +255,7 @@ struct Controller::Impl {
     n.info.segment_bytes = h.segment_bytes();
     n.info.function_limit = h.function_limit();
     n.info.fold_bytes_per_s = h.fold_bytes_per_s();
+    n.info.function_fold_bytes_per_s = h.function_fold_bytes_per_s();
     n.info.dataplane = h.dataplane();
     n.info.connected = true;
     n.last_heard = Clock::now();
@@ -271,6 +272,7 @@ struct Controller::Impl {
     n.info.segment_free_bytes = h.segment_free_bytes();
     n.info.functions_live = h.functions_live();
     n.info.functions_idle = h.functions_idle();
+    n.info.peak_arrivals_per_s = h.peak_arrivals_per_s();
     if (!pending || !pending->nodes.count(from) || pending->lost.count(from) || h.plan_id() != pending->plan_id) return;
     pending->accepted[from] = h.round_accepted();
     uint64_t total = 0;
@@ -491,7 +493,9 @@ struct Controller::Impl {
         out.set_gateway(to.gateway);
         out.set_gateway_public_key(to.gateway_public_key);
       }
-      plan->set_fan_in(job.spec.fan_in);
+      auto chosen = pending->policy.fan_in_by_node.find(node);
+      const uint32_t fan_in = job.spec.fan_in ? job.spec.fan_in : job.spec.fan_in_min;  // auto, without a choice: the narrowest
+      plan->set_fan_in(chosen != pending->policy.fan_in_by_node.end() ? chosen->second : fan_in);
       plan->set_deadline_ms(static_cast<uint64_t>(job.spec.deadline.count()));
       plan->set_reject_non_finite(job.spec.reject_non_finite);
       plan->set_personalized(personal != nullptr);
@@ -779,7 +783,7 @@ Result<RoundReport> Controller::RunRound(const std::string& job_id,
       impl->cv.notify_all();
     }
   } release{impl_.get(), lock};
-  impl_->pending = Pending{};
+  impl_->pending.emplace();
   impl_->pending->job = job_id;
   impl_->pending->round = round;
   impl_->pending->plan_id = impl_->plan_ids();

@@ -59,7 +59,8 @@ struct JobState {
   std::optional<Error> failure;  // what ended the job (phase failed)
   std::optional<RoundReport> last;
   uint64_t update_bytes = 0;  // one update, f32
-  uint32_t fan_in = 8;
+  uint32_t fan_in = 8;  // 0: auto
+  uint32_t fan_in_min = 2, fan_in_max = 64;
   std::chrono::milliseconds deadline{0};  // the fold budget of a round
   std::optional<planner::Placement> placement;  // of the round running or last run
   uint64_t placement_round = 0;
@@ -96,7 +97,8 @@ Result<planner::Placement> PlaceRound(const std::map<std::string, NodeInfo>& nod
   for (const auto& [id, n] : nodes) {
     if (!n.connected) continue;
     connected.insert(id);
-    in.nodes.push_back({id, n.segment_free_bytes, n.function_limit, n.fold_bytes_per_s});
+    in.nodes.push_back({id, n.segment_free_bytes, n.function_limit, n.fold_bytes_per_s, n.function_fold_bytes_per_s,
+                        n.peak_arrivals_per_s});
   }
   // A node lost since the selection: its clients are out of this attempt
   // (under min_clients it runs again), like those of a node lost mid-round.
@@ -106,6 +108,8 @@ Result<planner::Placement> PlaceRound(const std::map<std::string, NodeInfo>& nod
   in.update_bytes = j.update_bytes;
   in.model_bytes = j.update_bytes;
   in.fan_in = j.fan_in;
+  in.fan_in_min = j.fan_in_min;
+  in.fan_in_max = j.fan_in_max;
   in.round_budget_s = std::chrono::duration<double>(j.deadline).count();
   return planner::PlanPlacement(in);
 }
@@ -127,6 +131,7 @@ json PlacementJson(const planner::Placement& p, const std::optional<RoundReport>
               {"room", n.room},
               {"steered_in", n.steered_in},
               {"steered_out", n.steered_out},
+              {"fan_in", n.fan_in},
               {"functions", {{"leaves", n.tree.leaves}, {"intermediates", n.tree.intermediates}, {"node_roots", n.tree.leaves ? 1 : 0}}}};
     if (done) {
       auto it = done->updates_by_node.find(n.node);
@@ -161,6 +166,8 @@ Result<ServiceJob> ServiceJobFor(const config::DeploymentJob& job) {
   }
   js.strategy = job.strategy;
   js.fan_in = job.fan_in;
+  js.fan_in_min = job.fan_in_min;
+  js.fan_in_max = job.fan_in_max;
   js.deadline = std::chrono::seconds(job.deadline_s);
   js.reject_non_finite = job.reject_non_finite;
   js.client_config = job.train;
@@ -222,6 +229,9 @@ struct ControllerService::Impl {
     j.placement_round = j.round;
     lock.unlock();  // the hooks run without it too: /v1/status answers meanwhile
     const planner::Placement& plan = placed.value();
+    if (j.fan_in == 0) {
+      for (const planner::NodeShare& n : plan.nodes) policy.fan_in_by_node[n.node] = n.fan_in;
+    }
     if (j.log_rounds) {
       spdlog::info("controller: job '{}' round {} (attempt {}): {} of {} available clients selected", j.name, j.round,
                    j.attempt, selected.size(), available.size());
@@ -453,6 +463,8 @@ Result<std::unique_ptr<ControllerService>> ControllerService::Start(const Contro
     state.log_rounds = j.log_rounds;
     state.update_bytes = j.spec.model.elements() * sizeof(float);
     state.fan_in = j.spec.fan_in;
+    state.fan_in_min = j.spec.fan_in_min;
+    state.fan_in_max = j.spec.fan_in_max;
     state.deadline = j.spec.deadline;
     Result<void> added = impl->controller->AddJob(std::move(j.spec));
     if (!added) {

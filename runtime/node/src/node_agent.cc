@@ -115,6 +115,7 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
   std::atomic<int64_t> planned_at_ms{0};
   std::atomic<uint64_t> update_bytes{4ull << 20};
   std::atomic<uint32_t> autoscale_desired{0};
+  std::atomic<double> peak_arrivals_per_s{0};
   mutable std::mutex autoscale_mu;
   std::string autoscale_why;
   std::atomic<bool> stop{false};
@@ -273,6 +274,9 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
       std::erase_if(arrivals, [&](const planner::ArrivalSample& a) {
         return a.t_s <= now - options.autoscaling.stable_window_s;
       });
+      double peak = 0;
+      for (const planner::ArrivalSample& a : arrivals) peak = std::max(peak, a.updates);
+      peak_arrivals_per_s = peak;  // per sample, and samples are a second apart
       // FL rounds recur: the last planned tree is expected again within a stable window.
       const bool recent = NowMs() - planned_at_ms.load() <= options.autoscaling.stable_window_s * 1000;
       const planner::AutoscaleInputs in{now, arrivals,
@@ -742,6 +746,7 @@ NodeStats NodeAgent::Stats() const {
   s.fold_bytes_per_s = impl_->fold_bytes_per_s;
   s.function_fold_bytes_per_s = impl_->function_fold_bytes_per_s;
   s.autoscale_desired = impl_->autoscale_desired.load();
+  s.peak_arrivals_per_s = impl_->peak_arrivals_per_s.load();
   std::lock_guard lock(impl_->autoscale_mu);
   s.autoscale_why = impl_->autoscale_why;
   return s;

@@ -84,6 +84,7 @@ struct NodeService::Impl {
     h->set_gateway_endpoint(agent->gateway_endpoint());
     h->set_gateway_public_key(agent->gateway_public_key());
     h->set_fold_bytes_per_s(agent->Stats().fold_bytes_per_s);
+    h->set_function_fold_bytes_per_s(agent->Stats().function_fold_bytes_per_s);
     h->set_version(TRIBUTARY_VERSION);
     h->set_cores(std::max(1u, std::thread::hardware_concurrency()));
     h->set_segment_bytes(options.store.bytes);
@@ -102,6 +103,7 @@ struct NodeService::Impl {
                                                                     stats.store.allocator_bytes_in_use));
     h->set_functions_live(stats.functions.live);
     h->set_functions_idle(stats.functions.idle);
+    h->set_peak_arrivals_per_s(stats.peak_arrivals_per_s);
     if (reported) {
       h->set_job_id(reported->job);
       h->set_round(reported->round);

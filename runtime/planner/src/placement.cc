@@ -1,6 +1,7 @@
 #include "tributary/planner/placement.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <unordered_map>
 
@@ -17,7 +18,22 @@ uint64_t SegmentBytesFor(uint64_t updates, uint64_t update_bytes, uint64_t model
   return updates * update_bytes + (ShapeFor(updates, fan_in).functions() + 1) * model_bytes;
 }
 
+// The share of a function's fold rate the tree plans to use (as the autoscaler's target).
+constexpr double kFoldUtilization = 0.7;
+
 }  // namespace
+
+uint32_t FanInForThroughput(const FanInInputs& in) {
+  const uint32_t lo = std::max(1u, std::min(in.min, in.max)), hi = std::max(lo, in.max);
+  if (in.function_fold_bytes_per_s <= 0 || in.update_bytes == 0 || in.updates == 0) return lo;
+  const double folds_per_s = in.function_fold_bytes_per_s / static_cast<double>(in.update_bytes);
+  double widest = std::floor(in.tail_target_s * folds_per_s);
+  if (in.arrivals_per_s > 0) {
+    const double leaves = std::max(1.0, std::ceil(in.arrivals_per_s / (kFoldUtilization * folds_per_s)));
+    widest = std::min(widest, std::ceil(static_cast<double>(in.updates) / leaves));
+  }
+  return static_cast<uint32_t>(std::clamp(widest, static_cast<double>(lo), static_cast<double>(hi)));
+}
 
 uint64_t UpdatesThatFit(const NodeResources& node, uint64_t update_bytes, uint64_t model_bytes, uint32_t fan_in,
                         double round_budget_s) {
@@ -47,7 +63,11 @@ uint64_t UpdatesThatFit(const NodeResources& node, uint64_t update_bytes, uint64
 }
 
 Result<Placement> PlanPlacement(const PlacementInputs& in) {
-  if (in.fan_in == 0) return MakeError(ErrorCode::kInvalidArgument, "fan-in must be positive");
+  const bool auto_fan_in = in.fan_in == 0;
+  if (auto_fan_in && (in.fan_in_min == 0 || in.fan_in_min > in.fan_in_max)) {
+    return MakeError(ErrorCode::kInvalidArgument, "fan-in bounds must satisfy 0 < min <= max");
+  }
+  const uint32_t room_fan_in = auto_fan_in ? in.fan_in_min : in.fan_in;
   if (in.update_bytes == 0) return MakeError(ErrorCode::kInvalidArgument, "an update must have a size");
   const uint64_t model_bytes = in.model_bytes ? in.model_bytes : in.update_bytes;
   std::vector<NodeResources> nodes = in.nodes;
@@ -77,7 +97,7 @@ Result<Placement> PlanPlacement(const PlacementInputs& in) {
     NodeShare& share = out.nodes[i];
     share.node = nodes[i].node;
     share.checked_in = mine.size();
-    share.room = UpdatesThatFit(nodes[i], in.update_bytes, model_bytes, in.fan_in, in.round_budget_s);
+    share.room = UpdatesThatFit(nodes[i], in.update_bytes, model_bytes, room_fan_in, in.round_budget_s);
     const size_t keep = std::min<uint64_t>(mine.size(), share.room);
     excess[i].assign(std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(keep)),
                      std::make_move_iterator(mine.end()));
@@ -139,7 +159,15 @@ Result<Placement> PlanPlacement(const PlacementInputs& in) {
       share.clients.insert(share.clients.end(), steered_in[i].begin(), steered_in[i].end());
       std::sort(share.clients.begin(), share.clients.end());
     }
-    share.tree = ShapeFor(share.clients.size(), in.fan_in);
+    share.fan_in = in.fan_in;
+    if (auto_fan_in) {
+      const uint64_t n = share.clients.size();
+      const double spread = in.round_budget_s > 0 ? static_cast<double>(n) / in.round_budget_s : 0;
+      share.fan_in = FanInForThroughput({n, in.update_bytes, std::max(nodes[i].arrivals_per_s, spread),
+                                         nodes[i].function_fold_bytes_per_s, in.fan_in_min, in.fan_in_max,
+                                         in.tail_target_s});
+    }
+    share.tree = ShapeFor(share.clients.size(), share.fan_in);
     if (!share.clients.empty()) out.partials += 1;
   }
   out.cross_node_bytes = out.partials * model_bytes + out.steered.size() * in.update_bytes;

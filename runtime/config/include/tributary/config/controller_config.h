@@ -23,7 +23,9 @@
 //   model: {file: init.safetensors}  # or {layout: [{name, shape, dtype: f32}], init: {scheme: normal, scale: 0.01, seed: 1}}
 //   strategy: {name: fedavg}
 //   train: {lr: 0.05, local_epochs: 1}  # sent to every selected client with its task
-//   fan_in: 8
+//   fan_in: 8                     # or auto: per node from throughput, within
+//   fan_in_min: 2                 #   [fan_in_min, fan_in_max] (only with auto)
+//   fan_in_max: 64
 //   reject_non_finite: true
 //
 // Thread safety: plain functions and value types.
@@ -75,7 +77,8 @@ struct DeploymentJob {
   ModelInit init;
   agg::StrategyOptions strategy;
   ConfigMap train;
-  uint32_t fan_in = 8;
+  uint32_t fan_in = 8;  // 0: auto
+  uint32_t fan_in_min = 2, fan_in_max = 64;
   bool reject_non_finite = true;
 };
 

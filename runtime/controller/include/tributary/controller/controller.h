@@ -77,6 +77,8 @@ struct ControllerOptions {
 struct RoundPolicy {
   uint64_t min_updates = 0;  // >0: the round succeeds with at least this many updates from the nodes that delivered
   uint64_t close_at = 0;     // >0: close the round once this many updates were accepted across its nodes
+  // A node's fan-in where the placement chose one (a job with fan_in auto); the job's elsewhere.
+  std::map<std::string, uint32_t> fan_in_by_node;
 };
 
 struct NodeInfo {
@@ -87,6 +89,8 @@ struct NodeInfo {
   uint64_t segment_bytes = 0;
   uint32_t function_limit = 0;
   double fold_bytes_per_s = 0;  // measured by the node at start; 0: unknown
+  double function_fold_bytes_per_s = 0;  // one function's; 0: unknown
+  double peak_arrivals_per_s = 0;        // from its heartbeats: the most updates accepted in a second lately
   std::string dataplane;
   bool connected = false;
   double seconds_since_heard = 0;
@@ -109,7 +113,8 @@ struct JobSpec {
   agg::ModelSpec model;
   agg::StrategyOptions strategy;
   std::vector<float> initial_model;  // model.elements() values
-  uint32_t fan_in = 8;
+  uint32_t fan_in = 8;  // 0: auto, chosen per node from throughput within [fan_in_min, fan_in_max]
+  uint32_t fan_in_min = 2, fan_in_max = 64;
   std::chrono::milliseconds deadline{60'000};
   bool reject_non_finite = true;
   ConfigMap client_config;  // sent to every selected client with its task (epochs, lr...), plus `round`

@@ -111,6 +111,7 @@ struct NodeStats {
   double fold_bytes_per_s = 0;           // one function's rate times the cores (an upper bound)
   double function_fold_bytes_per_s = 0;  // one function (its kernel threads)
   uint32_t autoscale_desired = 0;        // the autoscaler's last decision
+  double peak_arrivals_per_s = 0;        // most updates accepted in one second over the stable window
   std::string autoscale_why;
 };
 
