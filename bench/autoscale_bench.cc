@@ -7,12 +7,14 @@
 #include <chrono>
 #include <cstdio>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <random>
 
 #include "tributary/aggregator/kernels.h"
 #include "tributary/node/node_agent.h"
 #include "tributary/planner/autoscale.h"
+#include "tributary/planner/placement.h"
 #include "tributary/planner/tree_plan.h"
 
 namespace tributary::bench {
@@ -23,9 +25,21 @@ using Clock = std::chrono::steady_clock;
 struct TraceRound {
   double plan_s = 0;
   double update_bytes = 0;
-  std::vector<double> arrivals;   // sorted
-  std::vector<uint32_t> leaf_of;  // by arrival: its leaf (route keys are in no relation to arrival order)
-  planner::TreeShape shape;
+  std::vector<double> arrivals;        // sorted
+  std::vector<uint32_t> key_of;        // by arrival: its client's place in the fold order (no relation to arrival)
+};
+
+// A policy's tree for a round: its fan-in, and whether parents reuse their
+// first child's process.
+struct TreeChoice {
+  uint32_t fan_in = 8;
+  bool reuse = false;
+  planner::TreeShape shape(const TraceRound& r) const { return planner::ShapeFor(r.arrivals.size(), fan_in); }
+  // Processes the tree runs in: with reuse, one per leaf.
+  uint32_t processes(const TraceRound& r) const {
+    const planner::TreeShape s = shape(r);
+    return static_cast<uint32_t>(reuse ? s.leaves : s.functions());
+  }
 };
 
 std::vector<TraceRound> MakeTrace(const AutoscaleBenchOptions& o) {
@@ -42,9 +56,9 @@ std::vector<TraceRound> MakeTrace(const AutoscaleBenchOptions& o) {
     std::uniform_real_distribution<double> burst(burst_at, burst_at + o.upload_window_s / 10);
     for (uint32_t i = 0; i < n; ++i) round.arrivals.push_back(i < n * o.burst_share ? burst(rng) : anywhere(rng));
     std::sort(round.arrivals.begin(), round.arrivals.end());
-    round.shape = planner::ShapeFor(n, o.fan_in);
-    for (uint32_t i = 0; i < n; ++i) round.leaf_of.push_back(i / o.fan_in);
-    std::shuffle(round.leaf_of.begin(), round.leaf_of.end(), rng);
+    round.key_of.resize(n);
+    std::iota(round.key_of.begin(), round.key_of.end(), 0u);
+    std::shuffle(round.key_of.begin(), round.key_of.end(), rng);
     trace.push_back(std::move(round));
     t = start + o.upload_window_s + o.gap_s;
   }
@@ -52,42 +66,67 @@ std::vector<TraceRound> MakeTrace(const AutoscaleBenchOptions& o) {
 }
 
 // One round through its tree. `ready(i, first_input)`: when function i of the
-// tree (leaves, intermediates, then the node-root) can start folding.
+// tree (leaves, intermediates, then the node-root) can start folding. Each
+// folds its inputs in the fixed order the node uses (a leaf its clients' keys,
+// a parent its children's slots): an input that comes early waits for those
+// before it, so a wide leaf whose first input comes last folds them all after it.
 struct TreeRun {
   double done_s = 0;
   uint32_t waited = 0;  // functions an input waited for: critical-path cold starts
-  double busy_function_s = 0;  // each function from its start to its task's end
+  double busy_function_s = 0;  // each process from its start to its last task's end
 };
 
 template <typename Ready>
-TreeRun RunTree(const TraceRound& r, uint32_t fan_in, double fold_bytes_per_s, Ready ready) {
+TreeRun RunTree(const TraceRound& r, const TreeChoice& tree, double fold_bytes_per_s, Ready ready) {
   const double f = r.update_bytes / fold_bytes_per_s;  // one update, or one f32 partial of the same size
-  const uint32_t leaves = r.shape.leaves, mids = r.shape.intermediates;
+  const uint32_t fan_in = tree.fan_in;
+  const planner::TreeShape shape = tree.shape(r);
+  const uint32_t leaves = shape.leaves, mids = shape.intermediates;
   TreeRun out;
-  // Folds `inputs` (times they are available, sorted) on function `i`.
-  auto fold = [&](uint32_t i, const std::vector<double>& inputs) {
-    const auto [start, cold] = ready(i, inputs.front());
-    if (start > inputs.front()) out.waited += cold ? 1 : 0;
+  // Folds `inputs` (times they are available, in fold order) on function `i`;
+  // `host_free`: with reuse, when its first child's process is free for it.
+  auto fold = [&](uint32_t i, const std::vector<double>& inputs, std::optional<double> host_free) {
+    const double first = *std::min_element(inputs.begin(), inputs.end());
+    double start;
+    if (host_free) {
+      start = *host_free;  // the same process, right after its last task: no start, no wait
+    } else {
+      const auto [at, cold] = ready(i, first);
+      start = at;
+      if (start > first) out.waited += cold ? 1 : 0;
+    }
     double t = start;
     for (double a : inputs) t = std::max(t, a) + f;
-    out.busy_function_s += t - std::min(start, inputs.front());
+    if (!host_free) out.busy_function_s += t - std::min(start, first);
     return t;
   };
   std::vector<std::vector<double>> leaf_inputs(leaves);
-  for (size_t k = 0; k < r.arrivals.size(); ++k) leaf_inputs[r.leaf_of[k]].push_back(r.arrivals[k]);
+  std::vector<std::vector<uint32_t>> leaf_keys(leaves);
+  for (size_t k = 0; k < r.arrivals.size(); ++k) leaf_keys[r.key_of[k] / fan_in].push_back(static_cast<uint32_t>(k));
   std::vector<double> level;
-  for (uint32_t l = 0; l < leaves; ++l) level.push_back(fold(l, leaf_inputs[l]));
+  for (uint32_t l = 0; l < leaves; ++l) {
+    std::sort(leaf_keys[l].begin(), leaf_keys[l].end(), [&](uint32_t a, uint32_t b) { return r.key_of[a] < r.key_of[b]; });
+    for (uint32_t k : leaf_keys[l]) leaf_inputs[l].push_back(r.arrivals[k]);
+    level.push_back(fold(l, leaf_inputs[l], std::nullopt));
+  }
+  // A parent over `children` (their done times in slot order); with reuse it
+  // runs in its first child's process once that child is done, and the
+  // process's busy time runs on to the parent's end.
+  auto parent = [&](uint32_t i, const std::vector<double>& children) {
+    if (!tree.reuse) return fold(i, children, std::nullopt);
+    const double done = fold(i, children, children.front());
+    out.busy_function_s += done - children.front();
+    return done;
+  };
   if (mids > 0) {
     std::vector<double> next;
     for (uint32_t m = 0; m < mids; ++m) {
-      std::vector<double> in(level.begin() + m * fan_in, level.begin() + std::min<size_t>(level.size(), (m + 1) * fan_in));
-      std::sort(in.begin(), in.end());
-      next.push_back(fold(leaves + m, in));
+      const std::vector<double> in(level.begin() + m * fan_in, level.begin() + std::min<size_t>(level.size(), (m + 1) * fan_in));
+      next.push_back(parent(leaves + m, in));
     }
     level = std::move(next);
   }
-  std::sort(level.begin(), level.end());
-  out.done_s = fold(leaves + mids, level);
+  out.done_s = parent(leaves + mids, level);
   return out;
 }
 
@@ -96,6 +135,7 @@ struct PolicyResult {
   double function_s = 0;
   uint32_t cold_on_path = 0, cold_on_path_after_first = 0, cold_starts = 0;
   std::vector<double> tails;
+  std::vector<uint32_t> fan_ins;  // per round, where the policy chose them
   double mean_tail() const { return std::accumulate(tails.begin(), tails.end(), 0.0) / std::max<size_t>(tails.size(), 1); }
   double max_tail() const { return tails.empty() ? 0 : *std::max_element(tails.begin(), tails.end()); }
 };
@@ -106,11 +146,12 @@ double TraceEnd(const std::vector<TraceRound>& trace, const AutoscaleBenchOption
 
 PolicyResult AlwaysOn(const std::vector<TraceRound>& trace, const AutoscaleBenchOptions& o, double rate) {
   PolicyResult p{"always-on (pool for the peak)"};
+  const TreeChoice tree{o.fan_in, false};
   uint64_t peak = 0;
-  for (const TraceRound& r : trace) peak = std::max(peak, r.shape.functions());
+  for (const TraceRound& r : trace) peak = std::max<uint64_t>(peak, tree.processes(r));
   p.cold_starts = static_cast<uint32_t>(peak);  // once, before the first round
   for (const TraceRound& r : trace) {
-    const TreeRun run = RunTree(r, o.fan_in, rate, [&](uint32_t, double) { return std::pair{r.plan_s, false}; });
+    const TreeRun run = RunTree(r, tree, rate, [&](uint32_t, double) { return std::pair{r.plan_s, false}; });
     p.tails.push_back(run.done_s - r.arrivals.back());
   }
   p.function_s = static_cast<double>(peak) * TraceEnd(trace, o);
@@ -119,14 +160,15 @@ PolicyResult AlwaysOn(const std::vector<TraceRound>& trace, const AutoscaleBench
 
 PolicyResult ColdPerTask(const std::vector<TraceRound>& trace, const AutoscaleBenchOptions& o, double rate, double cold_s) {
   PolicyResult p{"cold start per task"};
+  const TreeChoice tree{o.fan_in, false};
   for (size_t k = 0; k < trace.size(); ++k) {
     const TraceRound& r = trace[k];
-    const TreeRun run = RunTree(r, o.fan_in, rate, [&](uint32_t, double first) { return std::pair{first + cold_s, true}; });
+    const TreeRun run = RunTree(r, tree, rate, [&](uint32_t, double first) { return std::pair{first + cold_s, true}; });
     p.tails.push_back(run.done_s - r.arrivals.back());
     p.function_s += run.busy_function_s;
     p.cold_on_path += run.waited;
     if (k > 0) p.cold_on_path_after_first += run.waited;
-    p.cold_starts += static_cast<uint32_t>(r.shape.functions());
+    p.cold_starts += tree.processes(r);
   }
   return p;
 }
@@ -134,9 +176,14 @@ PolicyResult ColdPerTask(const std::vector<TraceRound>& trace, const AutoscaleBe
 // The node agent: at a plan, the tree's functions from the warm pool, the
 // missing ones started one after another, and the tree's tasks sent once all
 // are there (updates that arrive meanwhile wait); the autoscaler's decision
-// every second sets the pool between rounds.
-PolicyResult Autoscaled(const std::vector<TraceRound>& trace, const AutoscaleBenchOptions& o, double rate, double cold_s) {
-  PolicyResult p{"autoscaler (pre-warmed, kept)"};
+// every second sets the pool between rounds. Parents reuse their first
+// child's process; with `auto_fan_in` each round's fan-in is the
+// controller's choice (planner::FanInForThroughput) from the peak arrivals
+// the node saw in the last stable window (the round's updates over its
+// window before any was seen).
+PolicyResult Autoscaled(const std::vector<TraceRound>& trace, const AutoscaleBenchOptions& o, double rate, double cold_s,
+                        bool auto_fan_in) {
+  PolicyResult p{auto_fan_in ? "autoscaler, reuse, fan-in auto" : "autoscaler, reuse"};
   const planner::AutoscaleOptions ao;
   planner::AutoscaleState state;
   uint32_t pool = 0;
@@ -151,11 +198,20 @@ PolicyResult Autoscaled(const std::vector<TraceRound>& trace, const AutoscaleBen
     // Rounds planned within (t - 1, t]: their trees taken at the plan.
     while (next < trace.size() && trace[next].plan_s <= t) {
       const TraceRound& r = trace[next];
-      const auto m = static_cast<uint32_t>(r.shape.functions());
+      TreeChoice tree{o.fan_in, true};
+      if (auto_fan_in) {
+        double peak = 0;
+        for (const planner::ArrivalSample& s : samples) peak = std::max(peak, s.updates);
+        const double n = static_cast<double>(r.arrivals.size());
+        tree.fan_in = planner::FanInForThroughput({r.arrivals.size(), static_cast<uint64_t>(r.update_bytes),
+                                                   std::max(peak, n / o.upload_window_s), rate, 2, 64, 0.1});
+        p.fan_ins.push_back(tree.fan_in);
+      }
+      const uint32_t m = tree.processes(r);
       const uint32_t missing = m > pool ? m - pool : 0;
       p.cold_starts += missing;
       const double all_there = r.plan_s + missing * cold_s;
-      const TreeRun run = RunTree(r, o.fan_in, rate, [&](uint32_t, double) { return std::pair{all_there, true}; });
+      const TreeRun run = RunTree(r, tree, rate, [&](uint32_t, double) { return std::pair{all_there, true}; });
       const uint32_t waited = all_there > r.arrivals.front() ? missing : 0;
       p.cold_on_path += waited;
       if (next > 0) p.cold_on_path_after_first += waited;
@@ -223,7 +279,8 @@ Result<void> RunAutoscaleBench(const AutoscaleBenchOptions& o, std::ostream& out
   TRIBUTARY_ASSIGN_OR_RETURN(const double cold_s, MeasureColdStart(o.binary));
   const std::vector<TraceRound> trace = MakeTrace(o);
   const std::vector<PolicyResult> results = {AlwaysOn(trace, o, rate), ColdPerTask(trace, o, rate, cold_s),
-                                             Autoscaled(trace, o, rate, cold_s)};
+                                             Autoscaled(trace, o, rate, cold_s, false),
+                                             Autoscaled(trace, o, rate, cold_s, true)};
   const PolicyResult& base = results.front();
   if (o.json) {
     nlohmann::json j = {{"fold_bytes_per_s", rate}, {"cold_start_s", cold_s}, {"rounds", o.rounds}, {"policies", nlohmann::json::array()}};
@@ -237,7 +294,8 @@ Result<void> RunAutoscaleBench(const AutoscaleBenchOptions& o, std::ostream& out
                                {"mean_tail_s", p.mean_tail()},
                                {"max_tail_s", p.max_tail()},
                                {"mean_tail_vs_always_on", p.mean_tail() / base.mean_tail()},
-                               {"tails_s", p.tails}});
+                               {"tails_s", p.tails},
+                               {"fan_ins", p.fan_ins}});
     }
     out << j.dump() << "\n";
     return Ok();
@@ -257,6 +315,11 @@ Result<void> RunAutoscaleBench(const AutoscaleBenchOptions& o, std::ostream& out
                   p.function_s / base.function_s, p.cold_starts, path.c_str(), p.mean_tail(), p.max_tail(),
                   p.mean_tail() / base.mean_tail());
     out << line;
+  }
+  const std::vector<uint32_t>& chosen = results.back().fan_ins;
+  if (!chosen.empty()) {
+    out << "\nfan-in auto chose " << *std::min_element(chosen.begin(), chosen.end()) << " to "
+        << *std::max_element(chosen.begin(), chosen.end()) << " (job bounds 2-64, tail target 100 ms)\n";
   }
   return Ok();
 }

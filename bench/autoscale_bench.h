@@ -1,5 +1,5 @@
 // `tributary bench autoscale`: what keeping functions live costs, and what it
-// saves a round's tail, for three policies on one seeded, bursty trace.
+// saves a round's tail, for four policies on one seeded, bursty trace.
 //
 // A trace-driven model of one node, with this machine's constants measured
 // in the same run: a function's cold start (a node agent here starts real
@@ -18,8 +18,13 @@
 //   autoscaler:  the node agent's policy: planner/autoscale.h's decision
 //                every second on the arrivals, the round's tree taken at its
 //                plan from the warm pool (the missing ones started one after
-//                another), the last planned tree kept a stable window.
+//                another), the last planned tree kept a stable window; each
+//                parent in its first child's process (reuse across levels).
+//   ... fan-in auto: the same, with each round's fan-in the controller's
+//                choice from throughput (planner::FanInForThroughput).
 //
+// Every function folds its inputs in the node's fixed order (an input that
+// arrives early waits for those before it), as the node's functions do.
 // Reported per policy: function-seconds (live functions x seconds), cold
 // starts on the critical path (an input that waited for its function to
 // start), and each round's tail (its last arrival to the node's partial).
