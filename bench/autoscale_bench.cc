@@ -204,7 +204,8 @@ PolicyResult Autoscaled(const std::vector<TraceRound>& trace, const AutoscaleBen
         for (const planner::ArrivalSample& s : samples) peak = std::max(peak, s.updates);
         const double n = static_cast<double>(r.arrivals.size());
         tree.fan_in = planner::FanInForThroughput({r.arrivals.size(), static_cast<uint64_t>(r.update_bytes),
-                                                   std::max(peak, n / o.upload_window_s), rate, 2, 64, 0.1});
+                                                   std::max(peak, n / o.upload_window_s), rate, 2, 64,
+                                                   o.tail_target_ms / 1e3});
         p.fan_ins.push_back(tree.fan_in);
       }
       const uint32_t m = tree.processes(r);
@@ -319,7 +320,8 @@ Result<void> RunAutoscaleBench(const AutoscaleBenchOptions& o, std::ostream& out
   const std::vector<uint32_t>& chosen = results.back().fan_ins;
   if (!chosen.empty()) {
     out << "\nfan-in auto chose " << *std::min_element(chosen.begin(), chosen.end()) << " to "
-        << *std::max_element(chosen.begin(), chosen.end()) << " (job bounds 2-64, tail target 100 ms)\n";
+        << *std::max_element(chosen.begin(), chosen.end()) << " (job bounds 2-64, tail target " << o.tail_target_ms
+        << " ms)\n";
   }
   return Ok();
 }

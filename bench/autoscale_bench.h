@@ -47,6 +47,7 @@ struct AutoscaleBenchOptions {
   double burst_share = 0.4;     // of a round's updates, within a tenth of the window
   double gap_s = 10;            // from a round's end to the next plan
   uint32_t fan_in = 8;
+  double tail_target_ms = 100;  // fan-in auto's bound on a leaf's fold after its last input
   uint64_t seed = 7;
   std::string binary;  // the `tributary` executable (for the cold-start measurement)
   bool json = false;

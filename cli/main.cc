@@ -258,6 +258,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench_autoscale->add_option("--fan-in", autoscale.fan_in, "Updates per leaf function")->check(CLI::Range(1, 4096))
       ->capture_default_str();
+  bench_autoscale->add_option("--tail-target-ms", autoscale.tail_target_ms,
+                              "Fan-in auto: the longest a leaf may fold after its last input")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   bench_autoscale->add_option("--seed", autoscale.seed, "The trace's seed")->capture_default_str();
   bench_autoscale->add_flag("--json", autoscale.json, "Print the figures as JSON");
 

@@ -98,10 +98,12 @@ TEST(DeploymentJob, FanInAutoTakesBounds) {
   EXPECT_EQ(d.value().fan_in, 0u);
   EXPECT_EQ(d.value().fan_in_min, 2u);
   EXPECT_EQ(d.value().fan_in_max, 64u);
-  auto bounded = ParseDeploymentJob(job + "fan_in_min: 4\nfan_in_max: 16\n", "job.yaml");
+  EXPECT_EQ(d.value().fan_in_tail_ms, 100u);
+  auto bounded = ParseDeploymentJob(job + "fan_in_min: 4\nfan_in_max: 16\nfan_in_tail_ms: 30\n", "job.yaml");
   ASSERT_TRUE(bounded) << bounded.error().ToString();
   EXPECT_EQ(bounded.value().fan_in_min, 4u);
   EXPECT_EQ(bounded.value().fan_in_max, 16u);
+  EXPECT_EQ(bounded.value().fan_in_tail_ms, 30u);
 }
 
 }  // namespace

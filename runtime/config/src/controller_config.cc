@@ -153,7 +153,7 @@ Result<DeploymentJob> ParseDeploymentJob(const std::string& yaml_text, const std
   Section top(root, source_name, "");
   TRIBUTARY_TRY(top.ExpectMap());
   TRIBUTARY_TRY(top.OnlyKeys({"name", "rounds", "clients_per_round", "min_clients", "over_selection", "deadline_s",
-                              "start_after", "seed", "model", "strategy", "train", "fan_in", "fan_in_min", "fan_in_max",
+                              "start_after", "seed", "model", "strategy", "train", "fan_in", "fan_in_min", "fan_in_max", "fan_in_tail_ms",
                               "reject_non_finite"}));
   DeploymentJob j;
   j.source = source_name;
@@ -191,9 +191,10 @@ Result<DeploymentJob> ParseDeploymentJob(const std::string& yaml_text, const std
     j.fan_in = 0;
     TRIBUTARY_TRY(ReadOne(top, "fan_in_min", j.fan_in_min, 1, 4096));
     TRIBUTARY_TRY(ReadOne(top, "fan_in_max", j.fan_in_max, j.fan_in_min, 4096));
+    TRIBUTARY_TRY(ReadOne(top, "fan_in_tail_ms", j.fan_in_tail_ms, 1, 600'000));
   } else {
     TRIBUTARY_TRY(ReadOne(top, "fan_in", j.fan_in, 1, 4096));
-    for (const char* bound : {"fan_in_min", "fan_in_max"}) {
+    for (const char* bound : {"fan_in_min", "fan_in_max", "fan_in_tail_ms"}) {
       if (top.Has(bound)) return top.Fail(root[bound], bound, "only with fan_in: auto");
     }
   }

@@ -61,6 +61,7 @@ struct JobState {
   uint64_t update_bytes = 0;  // one update, f32
   uint32_t fan_in = 8;  // 0: auto
   uint32_t fan_in_min = 2, fan_in_max = 64;
+  std::chrono::milliseconds fan_in_tail{100};
   std::chrono::milliseconds deadline{0};  // the fold budget of a round
   std::optional<planner::Placement> placement;  // of the round running or last run
   uint64_t placement_round = 0;
@@ -110,6 +111,7 @@ Result<planner::Placement> PlaceRound(const std::map<std::string, NodeInfo>& nod
   in.fan_in = j.fan_in;
   in.fan_in_min = j.fan_in_min;
   in.fan_in_max = j.fan_in_max;
+  in.tail_target_s = std::chrono::duration<double>(j.fan_in_tail).count();
   in.round_budget_s = std::chrono::duration<double>(j.deadline).count();
   return planner::PlanPlacement(in);
 }
@@ -168,6 +170,7 @@ Result<ServiceJob> ServiceJobFor(const config::DeploymentJob& job) {
   js.fan_in = job.fan_in;
   js.fan_in_min = job.fan_in_min;
   js.fan_in_max = job.fan_in_max;
+  js.fan_in_tail = std::chrono::milliseconds(job.fan_in_tail_ms);
   js.deadline = std::chrono::seconds(job.deadline_s);
   js.reject_non_finite = job.reject_non_finite;
   js.client_config = job.train;
@@ -465,6 +468,7 @@ Result<std::unique_ptr<ControllerService>> ControllerService::Start(const Contro
     state.fan_in = j.spec.fan_in;
     state.fan_in_min = j.spec.fan_in_min;
     state.fan_in_max = j.spec.fan_in_max;
+    state.fan_in_tail = j.spec.fan_in_tail;
     state.deadline = j.spec.deadline;
     Result<void> added = impl->controller->AddJob(std::move(j.spec));
     if (!added) {

@@ -26,6 +26,7 @@
 //   fan_in: 8                     # or auto: per node from throughput, within
 //   fan_in_min: 2                 #   [fan_in_min, fan_in_max] (only with auto)
 //   fan_in_max: 64
+//   fan_in_tail_ms: 100           #   the longest a leaf folds after its last upload
 //   reject_non_finite: true
 //
 // Thread safety: plain functions and value types.
@@ -79,6 +80,7 @@ struct DeploymentJob {
   ConfigMap train;
   uint32_t fan_in = 8;  // 0: auto
   uint32_t fan_in_min = 2, fan_in_max = 64;
+  uint32_t fan_in_tail_ms = 100;
   bool reject_non_finite = true;
 };
 

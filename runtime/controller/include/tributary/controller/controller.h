@@ -115,6 +115,7 @@ struct JobSpec {
   std::vector<float> initial_model;  // model.elements() values
   uint32_t fan_in = 8;  // 0: auto, chosen per node from throughput within [fan_in_min, fan_in_max]
   uint32_t fan_in_min = 2, fan_in_max = 64;
+  std::chrono::milliseconds fan_in_tail{100};  // auto: the longest a leaf folds after its last upload
   std::chrono::milliseconds deadline{60'000};
   bool reject_non_finite = true;
   ConfigMap client_config;  // sent to every selected client with its task (epochs, lr...), plus `round`
