@@ -89,6 +89,7 @@ TEST(DeploymentJob, BadFieldsNameTheirLineAndKey) {
   bad("name: a\nclients_per_round: 3\n" + model + "fan_in: 8\nfan_in_max: 9\n", "only with fan_in: auto");
   bad("name: a\nclients_per_round: 3\n" + model + "fan_in: auto\nfan_in_min: 9\nfan_in_max: 8\n", "key 'fan_in_max'");
   bad("name: a\nclients_per_round: 3\n" + model + "fan_in: wide\n", "key 'fan_in'");
+  bad("name: a\nclients_per_round: 3\n" + model + "placement: nearest\n", "expected locality, round_robin or random");
 }
 
 TEST(DeploymentJob, FanInAutoTakesBounds) {

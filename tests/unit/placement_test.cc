@@ -229,5 +229,42 @@ TEST(PlanPlacement, AutoFanInIsChosenPerNode) {
   EXPECT_EQ(PlanPlacement(in).value().nodes[0].fan_in, p.nodes[0].fan_in) << "deterministic";
 }
 
+// The baselines move clients away from where they asked: round-robin sends
+// client i (by id) to node i mod 3, so two thirds of them cross nodes.
+TEST(PlanPlacement, RoundRobinIgnoresWhereClientsAsked) {
+  PlacementInputs in = Inputs({Room("a", 100), Room("b", 100), Room("c", 100)}, {{"a", 60}, {"b", 30}, {"c", 9}});
+  in.policy = PlacementPolicy::kRoundRobin;
+  const Placement p = PlanPlacement(in).value();
+  EXPECT_EQ(Share(p, "a").clients.size(), 33u);
+  EXPECT_EQ(Share(p, "b").clients.size(), 33u);
+  EXPECT_EQ(Share(p, "c").clients.size(), 33u);
+  EXPECT_GT(p.steered.size(), 50u);
+  EXPECT_EQ(p.partials, 3u);
+  EXPECT_EQ(p.cross_node_bytes, 3 + p.steered.size());
+  // Locality on the same inputs: nothing moves.
+  in.policy = PlacementPolicy::kLocality;
+  EXPECT_TRUE(PlanPlacement(in).value().steered.empty());
+}
+
+// A full node's client goes to the next node with room; random is a
+// function of its seed.
+TEST(PlanPlacement, BaselinesRespectRoomsAndRandomFollowsItsSeed) {
+  PlacementInputs in = Inputs({Room("a", 5), Room("b", 100), Room("c", 100)}, {{"a", 60}, {"b", 30}, {"c", 9}});
+  in.policy = PlacementPolicy::kRandom;
+  in.seed = 42;
+  const Placement p = PlanPlacement(in).value();
+  EXPECT_EQ(Share(p, "a").clients.size(), 5u);
+  EXPECT_TRUE(p.unplaced.empty());
+  EXPECT_EQ(Share(p, "a").clients.size() + Share(p, "b").clients.size() + Share(p, "c").clients.size(), 99u);
+  const Placement again = PlanPlacement(in).value();
+  ASSERT_EQ(again.steered.size(), p.steered.size());
+  for (size_t i = 0; i < p.steered.size(); ++i) EXPECT_EQ(again.steered[i].to, p.steered[i].to);
+  in.seed = 43;
+  const Placement other = PlanPlacement(in).value();
+  bool differs = other.steered.size() != p.steered.size();
+  for (size_t i = 0; !differs && i < p.steered.size(); ++i) differs = other.steered[i].to != p.steered[i].to;
+  EXPECT_TRUE(differs);
+}
+
 }  // namespace
 }  // namespace tributary::planner

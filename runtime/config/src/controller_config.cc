@@ -153,7 +153,7 @@ Result<DeploymentJob> ParseDeploymentJob(const std::string& yaml_text, const std
   Section top(root, source_name, "");
   TRIBUTARY_TRY(top.ExpectMap());
   TRIBUTARY_TRY(top.OnlyKeys({"name", "rounds", "clients_per_round", "min_clients", "over_selection", "deadline_s",
-                              "start_after", "seed", "model", "strategy", "train", "fan_in", "fan_in_min", "fan_in_max", "fan_in_tail_ms",
+                              "start_after", "seed", "model", "strategy", "train", "fan_in", "fan_in_min", "fan_in_max", "fan_in_tail_ms", "placement",
                               "reject_non_finite"}));
   DeploymentJob j;
   j.source = source_name;
@@ -199,6 +199,12 @@ Result<DeploymentJob> ParseDeploymentJob(const std::string& yaml_text, const std
     }
   }
   TRIBUTARY_TRY(ReadBool(top, "reject_non_finite", j.reject_non_finite));
+  if (top.Has("placement")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(j.placement, top.String("placement"));
+    if (j.placement != "locality" && j.placement != "round_robin" && j.placement != "random") {
+      return top.Fail(root["placement"], "placement", "expected locality, round_robin or random");
+    }
+  }
   return j;
 }
 

@@ -62,6 +62,7 @@ struct JobState {
   uint32_t fan_in = 8;  // 0: auto
   uint32_t fan_in_min = 2, fan_in_max = 64;
   std::chrono::milliseconds fan_in_tail{100};
+  planner::PlacementPolicy placement_policy = planner::PlacementPolicy::kLocality;
   std::chrono::milliseconds deadline{0};  // the fold budget of a round
   std::optional<planner::Placement> placement;  // of the round running or last run
   uint64_t placement_round = 0;
@@ -112,6 +113,8 @@ Result<planner::Placement> PlaceRound(const std::map<std::string, NodeInfo>& nod
   in.fan_in_min = j.fan_in_min;
   in.fan_in_max = j.fan_in_max;
   in.tail_target_s = std::chrono::duration<double>(j.fan_in_tail).count();
+  in.policy = j.placement_policy;
+  in.seed = j.schedule.seed ^ (j.round * 0x9E3779B97F4A7C15ull);
   in.round_budget_s = std::chrono::duration<double>(j.deadline).count();
   return planner::PlanPlacement(in);
 }
@@ -171,6 +174,9 @@ Result<ServiceJob> ServiceJobFor(const config::DeploymentJob& job) {
   js.fan_in_min = job.fan_in_min;
   js.fan_in_max = job.fan_in_max;
   js.fan_in_tail = std::chrono::milliseconds(job.fan_in_tail_ms);
+  out.placement = job.placement == "round_robin" ? planner::PlacementPolicy::kRoundRobin
+                  : job.placement == "random"    ? planner::PlacementPolicy::kRandom
+                                                 : planner::PlacementPolicy::kLocality;
   js.deadline = std::chrono::seconds(job.deadline_s);
   js.reject_non_finite = job.reject_non_finite;
   js.client_config = job.train;
@@ -252,7 +258,7 @@ struct ControllerService::Impl {
                      r.updates, r.updates_by_node.size(), r.seconds.count(),
                      r.lost_nodes.empty() ? "" : " (lost nodes: " + std::to_string(r.lost_nodes.size()) + ")");
       }
-      AppendRoundLog(j.name, r, selected.size());
+      AppendRoundLog(j.name, r, selected.size(), plan);
       if (j.after_round) verdict = j.after_round(r, selected);
     } else if (j.on_failure) {
       verdict = j.on_failure(report.error());
@@ -282,11 +288,13 @@ struct ControllerService::Impl {
 
   // <state_dir>/<job>/rounds.jsonl: one line per completed round (written
   // after its checkpoint: a crash in between loses the line, not the round).
-  void AppendRoundLog(const std::string& job, const RoundReport& r, size_t selected) {
+  void AppendRoundLog(const std::string& job, const RoundReport& r, size_t selected, const planner::Placement& plan) {
     if (state_dir.empty()) return;
     json line = ReportJson(r);
     line["clients"] = r.clients;
     line["selected"] = selected;
+    line["steered"] = plan.steered.size();
+    line["cross_node_bytes"] = plan.cross_node_bytes;  // as planned: the partials and the steered uploads
     std::ofstream out(state_dir + "/" + job + "/rounds.jsonl", std::ios::app);
     out << line.dump() << "\n";
     if (!out) spdlog::error("controller: cannot append to {}/{}/rounds.jsonl", state_dir, job);
@@ -469,6 +477,7 @@ Result<std::unique_ptr<ControllerService>> ControllerService::Start(const Contro
     state.fan_in_min = j.spec.fan_in_min;
     state.fan_in_max = j.spec.fan_in_max;
     state.fan_in_tail = j.spec.fan_in_tail;
+    state.placement_policy = j.placement;
     state.deadline = j.spec.deadline;
     Result<void> added = impl->controller->AddJob(std::move(j.spec));
     if (!added) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <set>
 #include <unordered_map>
 
@@ -20,6 +21,94 @@ uint64_t SegmentBytesFor(uint64_t updates, uint64_t update_bytes, uint64_t model
 
 // The share of a function's fold rate the tree plans to use (as the autoscaler's target).
 constexpr double kFoldUtilization = 0.7;
+
+
+// Locality first: each node keeps its first clients by id up to its room;
+// the excesses, largest first, go by best fit over the others' residual room.
+void PlaceByLocality(const std::vector<NodeResources>& nodes, std::vector<std::vector<std::string>>& asked,
+                     Placement& out, std::vector<std::vector<std::string>>& steered_in) {
+  std::vector<uint64_t> residual(nodes.size());
+  std::vector<std::vector<std::string>> excess(nodes.size());
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    std::vector<std::string>& mine = asked[i];
+    std::sort(mine.begin(), mine.end());
+    NodeShare& share = out.nodes[i];
+    const size_t keep = std::min<uint64_t>(mine.size(), share.room);
+    excess[i].assign(std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(keep)),
+                     std::make_move_iterator(mine.end()));
+    mine.resize(keep);
+    share.clients = std::move(mine);
+    residual[i] = share.room - keep;
+  }
+  // Best fit, largest excess first; the room left per node, smallest first.
+  std::set<std::pair<uint64_t, uint32_t>> room;
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    if (residual[i] > 0) room.insert({residual[i], i});
+  }
+  std::vector<uint32_t> overloaded;
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    if (!excess[i].empty()) overloaded.push_back(i);
+  }
+  std::stable_sort(overloaded.begin(), overloaded.end(),
+                   [&](uint32_t a, uint32_t b) { return excess[a].size() > excess[b].size(); });
+  for (uint32_t from : overloaded) {
+    size_t next = 0;
+    const std::vector<std::string>& moving = excess[from];
+    while (next < moving.size() && !room.empty()) {
+      const uint64_t left = moving.size() - next;
+      auto target = room.lower_bound({left, 0});
+      if (target == room.end()) target = std::prev(room.end());
+      const auto [space, to] = *target;
+      room.erase(target);
+      const uint64_t n = std::min(space, left);
+      for (uint64_t k = 0; k < n; ++k) {
+        out.steered.push_back({moving[next + k], nodes[from].node, nodes[to].node});
+        steered_in[to].push_back(moving[next + k]);
+      }
+      next += n;
+      out.nodes[from].steered_out += n;
+      out.nodes[to].steered_in += n;
+      if (space > n) room.insert({space - n, to});
+    }
+    out.unplaced.insert(out.unplaced.end(), moving.begin() + static_cast<std::ptrdiff_t>(next), moving.end());
+  }
+}
+
+// The baselines: each client, by id, to the node the rule names (round-robin
+// over the nodes by id, or drawn from the seed), or the next one with room.
+void PlaceByRule(const PlacementInputs& in, const std::vector<NodeResources>& nodes,
+                 const std::unordered_map<std::string, uint32_t>& index, Placement& out,
+                 std::vector<std::vector<std::string>>& steered_in) {
+  std::vector<const SelectedClient*> clients;
+  for (const SelectedClient& c : in.clients) clients.push_back(&c);
+  std::sort(clients.begin(), clients.end(), [](const auto* a, const auto* b) { return a->client < b->client; });
+  std::vector<uint64_t> left(nodes.size());
+  for (uint32_t i = 0; i < nodes.size(); ++i) left[i] = out.nodes[i].room;
+  std::mt19937_64 rng(in.seed);
+  const auto n = static_cast<uint32_t>(nodes.size());
+  for (size_t k = 0; k < clients.size(); ++k) {
+    const SelectedClient& c = *clients[k];
+    const uint32_t from = index.at(c.node);
+    const uint32_t rule = in.policy == PlacementPolicy::kRoundRobin ? static_cast<uint32_t>(k % n)
+                                                                    : std::uniform_int_distribution<uint32_t>(0, n - 1)(rng);
+    uint32_t step = 0;
+    while (step < n && left[(rule + step) % n] == 0) ++step;
+    if (step == n) {
+      out.unplaced.push_back(c.client);
+      continue;
+    }
+    const uint32_t to = (rule + step) % n;
+    left[to] -= 1;
+    if (to == from) {
+      out.nodes[to].clients.push_back(c.client);
+      continue;
+    }
+    out.steered.push_back({c.client, c.node, nodes[to].node});
+    steered_in[to].push_back(c.client);
+    out.nodes[from].steered_out += 1;
+    out.nodes[to].steered_in += 1;
+  }
+}
 
 }  // namespace
 
@@ -87,69 +176,27 @@ Result<Placement> PlanPlacement(const PlacementInputs& in) {
     asked[it->second].push_back(c.client);
   }
 
-  Placement out;
-  out.nodes.resize(nodes.size());
-  std::vector<uint64_t> residual(nodes.size());
-  std::vector<std::vector<std::string>> excess(nodes.size());
-  for (uint32_t i = 0; i < nodes.size(); ++i) {
-    std::vector<std::string>& mine = asked[i];
-    std::sort(mine.begin(), mine.end());
-    NodeShare& share = out.nodes[i];
-    share.node = nodes[i].node;
-    share.checked_in = mine.size();
-    share.room = UpdatesThatFit(nodes[i], in.update_bytes, model_bytes, room_fan_in, in.round_budget_s);
-    const size_t keep = std::min<uint64_t>(mine.size(), share.room);
-    excess[i].assign(std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(keep)),
-                     std::make_move_iterator(mine.end()));
-    mine.resize(keep);
-    share.clients = std::move(mine);
-    residual[i] = share.room - keep;
-  }
   {
-    // Duplicates are adjacent once every node's list is sorted and merged.
     std::vector<const std::string*> all;
     all.reserve(in.clients.size());
-    for (uint32_t i = 0; i < nodes.size(); ++i) {
-      for (const auto& c : out.nodes[i].clients) all.push_back(&c);
-      for (const auto& c : excess[i]) all.push_back(&c);
-    }
+    for (const SelectedClient& c : in.clients) all.push_back(&c.client);
     std::sort(all.begin(), all.end(), [](const std::string* a, const std::string* b) { return *a < *b; });
     auto dup = std::adjacent_find(all.begin(), all.end(), [](const std::string* a, const std::string* b) { return *a == *b; });
     if (dup != all.end()) return MakeError(ErrorCode::kInvalidArgument, "client " + **dup + " is selected twice");
   }
 
-  // Best fit, largest excess first; the room left per node, smallest first.
-  std::set<std::pair<uint64_t, uint32_t>> room;
+  Placement out;
+  out.nodes.resize(nodes.size());
   for (uint32_t i = 0; i < nodes.size(); ++i) {
-    if (residual[i] > 0) room.insert({residual[i], i});
+    out.nodes[i].node = nodes[i].node;
+    out.nodes[i].checked_in = asked[i].size();
+    out.nodes[i].room = UpdatesThatFit(nodes[i], in.update_bytes, model_bytes, room_fan_in, in.round_budget_s);
   }
-  std::vector<uint32_t> overloaded;
-  for (uint32_t i = 0; i < nodes.size(); ++i) {
-    if (!excess[i].empty()) overloaded.push_back(i);
-  }
-  std::stable_sort(overloaded.begin(), overloaded.end(),
-                   [&](uint32_t a, uint32_t b) { return excess[a].size() > excess[b].size(); });
   std::vector<std::vector<std::string>> steered_in(nodes.size());
-  for (uint32_t from : overloaded) {
-    size_t next = 0;
-    const std::vector<std::string>& moving = excess[from];
-    while (next < moving.size() && !room.empty()) {
-      const uint64_t left = moving.size() - next;
-      auto target = room.lower_bound({left, 0});
-      if (target == room.end()) target = std::prev(room.end());
-      const auto [space, to] = *target;
-      room.erase(target);
-      const uint64_t n = std::min(space, left);
-      for (uint64_t k = 0; k < n; ++k) {
-        out.steered.push_back({moving[next + k], nodes[from].node, nodes[to].node});
-        steered_in[to].push_back(moving[next + k]);
-      }
-      next += n;
-      out.nodes[from].steered_out += n;
-      out.nodes[to].steered_in += n;
-      if (space > n) room.insert({space - n, to});
-    }
-    out.unplaced.insert(out.unplaced.end(), moving.begin() + static_cast<std::ptrdiff_t>(next), moving.end());
+  if (in.policy == PlacementPolicy::kLocality) {
+    PlaceByLocality(nodes, asked, out, steered_in);
+  } else {
+    PlaceByRule(in, nodes, index, out, steered_in);
   }
   std::sort(out.steered.begin(), out.steered.end(), [](const Steer& a, const Steer& b) { return a.client < b.client; });
   std::sort(out.unplaced.begin(), out.unplaced.end());

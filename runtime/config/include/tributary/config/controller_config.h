@@ -28,6 +28,7 @@
 //   fan_in_max: 64
 //   fan_in_tail_ms: 100           #   the longest a leaf folds after its last upload
 //   reject_non_finite: true
+//   placement: locality           # or round_robin, random: baselines for `tributary bench placement`
 //
 // Thread safety: plain functions and value types.
 #pragma once
@@ -82,6 +83,7 @@ struct DeploymentJob {
   uint32_t fan_in_min = 2, fan_in_max = 64;
   uint32_t fan_in_tail_ms = 100;
   bool reject_non_finite = true;
+  std::string placement = "locality";  // locality, round_robin, random
 };
 
 Result<ControllerConfig> ParseControllerConfig(const std::string& yaml_text, const std::string& source_name);

@@ -32,6 +32,7 @@
 #include "tributary/config/controller_config.h"
 #include "tributary/controller/controller.h"
 #include "tributary/core/error.h"
+#include "tributary/planner/placement.h"
 
 namespace tributary::controller {
 
@@ -61,6 +62,8 @@ struct ServiceJob {
   AfterRound after_round;       // optional
   OnRoundFailure on_failure;    // optional: default, run again
   bool log_rounds = true;       // log each round (the simulator prints its own lines)
+  // Where clients upload: locality (the planner), or a baseline to compare it with.
+  planner::PlacementPolicy placement = planner::PlacementPolicy::kLocality;
 };
 
 // A deployment job as the service runs it: its model from its safetensors

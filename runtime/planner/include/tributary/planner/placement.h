@@ -15,6 +15,11 @@
 // Which clients move: a node keeps its first clients by id. Clients no node
 // has room for are left out of the round (`unplaced`).
 //
+// Baselines (PlacementPolicy, for `tributary bench placement`): round-robin
+// (client i by id to node i mod N, as the public LIFL code pairs
+// aggregators) and random (each client to a node drawn from the seed), both
+// within the nodes' rooms (a full node's client goes to the next with room).
+//
 // Fan-in: the job's, or with fan_in 0 (auto) chosen per node from
 // throughput (FanInForThroughput) once its clients are known; rooms are then
 // counted at fan_in_min, the narrowest tree (the most accumulators).
@@ -50,6 +55,8 @@ struct SelectedClient {
   std::string node;  // whose gateway it asked
 };
 
+enum class PlacementPolicy { kLocality, kRoundRobin, kRandom };
+
 struct PlacementInputs {
   std::vector<NodeResources> nodes;     // the connected nodes
   std::vector<SelectedClient> clients;  // this round's selection
@@ -59,6 +66,8 @@ struct PlacementInputs {
   uint32_t fan_in_min = 2, fan_in_max = 64;
   double round_budget_s = 0;  // the updates must fold within this; 0: no throughput limit
   double tail_target_s = 0.1;  // auto: the longest a leaf may fold after its last input arrives
+  PlacementPolicy policy = PlacementPolicy::kLocality;
+  uint64_t seed = 0;           // kRandom's draws
 };
 
 struct NodeShare {
