@@ -10,6 +10,7 @@
 
 #include "aggregate_bench.h"
 #include "autoscale_bench.h"
+#include "placement_bench.h"
 #include "dataplane_bench.h"
 #include "plan_bench.h"
 #include "round_bench.h"
@@ -241,6 +242,23 @@ int main(int argc, char** argv) {
   bench_plan->add_option("--fan-in", plan.fan_in, "Updates per leaf function")->check(CLI::Range(1, 4096))
       ->capture_default_str();
 
+  tributary::bench::PlacementBenchOptions placement;
+  std::string placement_segment = "1GiB";
+  CLI::App* bench_placement = bench->add_subcommand(
+      "placement", "Bytes crossing nodes and round time for this planner, round-robin and random placement, on a "
+                   "3-node federation of network namespaces with skewed check-ins and one small node (root)");
+  bench_placement->add_option("--rounds", placement.rounds, "Rounds per policy")->check(CLI::Range(2, 1000))
+      ->capture_default_str();
+  bench_placement->add_option("--clients", placement.clients, "Clients (loadgen)")->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  bench_placement->add_option("--clients-per-round", placement.clients_per_round, "Updates a round wants")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
+  bench_placement->add_option("--params", placement.params, "f32 parameters of the model")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 30))->capture_default_str();
+  bench_placement->add_option("--segment-bytes", placement_segment, "Segment of nodes 2 and 3; node 1 has a quarter")
+      ->capture_default_str();
+  bench_placement->add_flag("--json", placement.json, "One JSON object instead of the table");
+
   tributary::bench::AutoscaleBenchOptions autoscale;
   CLI::App* bench_autoscale = bench->add_subcommand(
       "autoscale", "What live functions cost and what they save the tail, on a seeded bursty trace: a pool for the "
@@ -373,6 +391,13 @@ int main(int argc, char** argv) {
     return Report(tributary::bench::RunRoundBench(round, std::cout));
   }
   if (bench_dp->parsed()) return Report(tributary::bench::RunDataplaneBench(dp, std::cout));
+  if (bench_placement->parsed()) {
+    auto bytes = tributary::config::ParseByteSize(placement_segment);
+    if (!bytes) return Report(std::move(bytes).error());
+    placement.segment_bytes = bytes.value();
+    placement.binary = SelfPath();
+    return Report(tributary::bench::RunPlacementBench(placement, std::cout));
+  }
   if (bench_autoscale->parsed()) {
     autoscale.binary = SelfPath();
     return Report(tributary::bench::RunAutoscaleBench(autoscale, std::cout));
