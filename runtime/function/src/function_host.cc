@@ -125,11 +125,16 @@ class Host {
     for (int i = 0; i < t.spec.input_keys_size(); ++i) t.slot_of_key[t.spec.input_keys(i)] = static_cast<uint32_t>(i);
     t.partial = agg::Partial{t.accumulator.values, 0, 0};
     task_.emplace(std::move(t));
-    // Inputs that arrived before their task.
+    started_ = task_->spec.task_id();
+    // Inputs that arrived before their task. Those of lower ids belong to
+    // tasks replaced or done (ids only grow): released here, or an abandoned
+    // chain's inputs would pin their blocks while this process stays warm.
     std::vector<Input> early;
     for (auto it = early_.begin(); it != early_.end();) {
-      if (it->d.task == task_->spec.task_id()) {
+      if (it->d.task == started_) {
         early.push_back(std::move(*it));
+        it = early_.erase(it);
+      } else if (it->d.task < started_) {
         it = early_.erase(it);
       } else {
         ++it;
@@ -142,7 +147,7 @@ class Host {
     if (inputs.empty()) return Ok();
     for (Input& in : inputs) {
       if (!task_ || in.d.task != task_->spec.task_id()) {
-        if (early_.size() < 4096 && (!task_ || in.d.task > task_->spec.task_id())) early_.push_back(std::move(in));
+        if (early_.size() < 4096 && in.d.task > started_) early_.push_back(std::move(in));
         continue;  // an older task's input is released here
       }
       const auto slot = task_->SlotOf(in);
@@ -213,7 +218,8 @@ class Host {
   std::unique_ptr<agg::Strategy> strategy_;
   std::unique_ptr<TaskTransport> transport_;
   std::optional<Task> task_;
-  std::deque<Input> early_;
+  uint64_t started_ = 0;     // the last task started: inputs of tasks up to it are never folded here again
+  std::deque<Input> early_;  // inputs of tasks not started yet
 };
 
 }  // namespace
