@@ -44,40 +44,35 @@ class SharedMemoryTransport final : public TaskTransport {
   // The commit: the agent keeps the result instead of the leaf's updates.
   Result<void> Commit(const v1::FunctionTask& t, const Accumulator& acc, const agg::Partial& sum) override {
     if (!t.has_agent_lease()) return Ok();
-    const shm::BlockRef& block = std::get<shm::BlockRef>(acc.owner);
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, block.Clone());
-    shm::BlockMeta& meta = copy.mutable_meta();
-    meta.weight = sum.weight;
-    meta.updates = sum.updates;
-    meta.round = t.round();
-    const uint64_t length = copy.bytes().size();
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, copy.HandOff(t.agent_lease()));
-    return link_.Send(dataplane::MakePartial({.dest_fn = TRB_AGENT_FN,
-                                              .src_fn = link_.fn(),
-                                              .task = t.task_id(),
-                                              .round = t.round(),
-                                              .weight = sum.weight,
-                                              .block = {token.offset, length, token.generation}}));
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockRef copy, std::get<shm::BlockRef>(acc.owner).Clone());
+    return HandResult(copy, t, sum, t.agent_lease(), TRB_AGENT_FN, 0, t.task_id());
   }
 
   Result<void> SendResult(const v1::FunctionTask& t, Accumulator acc, const agg::Partial& sum) override {
-    shm::BlockRef& block = std::get<shm::BlockRef>(acc.owner);
+    return HandResult(std::get<shm::BlockRef>(acc.owner), t, sum, t.parent_lease(), t.parent_fn(), t.index_in_parent(),
+                      t.parent_task());
+  }
+
+ private:
+  // Stamps `block` with the result's weight, count and round, hands it to
+  // `lease` and names it to `dest_fn` as input `slot` of `task`.
+  Result<void> HandResult(shm::BlockRef& block, const v1::FunctionTask& t, const agg::Partial& sum, uint32_t lease,
+                          uint32_t dest_fn, uint32_t slot, uint64_t task) {
     shm::BlockMeta& meta = block.mutable_meta();
     meta.weight = sum.weight;
     meta.updates = sum.updates;
     meta.round = t.round();
     const uint64_t length = block.bytes().size();
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, block.HandOff(t.parent_lease()));
-    return link_.Send(dataplane::MakePartial({.dest_fn = t.parent_fn(),
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, block.HandOff(lease));
+    return link_.Send(dataplane::MakePartial({.dest_fn = dest_fn,
                                               .src_fn = link_.fn(),
-                                              .slot = t.index_in_parent(),
-                                              .task = t.parent_task(),
+                                              .slot = slot,
+                                              .task = task,
                                               .round = t.round(),
                                               .weight = sum.weight,
                                               .block = {token.offset, length, token.generation}}));
   }
 
- private:
   shm::Segment& segment_;
   dataplane::FunctionLink& link_;
 };
