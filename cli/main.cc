@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <map>
 
 #include "aggregate_bench.h"
 #include "autoscale_bench.h"
@@ -19,6 +20,7 @@
 #include "tributary/controller/controller_service.h"
 #include "tributary/function/function_host.h"
 #include "tributary/keys/curve_keys.h"
+#include "tributary/kubernetes/in_cluster.h"
 #include "tributary/loadgen/loadgen.h"
 #include "tributary/node/node_service.h"
 #include "status_view.h"
@@ -48,9 +50,17 @@ void StopOnSignals() {
 std::string SelfPath() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
 // `tributary node`: the node agent under a controller, until SIGINT/SIGTERM.
-int RunNode(const std::string& config_file, std::string controller, const std::string& binary) {
+int RunNode(const std::string& config_file, std::string controller, const std::string& node_id,
+            const std::string& advertise, const std::string& binary) {
   auto cfg = tributary::config::LoadNodeConfig(config_file);
   if (!cfg) return Report(std::move(cfg).error());
+  if (!node_id.empty()) {
+    if (auto set = tributary::config::SetNodeId(cfg.value(), node_id); !set) return Report(set);
+  }
+  if (!advertise.empty()) {
+    if (auto valid = tributary::config::ValidAdvertisedEndpoint(advertise); !valid) return Report(valid);
+    cfg.value().gateway_advertise = advertise;
+  }
   if (controller.empty()) controller = cfg.value().controller_endpoint;
   if (controller.empty()) {
     return Report(tributary::MakeError(tributary::ErrorCode::kConfig,
@@ -75,7 +85,7 @@ int RunNode(const std::string& config_file, std::string controller, const std::s
   } else {
     spdlog::warn("node {}: gateway_security mode none: clients connect unauthenticated and unencrypted", o.node_id);
   }
-  tributary::node::ControllerLink link{.endpoint = controller};
+  tributary::node::ControllerLink link{.endpoint = controller, .advertised_gateway = cfg.value().gateway_advertise};
   if (cfg.value().controller_security == "curve") {
     auto server = tributary::keys::LoadPublicKey(cfg.value().controller_public_key_file);
     if (!server) return Report(std::move(server).error());
@@ -93,9 +103,10 @@ int RunNode(const std::string& config_file, std::string controller, const std::s
   auto service = tributary::node::NodeService::Start(o, link, cfg.value().metrics_bind);
   if (!service) return Report(std::move(service).error());
   spdlog::info("node {}: data plane: {}", o.node_id, service.value()->agent().dataplane_reason());
-  spdlog::info("node {}: gateway on {}, segment {} ({} bytes), controller {}, metrics on port {}", o.node_id,
-               service.value()->agent().gateway_endpoint(), o.store.name, o.store.bytes, controller,
-               service.value()->metrics_port());
+  spdlog::info("node {}: gateway on {} (announced as {}), segment {} ({} bytes), controller {}, metrics on port {}",
+               o.node_id, service.value()->agent().gateway_endpoint(),
+               link.advertised_gateway.empty() ? service.value()->agent().gateway_endpoint() : link.advertised_gateway,
+               o.store.name, o.store.bytes, controller, service.value()->metrics_port());
   StopOnSignals();
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   spdlog::info("node {}: stopping", o.node_id);
@@ -145,8 +156,26 @@ int RunController(const std::string& config_file) {
   return 0;
 }
 
+// With `job`: loadgen stops once the job completes a round it took part in,
+// and fails if none completes before the run ends (`helm test`).
+struct RoundWatch {
+  std::string controller;  // HTTP, like `tributary status --controller`
+  std::string job;
+};
+
 // `tributary loadgen`: synthetic clients until done or SIGINT/SIGTERM.
-int RunLoadgen(tributary::loadgen::LoadgenOptions o, const std::string& gateway_key, bool json) {
+int RunLoadgen(tributary::loadgen::LoadgenOptions o, const std::string& gateway_key, bool json,
+               const RoundWatch& watch) {
+  uint64_t rounds_before = 0;
+  if (!watch.job.empty()) {
+    if (o.duration.count() == 0) {
+      return Report(tributary::MakeError(tributary::ErrorCode::kInvalidArgument,
+                                         "--wait-job needs --duration: the longest to wait for the round"));
+    }
+    auto done = tributary::cli::JobRoundsDone(watch.controller, watch.job);
+    if (!done) return Report(std::move(done).error());
+    rounds_before = done.value();
+  }
   if (!gateway_key.empty()) {
     // A file first: a 40-character path is also valid Z85.
     auto key = !std::filesystem::exists(gateway_key) && tributary::keys::IsZ85Key(gateway_key)
@@ -156,21 +185,66 @@ int RunLoadgen(tributary::loadgen::LoadgenOptions o, const std::string& gateway_
     o.gateway_public_key = key.value();
   }
   static std::atomic<bool> stop{false};
+  std::atomic<bool> round_completed{false};
   StopOnSignals();
-  std::thread watch([] {
+  std::thread watcher([&] {
+    auto next_poll = std::chrono::steady_clock::now();
     while (!stop.load()) {
       if (g_stop) stop = true;
+      if (!watch.job.empty() && std::chrono::steady_clock::now() >= next_poll) {
+        next_poll += std::chrono::milliseconds(500);
+        auto done = tributary::cli::JobRoundsDone(watch.controller, watch.job);  // a missed poll is retried
+        if (done && done.value() > rounds_before) {
+          round_completed = true;
+          stop = true;
+        }
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
   auto report = tributary::loadgen::RunLoadgen(o, &stop);
   stop = true;
-  watch.join();
+  watcher.join();
   if (!report) return Report(std::move(report).error());
   tributary::loadgen::PrintReport(report.value(), json, std::cout);
+  if (!watch.job.empty()) {
+    if (!round_completed) {
+      return Report(tributary::MakeError(tributary::ErrorCode::kRoundClosed,
+                                         "job '" + watch.job + "' completed no round while loadgen ran (it had " +
+                                             std::to_string(rounds_before) + " rounds done)"));
+    }
+    std::cout << "job '" << watch.job << "' completed round " << rounds_before + 1 << "\n";
+  }
   return 0;
 }
 
+// `tributary keys kubernetes-secret`: a keypair as a Secret, created once.
+int CreateKeySecret(const std::string& secret, const std::string& name, const std::vector<std::string>& labels,
+                    const std::string& api_server, const std::string& service_account) {
+  std::map<std::string, std::string> label_map;
+  for (const std::string& l : labels) {
+    const size_t eq = l.find('=');
+    if (eq == 0 || eq == std::string::npos) {
+      return Report(tributary::MakeError(tributary::ErrorCode::kInvalidArgument, "--label " + l + ": expected KEY=VALUE"));
+    }
+    label_map[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  auto credentials = tributary::kubernetes::LoadInClusterCredentials(service_account, api_server);
+  if (!credentials) return Report(std::move(credentials).error());
+  auto pair = tributary::keys::GenerateKeyPair();
+  if (!pair) return Report(std::move(pair).error());
+  const std::map<std::string, std::string> data = {{name + ".key", pair.value().secret_key + "\n"},
+                                                   {name + ".pub", pair.value().public_key + "\n"}};
+  auto outcome = tributary::kubernetes::CreateSecretOnce(credentials.value(), secret, data, label_map);
+  if (!outcome) return Report(std::move(outcome).error());
+  if (outcome.value() == tributary::kubernetes::SecretOutcome::kCreated) {
+    std::cout << "created Secret " << secret << " (" << name << ".key, " << name << ".pub): " << pair.value().public_key
+              << "\n";
+  } else {
+    std::cout << "kept the existing Secret " << secret << "\n";
+  }
+  return 0;
+}
 
 }  // namespace
 
@@ -315,12 +389,30 @@ int main(int argc, char** argv) {
   keys_generate->add_option("--name", key_name, "A client id (its .pub goes into gateways' allow-lists) or a gateway name")
       ->required();
   keys_generate->add_option("--out", key_dir, "Directory to write into")->capture_default_str();
+  std::string secret_name, api_server, service_account = tributary::kubernetes::kServiceAccountDir;
+  std::vector<std::string> secret_labels;
+  CLI::App* keys_secret = keys->add_subcommand(
+      "kubernetes-secret",
+      "Inside a Kubernetes pod: a fresh keypair stored as Secret SECRET with keys NAME.key and NAME.pub, once "
+      "(a Secret of that name is kept as it is; the Helm chart's key hook)");
+  keys_secret->add_option("--secret", secret_name, "The Secret's name")->required();
+  keys_secret->add_option("--name", key_name, "The key files' name inside the Secret")->required();
+  keys_secret->add_option("--label", secret_labels, "A label for the Secret, KEY=VALUE (repeat)");
+  keys_secret->add_option("--api-server", api_server,
+                          "The API server (default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)");
+  keys_secret->add_option("--service-account", service_account,
+                          "The service account's token, ca.crt and namespace")->capture_default_str();
 
-  std::string node_config, controller_endpoint;
+  std::string node_config, controller_endpoint, node_id, gateway_advertise;
   CLI::App* node = app.add_subcommand("node", "Run the node agent: shared memory, data plane, gateway, functions");
   node->add_option("--config", node_config, "Node configuration (YAML; see `tributary config node`)")->required();
   node->add_option("--controller", controller_endpoint,
                    "The controller's endpoint, e.g. tcp://10.0.0.1:7700 (default: node.yaml's `controller`)");
+  node->add_option("--node-id", node_id,
+                   "This node's id (default: node.yaml's `node_id`), e.g. one per Kubernetes node from the downward API");
+  node->add_option("--gateway-advertise", gateway_advertise,
+                   "The gateway endpoint other nodes' clients are steered to, e.g. tcp://10.0.0.5:7600 "
+                   "(default: node.yaml's `gateway_advertise`, else the bound endpoint)");
 
   std::string controller_config;
   CLI::App* controller = app.add_subcommand(
@@ -345,6 +437,10 @@ int main(int argc, char** argv) {
       ->required();
   loadgen->add_option("--gateway-key", lg_gateway_key, "The gateway's CURVE public key (Z85, or a .pub file)");
   loadgen->add_option("--client-keys", lg.client_keys_dir, "With --gateway-key: the directory of <client-id>.key files");
+  loadgen->add_option("--client-key", lg.client_key_file,
+                      "With --gateway-key: one secret key file for every client (on the allow-list as a prefix "
+                      "entry, e.g. `load-* KEY`)")
+      ->excludes("--client-keys");
   loadgen->add_option("--clients", lg.clients, "Clients")->check(CLI::Range(1u, 1'000'000u));
   loadgen->add_option("--first-client", lg.first_client, "Index of the first client id");
   loadgen->add_option("--id-prefix", lg.id_prefix, "Client ids are this and a five-digit index");
@@ -356,6 +452,10 @@ int main(int argc, char** argv) {
   loadgen->add_option("--train-ms", lg_train_ms, "A selected client waits this long before it uploads (training time)")
       ->check(CLI::NonNegativeNumber);
   loadgen->add_flag("--json", lg_json, "Print the report as JSON");
+  RoundWatch lg_watch{.controller = "http://127.0.0.1:7701"};
+  loadgen->add_option("--wait-job", lg_watch.job,
+                      "Stop once this job completes a round, and fail if none completes within --duration");
+  loadgen->add_option("--controller", lg_watch.controller, "With --wait-job: the controller's HTTP address");
 
   CLI::App* config = app.add_subcommand("config", "Check configuration files");
   config->require_subcommand(1);
@@ -370,13 +470,13 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (bench_agg->parsed()) return Report(tributary::bench::RunAggregateBench(agg, std::cout));
-  if (node->parsed()) return RunNode(node_config, controller_endpoint, SelfPath());
+  if (node->parsed()) return RunNode(node_config, controller_endpoint, node_id, gateway_advertise, SelfPath());
   if (controller->parsed()) return RunController(controller_config);
   if (status->parsed()) return Report(tributary::cli::PrintStatus(status_url, status_json, std::cout));
   if (loadgen->parsed()) {
     lg.duration = std::chrono::seconds(lg_duration_s);
     lg.train_time = std::chrono::milliseconds(lg_train_ms);
-    return RunLoadgen(lg, lg_gateway_key, lg_json);
+    return RunLoadgen(lg, lg_gateway_key, lg_json, lg_watch);
   }
   if (function->parsed()) {
     fn.idle_exit = std::chrono::milliseconds(idle_exit_ms);
@@ -436,6 +536,7 @@ int main(int argc, char** argv) {
               << ".pub: " << pair.value().public_key << "\n";
     return 0;
   }
+  if (keys_secret->parsed()) return CreateKeySecret(secret_name, key_name, secret_labels, api_server, service_account);
   if (config_node->parsed()) {
     auto c = tributary::config::LoadNodeConfig(node_file);
     if (!c) return Report(std::move(c).error());

@@ -53,21 +53,41 @@ void PrintPlacement(const nlohmann::json& p, std::ostream& out) {
   out << "\n";
 }
 
-}  // namespace
-
-Result<void> PrintStatus(const std::string& url, bool json, std::ostream& out) {
+Result<std::string> FetchStatus(const std::string& url) {
   httplib::Client http(url);
   http.set_connection_timeout(std::chrono::seconds(5));
   http.set_read_timeout(std::chrono::seconds(10));
   auto res = http.Get("/v1/status");
   if (!res) return MakeError(ErrorCode::kIo, "no answer from " + url + ": " + httplib::to_string(res.error()));
   if (res->status != 200) return MakeError(ErrorCode::kIo, url + "/v1/status answered " + std::to_string(res->status));
+  return res->body;
+}
+
+Result<nlohmann::json> FetchStatusJson(const std::string& url) {
+  TRIBUTARY_ASSIGN_OR_RETURN(std::string body, FetchStatus(url));
+  nlohmann::json s = nlohmann::json::parse(body, nullptr, false);
+  if (!s.is_object()) return MakeError(ErrorCode::kMalformedFrame, url + "/v1/status is not a JSON object");
+  return s;
+}
+
+}  // namespace
+
+Result<uint64_t> JobRoundsDone(const std::string& url, const std::string& job) {
+  TRIBUTARY_ASSIGN_OR_RETURN(nlohmann::json s, FetchStatusJson(url));
+  const auto jobs = s.find("jobs");
+  if (jobs == s.end() || !jobs->is_object() || !jobs->contains(job)) {
+    return MakeError(ErrorCode::kUnknownJob, "the controller at " + url + " has no job '" + job + "'");
+  }
+  return (*jobs)[job].value("rounds_done", uint64_t{0});
+}
+
+Result<void> PrintStatus(const std::string& url, bool json, std::ostream& out) {
   if (json) {
-    out << res->body;
+    TRIBUTARY_ASSIGN_OR_RETURN(std::string body, FetchStatus(url));
+    out << body;
     return Ok();
   }
-  const nlohmann::json s = nlohmann::json::parse(res->body, nullptr, false);
-  if (!s.is_object()) return MakeError(ErrorCode::kMalformedFrame, url + "/v1/status is not a JSON object");
+  TRIBUTARY_ASSIGN_OR_RETURN(const nlohmann::json s, FetchStatusJson(url));
   char line[512];
   out << "controller " << s.value("version", "?") << (s.value("ready", false) ? " (ready)" : " (loading)") << ", "
       << s.value("clients_available", 0) << " clients available, " << s.value("node_losses", 0) << " node losses\n\n";

@@ -12,4 +12,8 @@ namespace tributary::cli {
 // or as the JSON it is with `json`. kIo if the controller does not answer.
 Result<void> PrintStatus(const std::string& url, bool json, std::ostream& out);
 
+// The rounds `job` has completed, from `url`/v1/status: kIo as above,
+// kUnknownJob if the controller has no such job.
+Result<uint64_t> JobRoundsDone(const std::string& url, const std::string& job);
+
 }  // namespace tributary::cli

@@ -146,7 +146,10 @@ Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomi
     so.request_timeout = std::chrono::milliseconds(2'000);
     so.retry.attempts = 2;
     if (!options.gateway_public_key.empty()) {
-      TRIBUTARY_ASSIGN_OR_RETURN(keys::CurveKeyPair pair, keys::LoadKeyPair(options.client_keys_dir + "/" + c.id + ".key"));
+      TRIBUTARY_ASSIGN_OR_RETURN(keys::CurveKeyPair pair,
+                                 keys::LoadKeyPair(!options.client_key_file.empty()
+                                                       ? options.client_key_file
+                                                       : options.client_keys_dir + "/" + c.id + ".key"));
       so.curve = client::CurveOptions{options.gateway_public_key, pair};
     }
     TRIBUTARY_ASSIGN_OR_RETURN(c.session, client::GatewaySession::Connect(so));

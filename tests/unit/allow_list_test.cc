@@ -80,6 +80,33 @@ TEST_F(AllowListTest, OneKeyForTwoClientsIsRefused) {
   EXPECT_EQ(AllowList::Load(dir_ / "nothing-here").error().code, ErrorCode::kNotFound);
 }
 
+// A prefix entry binds one key to a family of ids, and nothing outside it.
+TEST_F(AllowListTest, APrefixEntryAuthorizesEveryIdWithThePrefixAndNoOther) {
+  Write(dir_ / "list", "pool-a-* " + alice_.public_key + "\nbob " + bob_.public_key + "\n");
+  auto list = AllowList::Load(dir_ / "list").value();
+  ASSERT_EQ(list.ClientOf(alice_.public_key), "pool-a-*");
+  EXPECT_TRUE(IdAuthorized("pool-a-*", "pool-a-worker-1"));
+  EXPECT_FALSE(IdAuthorized("pool-a-*", "pool-a-"));  // the prefix alone is no id of the family
+  EXPECT_FALSE(IdAuthorized("pool-a-*", "pool-b-worker-1"));
+  EXPECT_FALSE(IdAuthorized("pool-a-*", "pool-a"));
+  EXPECT_TRUE(IdAuthorized("bob", "bob"));
+  EXPECT_FALSE(IdAuthorized("bob", "bobby"));  // an exact entry is no prefix
+  EXPECT_FALSE(IdAuthorized("", "anyone"));
+  EXPECT_TRUE(IdAuthorized("*", "anyone"));
+  // In a directory, the file's stem is the entry.
+  Write(dir_ / "clients" / "pool-b-*.pub", bob_.public_key + "\n");
+  EXPECT_EQ(AllowList::Load(dir_ / "clients").value().ClientOf(bob_.public_key), "pool-b-*");
+}
+
+TEST_F(AllowListTest, AStarBeforeTheEndOfAnIdIsRefused) {
+  Write(dir_ / "list", "alice " + alice_.public_key + "\npool-*-x " + bob_.public_key + "\n");
+  auto r = AllowList::Load(dir_ / "list");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kConfig);
+  EXPECT_NE(r.error().reason.find(":2"), std::string::npos) << r.error().reason;
+  EXPECT_NE(r.error().reason.find("'*' may only end an id"), std::string::npos) << r.error().reason;
+}
+
 // The ZAP handler answers (status, user id) for a CURVE key.
 std::pair<std::string, std::string> AskZap(zmq::context_t& context, const std::string& z85_key) {
   uint8_t key[32];

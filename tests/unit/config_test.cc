@@ -19,6 +19,42 @@ TEST(Config, ParsesNodeConfigWithSizes) {
   EXPECT_EQ(c.value().store.max_blocks, 1024u);
 }
 
+constexpr const char* kSecurityNone = "gateway_security: {mode: none}\ncontroller_security: {mode: none}\n";
+
+TEST(Config, NodeIdsAreCheckedAndAnOverrideMovesTheDerivedSegmentName) {
+  for (const char* bad : {"''", "-lead", "has space", "slash/y", "pool-*"}) {
+    auto c = ParseNodeConfig(std::string("node_id: ") + bad + "\n" + kSecurityNone, "node.yaml");
+    ASSERT_FALSE(c) << bad;
+    EXPECT_NE(c.error().reason.find("node.yaml:1:"), std::string::npos) << c.error().reason;
+  }
+  EXPECT_FALSE(ParseNodeConfig("node_id: " + std::string(241, 'a') + "\n" + kSecurityNone, "node.yaml"));
+  NodeConfig c = ParseNodeConfig(std::string("node_id: a\n") + kSecurityNone, "node.yaml").value();
+  ASSERT_TRUE(SetNodeId(c, "pool-a-ip-10-0-1-7.ec2.internal"));
+  EXPECT_EQ(c.node_id, "pool-a-ip-10-0-1-7.ec2.internal");
+  EXPECT_EQ(c.store.name, "tributary.pool-a-ip-10-0-1-7.ec2.internal");
+  EXPECT_EQ(SetNodeId(c, "no way").error().code, ErrorCode::kConfig);
+  EXPECT_EQ(c.node_id, "pool-a-ip-10-0-1-7.ec2.internal");  // a refused id changes nothing
+  NodeConfig named =
+      ParseNodeConfig(std::string("node_id: a\nstore: {segment_name: mine}\n") + kSecurityNone, "node.yaml").value();
+  ASSERT_TRUE(SetNodeId(named, "b"));
+  EXPECT_EQ(named.store.name, "mine");  // a name the file set stays
+}
+
+TEST(Config, AnAdvertisedGatewayNamesAHostAndAPort) {
+  auto c = ParseNodeConfig(std::string("gateway_bind: tcp://*:7600\ngateway_advertise: tcp://10.0.0.5:7600\n") +
+                               kSecurityNone, "node.yaml");
+  ASSERT_TRUE(c) << c.error().ToString();
+  EXPECT_EQ(c.value().gateway_advertise, "tcp://10.0.0.5:7600");
+  EXPECT_TRUE(ValidAdvertisedEndpoint("tcp://gw.example:7600"));
+  for (const char* bad : {"tcp://*:7600", "tcp://0.0.0.0:7600", "10.0.0.5:7600", "tcp://10.0.0.5", "tcp://h:0",
+                          "tcp://h:99999", "tcp://:7600", "tcp://h:76x"}) {
+    EXPECT_EQ(ValidAdvertisedEndpoint(bad).error().code, ErrorCode::kConfig) << bad;
+  }
+  auto bad = ParseNodeConfig(std::string("gateway_advertise: tcp://*:7600\n") + kSecurityNone, "node.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().reason.find("gateway_advertise"), std::string::npos) << bad.error().reason;
+}
+
 TEST(Config, ErrorsNameFileLineAndKey) {
   auto c = ParseNodeConfig("node_id: a\nstore:\n  segment_bytes: lots\n", "node.yaml");
   ASSERT_FALSE(c);

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <limits>
@@ -65,16 +66,23 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
   TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
   Section top(root, source_name, "");
   TRIBUTARY_TRY(top.ExpectMap());
-  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "dataplane", "keep_alive_ms",
+  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "gateway_advertise", "dataplane", "keep_alive_ms",
                                  "function_liveness_ms", "autoscale", "metrics_bind",
                                  "aggregation_transport", "gateway_security", "controller", "controller_security"}));
   NodeConfig c;
   if (top.Has("node_id")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.node_id, top.String("node_id"));
+    if (auto valid = ValidNodeId(c.node_id); !valid) return top.Fail(root["node_id"], "node_id", valid.error().reason);
   }
   c.store.name = "tributary." + c.node_id;
   if (top.Has("gateway_bind")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_bind, top.String("gateway_bind"));
+  }
+  if (top.Has("gateway_advertise")) {
+    TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_advertise, top.String("gateway_advertise"));
+    if (auto valid = ValidAdvertisedEndpoint(c.gateway_advertise); !valid) {
+      return top.Fail(root["gateway_advertise"], "gateway_advertise", valid.error().reason);
+    }
   }
   if (top.Has("dataplane")) {
     TRIBUTARY_ASSIGN_OR_RETURN(c.dataplane, top.String("dataplane"));
@@ -137,6 +145,7 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
     TRIBUTARY_TRY(store.OnlyKeys({"segment_name", "segment_bytes", "max_blocks"}));
     if (store.Has("segment_name")) {
       TRIBUTARY_ASSIGN_OR_RETURN(c.store.name, store.String("segment_name"));
+      c.segment_name_given = true;
     }
     if (store.Has("segment_bytes")) {
       TRIBUTARY_ASSIGN_OR_RETURN(c.store.bytes, store.Bytes("segment_bytes"));
@@ -170,6 +179,39 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
 Result<NodeConfig> LoadNodeConfig(const std::string& path) {
   TRIBUTARY_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParseNodeConfig(text, path);
+}
+
+Result<void> ValidNodeId(const std::string& id) {
+  constexpr size_t kMaxChars = 240;
+  const auto allowed = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '-'; };
+  if (id.empty() || id.size() > kMaxChars || !std::isalnum(static_cast<unsigned char>(id.front())) ||
+      !std::all_of(id.begin(), id.end(), allowed)) {
+    return MakeError(ErrorCode::kConfig, "node id '" + id + "': expected 1 to " + std::to_string(kMaxChars) +
+                                             " letters, digits, '.', '_' or '-', starting with a letter or digit");
+  }
+  return Ok();
+}
+
+Result<void> SetNodeId(NodeConfig& config, const std::string& id) {
+  TRIBUTARY_TRY(ValidNodeId(id));
+  config.node_id = id;
+  if (!config.segment_name_given) config.store.name = "tributary." + id;
+  return Ok();
+}
+
+Result<void> ValidAdvertisedEndpoint(const std::string& endpoint) {
+  const std::string scheme = "tcp://";
+  const size_t colon = endpoint.rfind(':');
+  const std::string host = colon > scheme.size() ? endpoint.substr(scheme.size(), colon - scheme.size()) : "";
+  const std::string port = colon != std::string::npos ? endpoint.substr(colon + 1) : "";
+  const bool numeric_port = !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), ::isdigit) &&
+                            std::stoul(port) >= 1 && std::stoul(port) <= 65535;
+  if (!endpoint.starts_with(scheme) || host.empty() || host == "*" || host == "0.0.0.0" || host == "[::]" ||
+      !numeric_port) {
+    return MakeError(ErrorCode::kConfig, "'" + endpoint + "': expected tcp://HOST:PORT with a host clients can reach "
+                                         "(not a wildcard) and a port in [1, 65535]");
+  }
+  return Ok();
 }
 
 Result<agg::StrategyOptions> ParseStrategyConfig(const std::string& yaml_text, const std::string& source_name) {

@@ -154,7 +154,7 @@ struct Controller::Impl {
           continue;
         }
         // With CURVE, the node id the allow-list binds to this connection's key.
-        if (authenticator && parts[1].gets("User-Id") != from) {
+        if (authenticator && !keys::IdAuthorized(parts[1].gets("User-Id"), from)) {
           Refuse("impersonation", from, "its key belongs to node '" + std::string(parts[1].gets("User-Id")) + "'");
           continue;
         }

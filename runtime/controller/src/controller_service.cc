@@ -55,6 +55,7 @@ struct JobState {
   uint64_t round = 0;                         // the round running or next
   uint32_t attempt = 0;
   uint64_t reruns = 0;
+  uint64_t cross_node_bytes = 0;  // planned, over the rounds that ran (the partials and the steered uploads)
   std::string last_error;
   std::optional<Error> failure;  // what ended the job (phase failed)
   std::optional<RoundReport> last;
@@ -264,6 +265,7 @@ struct ControllerService::Impl {
       verdict = j.on_failure(report.error());
     }
     lock.lock();
+    if (report) j.cross_node_bytes += plan.cross_node_bytes;
     if (report) {
       j.last = report.value();
       j.attempt = 0;
@@ -418,6 +420,11 @@ struct ControllerService::Impl {
     m << "# HELP tributary_job_round_reruns_total Rounds run again (too few updates).\n"
       << "# TYPE tributary_job_round_reruns_total counter\n";
     for (const JobState& j : jobs) m << "tributary_job_round_reruns_total{job=\"" << Label(j.name) << "\"} " << j.reruns << "\n";
+    m << "# HELP tributary_job_cross_node_bytes_total Bytes planned to cross nodes (node partials, steered uploads).\n"
+      << "# TYPE tributary_job_cross_node_bytes_total counter\n";
+    for (const JobState& j : jobs) {
+      m << "tributary_job_cross_node_bytes_total{job=\"" << Label(j.name) << "\"} " << j.cross_node_bytes << "\n";
+    }
     return m.str();
   }
 };

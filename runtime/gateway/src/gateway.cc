@@ -140,7 +140,7 @@ struct Gateway::Impl {
 
   // Without authentication any id goes; with it, only the connection's own.
   Result<void> SameClient(const std::string& claimed, const std::string& authenticated) const {
-    if (!authenticator || claimed == authenticated) return Ok();
+    if (!authenticator || keys::IdAuthorized(authenticated, claimed)) return Ok();
     return MakeError(ErrorCode::kUnknownClient,
                      "this connection's key belongs to client '" + authenticated + "', not '" + claimed + "'");
   }

@@ -29,6 +29,12 @@ fs::file_time_type LastChange(const fs::path& path) {
 
 }  // namespace
 
+bool IdAuthorized(const std::string& bound, const std::string& claimed) {
+  if (bound.empty() || bound.back() != '*') return claimed == bound;
+  const std::string_view prefix(bound.data(), bound.size() - 1);
+  return claimed.size() > prefix.size() && std::string_view(claimed).starts_with(prefix);
+}
+
 Result<AllowList> AllowList::Load(const fs::path& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) return MakeError(ErrorCode::kNotFound, "no allow-list at '" + path.string() + "'");
@@ -56,6 +62,9 @@ Result<AllowList> AllowList::Load(const fs::path& path) {
   AllowList list;
   for (const auto& [client, key, where] : entries) {
     if (!IsZ85Key(key)) return MakeError(ErrorCode::kConfig, where + ": expected a 40-character Z85 public key");
+    if (const size_t star = client.find('*'); star != std::string::npos && star + 1 != client.size()) {
+      return MakeError(ErrorCode::kConfig, where + ": '*' may only end an id (a prefix entry such as 'edge-*')");
+    }
     auto [it, fresh] = list.client_of_.emplace(key, client);
     if (!fresh && it->second != client) {
       return MakeError(ErrorCode::kConfig, where + ": key already listed for client '" + it->second + "'");

@@ -39,6 +39,7 @@ struct Outgoing {
 
 struct NodeService::Impl {
   NodeOptions options;
+  std::string advertised_gateway;  // ControllerLink::advertised_gateway
   std::unique_ptr<NodeAgent> agent;
   zmq::context_t context{1};
   zmq::socket_t socket{context, zmq::socket_type::dealer};
@@ -81,7 +82,7 @@ struct NodeService::Impl {
     v1::Envelope e = protocol::NewEnvelope();
     auto* h = e.mutable_node_hello();
     h->set_node_id(options.node_id);
-    h->set_gateway_endpoint(agent->gateway_endpoint());
+    h->set_gateway_endpoint(advertised_gateway.empty() ? agent->gateway_endpoint() : advertised_gateway);
     h->set_gateway_public_key(agent->gateway_public_key());
     h->set_fold_bytes_per_s(agent->Stats().fold_bytes_per_s);
     h->set_function_fold_bytes_per_s(agent->Stats().function_fold_bytes_per_s);
@@ -378,6 +379,7 @@ Result<std::unique_ptr<NodeService>> NodeService::Start(const NodeOptions& optio
                                                         const std::string& metrics_bind) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  impl->advertised_gateway = controller.advertised_gateway;
   const bool curve = !controller.secret_key.empty();
   if (curve && (controller.controller_public_key.empty() || controller.public_key.empty())) {
     return MakeError(ErrorCode::kConfig, "CURVE to the controller needs its public key and the node's key pair");

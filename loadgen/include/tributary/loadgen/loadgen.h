@@ -34,6 +34,9 @@ struct LoadgenOptions {
   std::vector<std::string> gateways;
   std::string gateway_public_key;  // Z85; empty: plaintext
   std::string client_keys_dir;     // with a gateway key: <dir>/<client-id>.key per client
+  // Or one secret key file for every client (the gateway's allow-list binds
+  // its public key to a prefix entry, e.g. "load-*"); wins over the directory.
+  std::string client_key_file;
   uint32_t clients = 10;
   uint32_t first_client = 0;  // ids first_client .. first_client + clients - 1
   std::string id_prefix = "load-";

@@ -21,9 +21,13 @@
 namespace tributary::config {
 
 struct NodeConfig {
-  std::string node_id = "node-0";
+  std::string node_id = "node-0";  // see ValidNodeId
   shm::SegmentOptions store;  // name defaults to "tributary.<node_id>"
+  bool segment_name_given = false;  // false: the name follows the node id
   std::string gateway_bind = "tcp://127.0.0.1:0";
+  // The endpoint the controller steers other nodes' clients to (a wildcard
+  // bind such as tcp://*:7600 names no address); empty: the bound endpoint.
+  std::string gateway_advertise;
   std::string dataplane = "auto";  // auto, ebpf, userspace
   uint64_t keep_alive_ms = 60'000;  // idle functions are stopped after this
   // A function silent this long (stopped, wedged, or in one fold for that long) is killed and replaced.
@@ -52,6 +56,7 @@ struct NodeConfig {
 //   node_id: node-a
 //   store: {segment_name: tributary.node-a, segment_bytes: 1GiB, max_blocks: 65536}
 //   gateway_bind: tcp://*:7600
+//   gateway_advertise: tcp://10.0.0.5:7600
 //   dataplane: auto
 //   keep_alive_ms: 60000
 //   function_liveness_ms: 10000
@@ -65,6 +70,16 @@ struct NodeConfig {
 //   controller_security: {mode: curve, controller_public_key_file: /etc/tributary/controller.pub,
 //                         secret_key_file: /etc/tributary/node-a.key}
 Result<NodeConfig> LoadNodeConfig(const std::string& path);
+// A node id is 1 to 240 characters of letters, digits, '.', '_' and '-',
+// starting with a letter or digit: it names the node's ZeroMQ identity (at
+// most 255 bytes) and its shared-memory segment. kConfig otherwise.
+Result<void> ValidNodeId(const std::string& id);
+// Replaces the file's node id (`tributary node --node-id`, e.g. one per
+// Kubernetes node from the downward API); the segment name follows unless
+// the file set it.
+Result<void> SetNodeId(NodeConfig& config, const std::string& id);
+// A gateway_advertise endpoint: tcp://HOST:PORT with a concrete host and port.
+Result<void> ValidAdvertisedEndpoint(const std::string& endpoint);
 Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source_name);
 
 // Parses a strategy section:

@@ -7,12 +7,15 @@
 // second, on a connection's handshake), so clients are added or revoked
 // without a restart; an existing connection keeps the id it was given.
 //
-// ClientAuthenticator answers ZeroMQ's ZAP requests for the gateway's context:
-// a known key is accepted with its client id as the connection's User-Id; an
-// unknown key is refused (status 400), so its handshake fails. The gateway
-// then checks that every message's client id equals the connection's User-Id.
+// An id ending in '*' binds its key to every id with that prefix ("edge-*":
+// edge-1, edge-kiosk...; "*" alone: any id): one key for a fleet that shares
+// it, such as the node agents of one Kubernetes node pool, each with its own
+// id. Whoever holds such a key may speak as any id of the prefix.
 //
-// 
+// ZapAuthenticator answers ZeroMQ's ZAP requests for a server's context: a
+// known key is accepted with its id (or prefix entry) as the connection's
+// User-Id; an unknown key is refused (status 400), so its handshake fails.
+// The server then checks each message's id with IdAuthorized.
 #pragma once
 
 #include <filesystem>
@@ -30,12 +33,18 @@ class context_t;
 
 namespace tributary::keys {
 
+// True if a connection whose key is bound to `bound` (an id, or a prefix
+// entry ending in '*') may speak as `claimed`.
+bool IdAuthorized(const std::string& bound, const std::string& claimed);
+
 class AllowList {
  public:
   // kNotFound if the path does not exist; kConfig for a malformed entry
-  // (with the file and line) or a key listed for two ids.
+  // (with the file and line: a bad key, an empty id, a '*' before the id's
+  // end) or a key listed for two ids.
   static Result<AllowList> Load(const std::filesystem::path& path);
 
+  // The id (or prefix entry) bound to the key.
   std::optional<std::string> ClientOf(const std::string& z85_key) const;
   size_t size() const { return client_of_.size(); }
 

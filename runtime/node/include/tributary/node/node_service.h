@@ -35,6 +35,9 @@ struct ControllerLink {
   std::string controller_public_key;  // Z85
   std::string public_key;             // the node's own pair, Z85
   std::string secret_key;
+  // The gateway endpoint the controller steers other nodes' clients to;
+  // empty: the endpoint the gateway bound.
+  std::string advertised_gateway;
 };
 
 class NodeService {
