@@ -172,7 +172,13 @@ int RunLoadgen(tributary::loadgen::LoadgenOptions o, const std::string& gateway_
       return Report(tributary::MakeError(tributary::ErrorCode::kInvalidArgument,
                                          "--wait-job needs --duration: the longest to wait for the round"));
     }
+    // The controller may still be starting (a fresh release): ask until the run's end.
+    const auto give_up = std::chrono::steady_clock::now() + o.duration;
     auto done = tributary::cli::JobRoundsDone(watch.controller, watch.job);
+    while (!done && done.error().code == tributary::ErrorCode::kIo && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      done = tributary::cli::JobRoundsDone(watch.controller, watch.job);
+    }
     if (!done) return Report(std::move(done).error());
     rounds_before = done.value();
   }
@@ -202,10 +208,18 @@ int RunLoadgen(tributary::loadgen::LoadgenOptions o, const std::string& gateway_
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
+  const auto started = std::chrono::steady_clock::now();
   auto report = tributary::loadgen::RunLoadgen(o, &stop);
   stop = true;
   watcher.join();
   if (!report) return Report(std::move(report).error());
+  // The clients are done when their updates are accepted; the round completes
+  // once the controller has merged the nodes' partials, a moment later.
+  while (!watch.job.empty() && !round_completed && !g_stop && std::chrono::steady_clock::now() < started + o.duration) {
+    auto done = tributary::cli::JobRoundsDone(watch.controller, watch.job);
+    if (done && done.value() > rounds_before) round_completed = true;
+    else std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
   tributary::loadgen::PrintReport(report.value(), json, std::cout);
   if (!watch.job.empty()) {
     if (!round_completed) {
