@@ -195,7 +195,10 @@ const mib = (q) => {
 for (const [obj, tmpl] of podSpecs) {
   const spec = tmpl.spec;
   if (spec.hostNetwork || spec.hostPID || spec.hostIPC) fail(obj, "shares a host namespace");
-  if (spec.securityContext?.seccompProfile?.type !== "RuntimeDefault") fail(obj, "pod seccompProfile is not RuntimeDefault");
+  const seccomp = spec.securityContext?.seccompProfile?.type;
+  if (seccomp !== "RuntimeDefault" && !(obj.kind === "DaemonSet" && seccomp === "Localhost")) {
+    fail(obj, `pod seccompProfile is ${seccomp}, not RuntimeDefault`);
+  }
   if (obj.kind !== "Job" && spec.automountServiceAccountToken !== false) fail(obj, "mounts a service account token it does not use");
   for (const c of [...(spec.initContainers || []), ...spec.containers]) {
     const sc = c.securityContext || {};

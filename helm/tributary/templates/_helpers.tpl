@@ -53,7 +53,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* A pool's settings: the pool's own, else nodeAgent's. Returns YAML; use with fromYaml. */}}
 {{- define "tributary.poolSettings" -}}
-{{- $defaults := pick .root.Values.nodeAgent "dataplane" "legacyKernel" "extraCapabilities" "segmentMiB" "shmSizeLimitMiB" "resources" -}}
+{{- $defaults := pick .root.Values.nodeAgent "dataplane" "legacyKernel" "extraCapabilities" "seccompProfile" "segmentMiB" "shmSizeLimitMiB" "resources" -}}
 {{- $own := omit .pool "name" "nodeSelector" "tolerations" "affinity" "priorityClassName" "existingSecret" -}}
 {{- $s := merge (deepCopy $own) (deepCopy $defaults) -}}
 {{- if eq (int $s.shmSizeLimitMiB) 0 -}}
