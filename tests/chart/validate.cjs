@@ -195,9 +195,15 @@ const mib = (q) => {
 for (const [obj, tmpl] of podSpecs) {
   const spec = tmpl.spec;
   if (spec.hostNetwork || spec.hostPID || spec.hostIPC) fail(obj, "shares a host namespace");
-  const seccomp = spec.securityContext?.seccompProfile?.type;
-  if (seccomp !== "RuntimeDefault" && !(obj.kind === "DaemonSet" && seccomp === "Localhost")) {
-    fail(obj, `pod seccompProfile is ${seccomp}, not RuntimeDefault`);
+  for (const c of [...(spec.initContainers || []), ...spec.containers]) {
+    // A container's own profile overrides the pod's.
+    const seccomp = (c.securityContext?.seccompProfile || spec.securityContext?.seccompProfile)?.type;
+    if (seccomp !== "RuntimeDefault" && !(obj.kind === "DaemonSet" && seccomp === "Localhost")) {
+      fail(obj, `container ${c.name}: seccomp profile is ${seccomp}, not RuntimeDefault`);
+    }
+  }
+  if (obj.kind === "DaemonSet" && spec.containers.some((c) => c.securityContext?.seccompProfile)) {
+    fail(obj, "a container-level seccomp profile hides the pool's nodeAgent.seccompProfile");
   }
   if (obj.kind !== "Job" && spec.automountServiceAccountToken !== false) fail(obj, "mounts a service account token it does not use");
   for (const c of [...(spec.initContainers || []), ...spec.containers]) {

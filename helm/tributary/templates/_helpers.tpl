@@ -53,9 +53,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* A pool's settings: the pool's own, else nodeAgent's. Returns YAML; use with fromYaml. */}}
 {{- define "tributary.poolSettings" -}}
-{{- $defaults := pick .root.Values.nodeAgent "dataplane" "legacyKernel" "extraCapabilities" "seccompProfile" "segmentMiB" "shmSizeLimitMiB" "resources" -}}
-{{- $own := omit .pool "name" "nodeSelector" "tolerations" "affinity" "priorityClassName" "existingSecret" -}}
-{{- $s := merge (deepCopy $own) (deepCopy $defaults) -}}
+{{- $s := dict -}}
+{{- range $key := list "dataplane" "legacyKernel" "extraCapabilities" "seccompProfile" "segmentMiB" "shmSizeLimitMiB" "resources" -}}
+{{- /* A pool's own value wins as a whole (false, 0 and [] included); no deep merge. */ -}}
+{{- $_ := set $s $key (hasKey $.pool $key | ternary (index $.pool $key) (index $.root.Values.nodeAgent $key)) -}}
+{{- end -}}
+{{- $_ := set $s "segmentMiB" (int $s.segmentMiB) -}}
 {{- if eq (int $s.shmSizeLimitMiB) 0 -}}
 {{- $_ := set $s "shmSizeLimitMiB" (add (int $s.segmentMiB) 64) -}}
 {{- end -}}
@@ -73,6 +76,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Cross-key checks the schema cannot express; each failure says what to change. */}}
 {{- define "tributary.validate" -}}
+{{- if eq (int .Values.gateway.port) (int .Values.nodeAgent.metricsPort) -}}
+{{- fail (printf "gateway.port and nodeAgent.metricsPort are both %d; the node agent needs two ports" (int .Values.gateway.port)) -}}
+{{- end -}}
+{{- if eq (int .Values.controller.controlPort) (int .Values.controller.httpPort) -}}
+{{- fail (printf "controller.controlPort and controller.httpPort are both %d" (int .Values.controller.controlPort)) -}}
+{{- end -}}
 {{- $pools := dict -}}
 {{- range .Values.nodePools -}}
 {{- if hasKey $pools .name -}}
@@ -100,16 +109,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if and (hasKey $job "min_clients") (gt (int $job.min_clients) (int $job.clients_per_round)) -}}
+{{- fail (printf "jobs.%s.min_clients %d is more than clients_per_round %d" $name (int $job.min_clients) (int $job.clients_per_round)) -}}
+{{- end -}}
+{{- if and (hasKey $job "fan_in_min") (hasKey $job "fan_in_max") (gt (int $job.fan_in_min) (int $job.fan_in_max)) -}}
+{{- fail (printf "jobs.%s.fan_in_min is more than fan_in_max" $name) -}}
+{{- end -}}
 {{- if and (hasKey $job "model") (hasKey $job.model "file") (hasKey $job.model "layout") -}}
 {{- fail (printf "jobs.%s.model: either file or layout, not both" $name) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 
-{{/* The pod and container security settings every container shares. */}}
+{{/* The container security settings every container shares (seccomp is set per pod). */}}
 {{- define "tributary.containerSecurity" -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 privileged: false
-seccompProfile: {type: RuntimeDefault}
 {{- end -}}
