@@ -206,7 +206,9 @@ TEST_F(ClientSdkTest, AnInterruptedUploadResumes) {
   SessionOptions o = Options("r");
   o.endpoint = proxy.endpoint();
   o.chunk_bytes = 1024;
-  o.request_timeout = std::chrono::milliseconds(300);
+  // Long enough for the first connection to reach the cut even under a
+  // sanitizer: a timeout before it would retry on a connection never cut.
+  o.request_timeout = std::chrono::milliseconds(1500);
   auto s = GatewaySession::Connect(o);
   ASSERT_TRUE(s);
   std::vector<float> payload(Model().elements(), 3.0f);

@@ -63,7 +63,12 @@ class SharedMemoryTransport final : public TaskTransport {
     meta.updates = sum.updates;
     meta.round = t.round();
     const uint64_t length = block.bytes().size();
-    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, block.HandOff(lease));
+    auto handed = block.HandOff(lease);
+    // The receiver is gone (killed for silence, or exited): the node agent
+    // rebuilds its part of the tree, so this result has no reader. It is
+    // released with `block`; the function lives on for its next task.
+    if (!handed && handed.error().code == ErrorCode::kNotFound) return Ok();
+    TRIBUTARY_ASSIGN_OR_RETURN(shm::BlockToken token, std::move(handed));
     return link_.Send(dataplane::MakePartial({.dest_fn = dest_fn,
                                               .src_fn = link_.fn(),
                                               .slot = slot,
