@@ -103,10 +103,10 @@ int RunNode(const std::string& config_file, std::string controller, const std::s
   auto service = tributary::node::NodeService::Start(o, link, cfg.value().metrics_bind);
   if (!service) return Report(std::move(service).error());
   spdlog::info("node {}: data plane: {}", o.node_id, service.value()->agent().dataplane_reason());
-  spdlog::info("node {}: gateway on {} (announced as {}), segment {} ({} bytes), controller {}, metrics on port {}",
-               o.node_id, service.value()->agent().gateway_endpoint(),
-               link.advertised_gateway.empty() ? service.value()->agent().gateway_endpoint() : link.advertised_gateway,
-               o.store.name, o.store.bytes, controller, service.value()->metrics_port());
+  spdlog::info("node {}: gateway on {}{}, segment {} ({} bytes), controller {}, metrics on port {}", o.node_id,
+               service.value()->agent().gateway_endpoint(),
+               link.advertised_gateway.empty() ? "" : " (announced as " + link.advertised_gateway + ")", o.store.name,
+               o.store.bytes, controller, service.value()->metrics_port());
   StopOnSignals();
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   spdlog::info("node {}: stopping", o.node_id);
@@ -192,6 +192,12 @@ int RunLoadgen(tributary::loadgen::LoadgenOptions o, const std::string& gateway_
   }
   static std::atomic<bool> stop{false};
   std::atomic<bool> round_completed{false};
+  // One poll of the controller; a failed one counts as "not yet".
+  const auto poll_round = [&] {
+    auto done = tributary::cli::JobRoundsDone(watch.controller, watch.job);
+    if (done && done.value() > rounds_before) round_completed = true;
+    return round_completed.load();
+  };
   StopOnSignals();
   std::thread watcher([&] {
     auto next_poll = std::chrono::steady_clock::now();
@@ -199,11 +205,7 @@ int RunLoadgen(tributary::loadgen::LoadgenOptions o, const std::string& gateway_
       if (g_stop) stop = true;
       if (!watch.job.empty() && std::chrono::steady_clock::now() >= next_poll) {
         next_poll += std::chrono::milliseconds(500);
-        auto done = tributary::cli::JobRoundsDone(watch.controller, watch.job);  // a missed poll is retried
-        if (done && done.value() > rounds_before) {
-          round_completed = true;
-          stop = true;
-        }
+        if (poll_round()) stop = true;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -216,9 +218,7 @@ int RunLoadgen(tributary::loadgen::LoadgenOptions o, const std::string& gateway_
   // The clients are done when their updates are accepted; the round completes
   // once the controller has merged the nodes' partials, a moment later.
   while (!watch.job.empty() && !round_completed && !g_stop && std::chrono::steady_clock::now() < started + o.duration) {
-    auto done = tributary::cli::JobRoundsDone(watch.controller, watch.job);
-    if (done && done.value() > rounds_before) round_completed = true;
-    else std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    if (!poll_round()) std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   tributary::loadgen::PrintReport(report.value(), json, std::cout);
   if (!watch.job.empty()) {

@@ -141,9 +141,6 @@ class Cluster:
         self.processes = []
         self.hosts_file = os.path.join(work, "hosts")
 
-    def of_kind(self, kind):
-        return [d for d in self.docs if d["kind"] == kind]
-
     # ---- volumes
     def write_file(self, path, data, mode, gid):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -197,16 +194,19 @@ class Cluster:
         return d
 
     # ---- pods
-    def start(self, pod_name, spec, host, env_fields, extra_mounts=(), netns=None, wait=False, timeout=None):
-        """Runs the pod's init containers in order, then its first container."""
+    def start(self, pod_name, spec, fields, extra_env=None, extra_mounts=(), netns=None, wait=False, timeout=None):
+        """Runs the pod's init containers in order, then its first container.
+
+        `fields` answers the env's fieldRefs; `extra_env` is what Kubernetes
+        adds itself (the API server's address)."""
         for c in spec.get("initContainers", []):
-            rc = self.run_container(pod_name, spec, c, host, env_fields, extra_mounts, netns, wait=True, timeout=120)
+            rc = self.run_container(pod_name, spec, c, fields, extra_env, extra_mounts, netns, wait=True, timeout=120)
             if rc != 0:
                 raise RuntimeError(f"pod {pod_name}: init container {c['name']} exited with {rc}")
-        return self.run_container(pod_name, spec, spec["containers"][0], host, env_fields, extra_mounts, netns,
+        return self.run_container(pod_name, spec, spec["containers"][0], fields, extra_env, extra_mounts, netns,
                                   wait=wait, timeout=timeout)
 
-    def run_container(self, pod_name, spec, c, host, env_fields, extra_mounts, netns, wait, timeout):
+    def run_container(self, pod_name, spec, c, fields, extra_env, extra_mounts, netns, wait, timeout):
         pod_sc = spec.get("securityContext", {})
         sc = c.get("securityContext", {})
         uid = sc.get("runAsUser", pod_sc.get("runAsUser", 0))
@@ -219,8 +219,8 @@ class Cluster:
             if "value" in e:
                 env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), e["value"])
             else:
-                env[e["name"]] = env_fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
-        env.update(env_fields.get("service-env", {}))
+                env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        env.update(extra_env or {})
         args = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in c.get("args", [])]
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         root = os.path.join(self.work, "roots", f"{pod_name}-{c['name']}")
@@ -247,8 +247,7 @@ class Cluster:
                 source = self.materialize(pod_name, v, fs_group)
                 if "emptyDir" in v:
                     size = v["emptyDir"].get("sizeLimit", "64Mi").replace("Mi", "m").replace("Gi", "g")
-                    mode = "1777"
-                    lines.append(f"mount -t tmpfs -o size={size},mode={mode} tmpfs {target}")
+                    lines.append(f"mount -t tmpfs -o size={size},mode=1777 tmpfs {target}")
                     continue
             ro = ",ro" if m.get("readOnly") else ""
             lines.append(f"mount --bind {source} {target}" + (f" && mount -o remount,bind{ro} {target}" if ro else ""))
@@ -318,7 +317,7 @@ def main():
     os.chmod(work, 0o755)
     node_names = [f"k8s-{chr(97 + i)}" for i in range(a.nodes)]
     daemonsets = [d for d in docs if d["kind"] == "DaemonSet"]
-    hosts = ["ctl", "client", "hook"] + [f"{n}-{i}" for n in node_names for i in range(len(daemonsets))]
+    hosts = ["ctl", "client"] + [f"{n}-{i}" for n in node_names for i in range(len(daemonsets))]
     net = Network(hosts)
     cluster = Cluster(docs, a.binary, work)
     api = FakeApiServer(work)
@@ -352,31 +351,28 @@ def run(cluster, net, api, node_names, daemonsets, timeout):
     hook = next((d for d in docs if d["kind"] == "Job"), None)
     sa_dir = api.service_account(cluster.work)
     if hook:
-        fields = {"service-env": {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)}}
-        rc = cluster.start("keys-hook", hook["spec"]["template"]["spec"], "hook", fields,
-                           extra_mounts=[{"mountPath": SERVICE_ACCOUNT, "hostDir": sa_dir, "readOnly": True}],
-                           wait=True, timeout=120)
+        api_env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)}
+        sa_mount = [{"mountPath": SERVICE_ACCOUNT, "hostDir": sa_dir, "readOnly": True}]
+        rc = cluster.start("keys-hook", hook["spec"]["template"]["spec"], {}, api_env, sa_mount, wait=True, timeout=120)
         if rc != 0:
             raise RuntimeError(f"the key hook failed ({rc})")
         created = sorted(api.secrets)
         log(f"key hook created {len(created)} Secrets: {', '.join(created)}")
         # A second run (an upgrade) keeps every key.
         before = {k: dict(v) for k, v in api.secrets.items()}
-        if cluster.start("keys-hook-again", hook["spec"]["template"]["spec"], "hook", fields,
-                         extra_mounts=[{"mountPath": SERVICE_ACCOUNT, "hostDir": sa_dir, "readOnly": True}],
+        if cluster.start("keys-hook-again", hook["spec"]["template"]["spec"], {}, api_env, sa_mount,
                          wait=True, timeout=120) != 0 or api.secrets != before:
             raise RuntimeError("the key hook run again (an upgrade) changed or failed to keep the keys")
         log("key hook run again (an upgrade): every Secret kept as it was")
     cluster.secrets.update(api.secrets)
     provide_operator_secrets(cluster)
 
-    controller = cluster.start("controller", deployment["spec"]["template"]["spec"], "ctl", {},
-                               netns=net.ns("ctl"))
+    controller = cluster.start("controller", deployment["spec"]["template"]["spec"], {}, netns=net.ns("ctl"))
     for node in node_names:
         for i, ds in enumerate(daemonsets):
             host = f"{node}-{i}"
             ip = net.address[host]
-            cluster.start(f"{ds['metadata']['name']}-{node}", ds["spec"]["template"]["spec"], host,
+            cluster.start(f"{ds['metadata']['name']}-{node}", ds["spec"]["template"]["spec"],
                           {"spec.nodeName": node, "status.podIP": ip, "status.hostIP": ip}, netns=net.ns(host))
     ports = {p["name"]: p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
     status_url = f"http://{net.address['ctl']}:{ports['http']}"
@@ -401,7 +397,7 @@ def run(cluster, net, api, node_names, daemonsets, timeout):
 
     test_pod = next(d for d in docs if d["kind"] == "Pod" and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test")
     started = time.time()
-    rc = cluster.start("helm-test", test_pod["spec"], "client", {}, netns=net.ns("client"), wait=True, timeout=timeout)
+    rc = cluster.start("helm-test", test_pod["spec"], {}, netns=net.ns("client"), wait=True, timeout=timeout)
     with open(next(path for p, name, path in cluster.processes if name.startswith("helm-test/"))) as f:
         report = f.read()
     for line in report.splitlines():

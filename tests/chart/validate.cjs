@@ -83,8 +83,7 @@ function parseType(src) {
     while (peek("|")) { eat("|"); members.push(primary()); }
     return members.length === 1 ? members[0] : { kind: "union", members };
   }
-  const t = union();
-  return t;
+  return union();
 }
 
 function loadDeclarations(file) {
@@ -216,8 +215,7 @@ for (const [obj, tmpl] of podSpecs) {
     const added = sc.capabilities?.add || [];
     const nonRoot = (sc.runAsNonRoot ?? spec.securityContext?.runAsNonRoot) === true;
     if (obj.kind === "DaemonSet") {
-      const mode = tmpl.metadata.annotations?.["checksum/config"] ? configOf(obj)?.dataplane : null;
-      if (mode === "userspace") {
+      if (configOf(obj)?.dataplane === "userspace") {
         if (added.length) fail(obj, `userspace data plane but capabilities ${added} are added`);
         if (!nonRoot) fail(obj, "userspace data plane but the pod may run as root");
       } else {

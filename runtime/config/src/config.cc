@@ -204,8 +204,8 @@ Result<void> ValidAdvertisedEndpoint(const std::string& endpoint) {
   const size_t colon = endpoint.rfind(':');
   const std::string host = colon > scheme.size() ? endpoint.substr(scheme.size(), colon - scheme.size()) : "";
   const std::string port = colon != std::string::npos ? endpoint.substr(colon + 1) : "";
-  const bool numeric_port = !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), ::isdigit) &&
-                            std::stoul(port) >= 1 && std::stoul(port) <= 65535;
+  const bool digits = !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), ::isdigit);
+  const bool numeric_port = digits && std::stoul(port) >= 1 && std::stoul(port) <= 65535;
   if (!endpoint.starts_with(scheme) || host.empty() || host == "*" || host == "0.0.0.0" || host == "[::]" ||
       !numeric_port) {
     return MakeError(ErrorCode::kConfig, "'" + endpoint + "': expected tcp://HOST:PORT with a host clients can reach "

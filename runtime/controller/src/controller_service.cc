@@ -265,8 +265,8 @@ struct ControllerService::Impl {
       verdict = j.on_failure(report.error());
     }
     lock.lock();
-    if (report) j.cross_node_bytes += plan.cross_node_bytes;
     if (report) {
+      j.cross_node_bytes += plan.cross_node_bytes;
       j.last = report.value();
       j.attempt = 0;
       j.last_error.clear();
