@@ -13,6 +13,7 @@
 #include "autoscale_bench.h"
 #include "placement_bench.h"
 #include "dataplane_bench.h"
+#include "ingest_bench.h"
 #include "plan_bench.h"
 #include "round_bench.h"
 #include "tributary/config/config.h"
@@ -318,6 +319,21 @@ int main(int argc, char** argv) {
   bench_round->add_option("--segment-bytes", round_segment, "The node's shared-memory segment size (e.g. 8GiB)");
   bench_round->add_flag("--json", round.json, "Print the figures as JSON");
 
+  tributary::bench::IngestBenchOptions ingest;
+  std::string ingest_bytes = "2GiB";
+  CLI::App* bench_ingest = bench->add_subcommand(
+      "ingest", "How fast the gateway takes in updates and serves the model (client SDK, real wire protocol) "
+                "against plain loopback TCP into shared memory, per update size and number of clients");
+  bench_ingest->option_defaults()->always_capture_default();
+  bench_ingest->add_option("--sizes", ingest.sizes, "Bytes per update (f32 layers), e.g. 1000000,46758048")
+      ->delimiter(',')->check(CLI::Range(uint64_t{4}, uint64_t{1} << 36));
+  bench_ingest->add_option("--clients", ingest.clients, "Concurrent clients, e.g. 1,4,16")
+      ->delimiter(',')->check(CLI::Range(1, 256));
+  bench_ingest->add_option("--bytes", ingest_bytes, "Bytes each measurement moves at least (e.g. 2GiB)");
+  bench_ingest->add_flag("!--no-curve", ingest.curve, "Skip the gateway under CURVE");
+  bench_ingest->add_flag("!--no-downloads", ingest.downloads, "Skip the downloads");
+  bench_ingest->add_flag("--json", ingest.json, "Print the figures as JSON");
+
   tributary::bench::PlanBenchOptions plan;
   std::vector<std::string> plan_sizes;
   CLI::App* bench_plan = bench->add_subcommand(
@@ -503,6 +519,12 @@ int main(int argc, char** argv) {
     round.segment_bytes = bytes.value();
     round.binary = SelfPath();
     return Report(tributary::bench::RunRoundBench(round, std::cout));
+  }
+  if (bench_ingest->parsed()) {
+    auto bytes = tributary::config::ParseByteSize(ingest_bytes);
+    if (!bytes) return Report(std::move(bytes).error());
+    ingest.bytes_per_run = bytes.value();
+    return Report(tributary::bench::RunIngestBench(ingest, std::cout));
   }
   if (bench_dp->parsed()) return Report(tributary::bench::RunDataplaneBench(dp, std::cout));
   if (bench_placement->parsed()) {
