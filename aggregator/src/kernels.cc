@@ -236,6 +236,26 @@ bool AllFinite(const ModelSpec& layout, std::span<const std::byte> payload, Para
   return bad == 0;
 }
 
+bool FiniteScan::Advance(const ModelSpec& layout, const std::byte* payload, uint64_t received) {
+  const KernelTable& k = Kernels();
+  const auto& runs = layout.runs();
+  for (; run_ < runs.size(); ++run_, checked_ = 0) {
+    const DTypeRun& run = runs[run_];
+    const uint64_t values = run.byte_offset + (run.dtype == DType::kI8 ? sizeof(float) : 0);
+    if (received < values) return true;  // for kI8: its scale is not all here yet
+    const uint64_t whole = std::min(run.elements, (received - values) / DTypeSize(run.dtype));
+    if (whole > checked_) {
+      float scale = 1.0f;
+      if (run.dtype == DType::kI8) std::memcpy(&scale, payload + run.byte_offset, sizeof scale);
+      const RunSlice slice{run.dtype, payload + values + checked_ * DTypeSize(run.dtype), scale};
+      if (!FiniteRun(k, slice, whole - checked_)) return false;
+      checked_ = whole;
+    }
+    if (checked_ < run.elements) return true;
+  }
+  return true;
+}
+
 Result<FiniteUpdate> FiniteUpdate::Check(const ModelSpec& layout, std::span<const std::byte> payload, double weight,
                                          Parallelism parallelism) {
   TRIBUTARY_ASSIGN_OR_RETURN(FiniteUpdate u, Trusted(layout, payload, weight));

@@ -1,7 +1,9 @@
 #include "tributary/client/gateway_session.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <deque>
 #include <random>
 #include <thread>
 #include <zmq.hpp>
@@ -132,9 +134,14 @@ struct GatewaySession::Impl {
                                                     " failed: the gateway and this client disagree on CURVE settings");
   }
 
-  // One request and its reply (envelope + optional payload frame). Lost
-  // connections and timeouts are kIo; a server error is its typed Error.
-  Result<std::pair<v1::Envelope, zmq::message_t>> Exchange(v1::Envelope request, std::span<const std::byte> frame) {
+  // Payload frames libzmq still holds: they point into the caller's memory
+  // (sent without a copy), which Upload() may not return before they are
+  // released. Counted down by libzmq's I/O thread.
+  std::atomic<uint64_t> borrowed_frames{0};
+
+  // Sends a request (envelope + optional payload frame, borrowed from the
+  // caller, not copied) and returns its request id.
+  Result<uint64_t> Send(v1::Envelope request, std::span<const std::byte> frame) {
     const uint64_t id = next_request++;
     request.set_request_id(id);
     const std::string wire = protocol::EncodeEnvelope(request);
@@ -142,7 +149,34 @@ struct GatewaySession::Impl {
     if (!socket->send(zmq::buffer(wire), more ? zmq::send_flags::sndmore : zmq::send_flags::none)) {
       return MakeError(ErrorCode::kIo, "cannot send to the gateway");
     }
-    if (more) socket->send(zmq::const_buffer(frame.data(), frame.size()), zmq::send_flags::none);
+    if (more) {
+      borrowed_frames.fetch_add(1, std::memory_order_relaxed);
+      // libzmq only reads a message it did not allocate; its API takes void*.
+      zmq::message_t borrowed(
+          const_cast<std::byte*>(frame.data()), frame.size(),
+          [](void*, void* count) { static_cast<std::atomic<uint64_t>*>(count)->fetch_sub(1, std::memory_order_release); },
+          &borrowed_frames);
+      socket->send(borrowed, zmq::send_flags::none);
+    }
+    return id;
+  }
+
+  // Waits until libzmq released every borrowed payload frame: at once after
+  // the gateway answered them all, soon after Reconnect() dropped the rest.
+  void ReturnBorrowedFrames() {
+    while (borrowed_frames.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  }
+
+  // One request and its reply.
+  Result<std::pair<v1::Envelope, zmq::message_t>> Exchange(v1::Envelope request, std::span<const std::byte> frame) {
+    TRIBUTARY_ASSIGN_OR_RETURN(const uint64_t id, Send(std::move(request), frame));
+    return Await(id);
+  }
+
+  // The reply to request `id` (envelope + optional payload frame); replies to
+  // earlier, abandoned requests are skipped. Lost connections and timeouts
+  // are kIo (the socket is replaced); a server error is its typed Error.
+  Result<std::pair<v1::Envelope, zmq::message_t>> Await(uint64_t id) {
     const auto deadline = std::chrono::steady_clock::now() + options.request_timeout;
     for (;;) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
@@ -209,21 +243,102 @@ struct GatewaySession::Impl {
     if (!ready.first.has_upload_ready()) return MakeError(ErrorCode::kMalformedFrame, "expected upload_ready");
     const v1::UploadReady r = ready.first.upload_ready();
     const uint64_t chunk = std::max<uint64_t>(1, std::min(options.chunk_bytes, r.max_chunk_bytes()));
-    uint64_t offset = r.received_bytes();
-    receipt.resumed_from = offset;
+    // The gateway's credit; a revision-1 gateway grants none: stop-and-wait.
+    const uint32_t window = std::max<uint32_t>(1, r.window_chunks());
+    uint64_t sent = r.received_bytes();
+    receipt.resumed_from = sent;
     v1::Envelope last = ready.first;
-    while (offset < u.payload.size()) {
-      const uint64_t n = std::min<uint64_t>(chunk, u.payload.size() - offset);
-      v1::Envelope c = protocol::NewEnvelope();
-      c.mutable_upload_chunk()->set_upload_id(r.upload_id());
-      c.mutable_upload_chunk()->set_offset(offset);
-      TRIBUTARY_ASSIGN_OR_RETURN(auto reply, Exchange(c, u.payload.subspan(offset, n)));
+    std::deque<uint64_t> unanswered;  // request ids of the chunks in flight
+    while (sent < u.payload.size() || !unanswered.empty()) {
+      while (unanswered.size() < window && sent < u.payload.size()) {
+        const uint64_t n = std::min<uint64_t>(chunk, u.payload.size() - sent);
+        v1::Envelope c = protocol::NewEnvelope();
+        c.mutable_upload_chunk()->set_upload_id(r.upload_id());
+        c.mutable_upload_chunk()->set_offset(sent);
+        TRIBUTARY_ASSIGN_OR_RETURN(const uint64_t id, Send(std::move(c), u.payload.subspan(sent, n)));
+        unanswered.push_back(id);
+        sent += n;
+      }
+      TRIBUTARY_ASSIGN_OR_RETURN(auto reply, Await(unanswered.front()));
+      unanswered.pop_front();
       last = std::move(reply.first);
-      offset += n;
     }
     if (!last.has_update_accepted()) return MakeError(ErrorCode::kMalformedFrame, "the gateway did not accept the update");
     receipt.payload_bytes = u.payload.size();
     return receipt;
+  }
+
+  Result<uint64_t> RequestModel(const std::string& job, uint64_t offset, uint64_t max_bytes) {
+    v1::Envelope e = protocol::NewEnvelope();
+    e.mutable_model_request()->set_job_id(job);
+    e.mutable_model_request()->set_client_id(options.client_id);
+    e.mutable_model_request()->set_offset(offset);
+    e.mutable_model_request()->set_max_bytes(max_bytes);
+    return Send(std::move(e), {});
+  }
+
+  // The model in chunks: the first answer gives its size and the gateway's
+  // chunk size, then requests for the following chunks stay kDownloadWindow
+  // ahead of the answers (model requests are independent, so a gateway of
+  // any revision serves them in order). Each chunk is hashed as it is
+  // appended, while in cache.
+  static constexpr size_t kDownloadWindow = 4;
+  Result<GlobalModel> DownloadOnce(const std::string& job) {
+    for (;;) {  // until one version arrives whole
+      GlobalModel m;
+      m.job = job;
+      protocol::PayloadHasher hasher;
+      v1::ModelChunk head;
+      uint64_t step = 0, requested = 0;  // step: the gateway's chunk size, known from the first answer
+      std::deque<uint64_t> unanswered;
+      TRIBUTARY_ASSIGN_OR_RETURN(const uint64_t first, RequestModel(job, 0, options.chunk_bytes));
+      unanswered.push_back(first);
+      bool restart = false;
+      while (!unanswered.empty()) {
+        TRIBUTARY_ASSIGN_OR_RETURN(auto reply, Await(unanswered.front()));
+        unanswered.pop_front();
+        if (!reply.first.has_model_chunk()) return MakeError(ErrorCode::kMalformedFrame, "expected model_chunk");
+        const v1::ModelChunk& c = reply.first.model_chunk();
+        const uint64_t n = reply.second.size();
+        if (step == 0) {
+          head = c;
+          m.payload.reserve(c.total_bytes());
+        } else if (c.model_version() != head.model_version()) {
+          restart = true;  // a new version published mid-download: start over on it
+          break;
+        }
+        if (c.offset() != m.payload.size() || c.total_bytes() != head.total_bytes() ||
+            n > c.total_bytes() - m.payload.size() || (n == 0 && m.payload.size() < c.total_bytes())) {
+          return MakeError(ErrorCode::kMalformedFrame, "model chunk out of order");
+        }
+        const auto* p = static_cast<const std::byte*>(reply.second.data());
+        m.payload.insert(m.payload.end(), p, p + n);
+        hasher.Update({p, n});
+        if (step == 0) step = requested = std::max<uint64_t>(n, 1);
+        while (unanswered.size() < kDownloadWindow && requested < head.total_bytes()) {
+          TRIBUTARY_ASSIGN_OR_RETURN(const uint64_t id, RequestModel(job, requested, step));
+          unanswered.push_back(id);
+          requested += std::min(step, head.total_bytes() - requested);
+        }
+      }
+      if (restart) continue;  // the answers still in flight are skipped as stale
+      if (m.payload.size() != head.total_bytes()) return MakeError(ErrorCode::kMalformedFrame, "model download ended early");
+      if (hasher.Digest() != head.payload_xxh3()) {
+        return MakeError(ErrorCode::kChecksumMismatch, "global model checksum mismatch");
+      }
+      m.version = head.model_version();
+      TRIBUTARY_ASSIGN_OR_RETURN(m.tensors, protocol::TensorSpecsFromProto(head.tensors()));
+      return m;
+    }
+  }
+
+  // UploadOnce, after which libzmq holds none of the payload: chunks still
+  // in flight after a failure go with their socket.
+  Result<UploadReceipt> UploadOnceReturningPayload(const UpdateFrame& u, UploadReceipt& receipt) {
+    auto r = UploadOnce(u, receipt);
+    if (!r && borrowed_frames.load(std::memory_order_acquire) != 0) Reconnect();
+    ReturnBorrowedFrames();
+    return r;
   }
 };
 
@@ -251,7 +366,7 @@ void GatewaySession::set_client_id(std::string client_id) { impl_->options.clien
 
 Result<UploadReceipt> GatewaySession::Upload(const UpdateFrame& update) {
   UploadReceipt receipt;
-  auto r = impl_->WithRetries([&] { return impl_->UploadOnce(update, receipt); });
+  auto r = impl_->WithRetries([&] { return impl_->UploadOnceReturningPayload(update, receipt); });
   // A retry after a lost final reply finds the update already folded: that
   // duplicate is this client's own, accepted earlier.
   if (!r && r.error().code == ErrorCode::kDuplicateUpdate && receipt.attempts > 1) {
@@ -269,38 +384,7 @@ Result<TaskPoll> GatewaySession::RequestTask(const ConfigMap& properties) {
 }
 
 Result<GlobalModel> GatewaySession::DownloadModel(const std::string& job) {
-  return impl_->WithRetries([&]() -> Result<GlobalModel> {
-    GlobalModel m;
-    m.job = job;
-    v1::ModelChunk head;
-    do {
-      v1::Envelope e = protocol::NewEnvelope();
-      e.mutable_model_request()->set_job_id(job);
-      e.mutable_model_request()->set_client_id(impl_->options.client_id);
-      e.mutable_model_request()->set_offset(m.payload.size());
-      e.mutable_model_request()->set_max_bytes(impl_->options.chunk_bytes);
-      TRIBUTARY_ASSIGN_OR_RETURN(auto reply, impl_->Exchange(e, {}));
-      if (!reply.first.has_model_chunk()) return MakeError(ErrorCode::kMalformedFrame, "expected model_chunk");
-      const v1::ModelChunk& c = reply.first.model_chunk();
-      // A new version published mid-download: start over on it.
-      if (!m.payload.empty() && c.model_version() != head.model_version()) {
-        m.payload.clear();
-        continue;
-      }
-      head = c;
-      if (c.offset() != m.payload.size() || (reply.second.size() == 0 && m.payload.size() < c.total_bytes())) {
-        return MakeError(ErrorCode::kMalformedFrame, "model chunk out of order");
-      }
-      const auto* p = static_cast<const std::byte*>(reply.second.data());
-      m.payload.insert(m.payload.end(), p, p + reply.second.size());
-    } while (m.payload.size() < head.total_bytes());
-    if (protocol::PayloadHasher::Of(m.payload) != head.payload_xxh3()) {
-      return MakeError(ErrorCode::kChecksumMismatch, "global model checksum mismatch");
-    }
-    m.version = head.model_version();
-    TRIBUTARY_ASSIGN_OR_RETURN(m.tensors, protocol::TensorSpecsFromProto(head.tensors()));
-    return m;
-  });
+  return impl_->WithRetries([&] { return impl_->DownloadOnce(job); });
 }
 
 }  // namespace tributary::client

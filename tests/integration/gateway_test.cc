@@ -114,6 +114,50 @@ TEST_F(GatewayTest, AcceptedUpdatesLandInSharedMemoryByteForByte) {
   EXPECT_EQ(segment_->Stats().live_blocks, 0u);
 }
 
+// Credit-based flow control: the gateway grants a window of chunks, and a
+// client that sends every chunk without waiting still gets one answer per
+// chunk, in order, and its update byte for byte.
+TEST_F(GatewayTest, ChunksSentAheadOfTheAnswersAreAnsweredInOrder) {
+  UploadClient client(gateway_->endpoint());
+  const std::string payload = Payload(Model(), 1.5f);
+  auto ready = client.Header(Header("client-0", payload));
+  ASSERT_TRUE(ready) << ready.error().ToString();
+  EXPECT_EQ(ready.value().upload_ready().window_chunks(), GatewayOptions{}.upload_window_chunks);
+  const uint64_t chunk = 64 << 10;
+  auto answers = client.AllChunksAtOnce(ready.value().upload_ready().upload_id(), payload, chunk);
+  ASSERT_EQ(answers.size(), (payload.size() + chunk - 1) / chunk);
+  for (size_t i = 0; i + 1 < answers.size(); ++i) {
+    ASSERT_TRUE(answers[i]) << answers[i].error().ToString();
+    EXPECT_EQ(answers[i].value().upload_progress().received_bytes(), (i + 1) * chunk);
+  }
+  ASSERT_TRUE(answers.back()) << answers.back().error().ToString();
+  EXPECT_TRUE(answers.back().value().has_update_accepted());
+  ASSERT_EQ(sink_.got.size(), 1u);
+  EXPECT_EQ(std::memcmp(sink_.got[0].second.bytes().data(), payload.data(), payload.size()), 0);
+}
+
+// Each chunk's values are checked as it arrives: a NaN whose bytes straddle
+// two chunks is found, and reported after the checksum, as before; a
+// corrupted payload is a checksum mismatch even when it also holds a NaN.
+TEST_F(GatewayTest, ANonFiniteValueSplitAcrossChunksIsRefusedAfterTheChecksum) {
+  UploadClient client(gateway_->endpoint());
+  std::string nan_payload = Payload(Model(), 2.0f);
+  const float nan = std::nanf("");
+  std::memcpy(nan_payload.data() + 4092, &nan, 4);  // element 1023
+  for (size_t piece : {size_t{4093}, size_t{64 << 10}}) {  // the first chunk ends inside it; or not
+    auto r = client.Upload(Header("client-1", nan_payload), nan_payload, piece);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, ErrorCode::kNonFinite) << piece;
+  }
+  auto corrupted = Header("client-2", nan_payload);
+  corrupted.set_payload_xxh3(corrupted.payload_xxh3() ^ 1);
+  auto r = client.Upload(corrupted, nan_payload);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kChecksumMismatch);
+  EXPECT_TRUE(client.Upload(Header("client-1", Payload(Model(), 2.0f)), Payload(Model(), 2.0f)));
+  EXPECT_EQ(sink_.got.size(), 1u);
+}
+
 TEST_F(GatewayTest, HalfPrecisionTransportIsAccepted) {
   v1::UpdateHeader h = Header("client-1", "");
   std::string payload(Model().elements() * 2, '\0');  // f16 zeros

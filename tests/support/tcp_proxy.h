@@ -75,6 +75,9 @@ class TcpProxy {
       const ssize_t n = recv(from, buf, sizeof buf, 0);
       if (n <= 0) break;
       if (may_cut && carried + static_cast<uint64_t>(n) > cut_after_) {
+        // Exactly cut_after bytes get through, however the sender batched them.
+        const auto rest = static_cast<size_t>(cut_after_ - carried);
+        if (rest > 0) (void)send(to, buf, rest, MSG_NOSIGNAL);
         cut_ = true;
         break;
       }

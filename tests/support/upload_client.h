@@ -27,10 +27,19 @@ class UploadClient {
   }
 
   Result<v1::Envelope> RequestRaw(const std::string& envelope, const std::vector<std::string>& frames = {}) {
+    SendRaw(envelope, frames);
+    return Receive();
+  }
+
+  void SendRaw(const std::string& envelope, const std::vector<std::string>& frames) {
     socket_.send(zmq::buffer(envelope), frames.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
     for (size_t i = 0; i < frames.size(); ++i) {
       socket_.send(zmq::buffer(frames[i]), i + 1 == frames.size() ? zmq::send_flags::none : zmq::send_flags::sndmore);
     }
+  }
+
+  // The next reply, whichever request it answers.
+  Result<v1::Envelope> Receive() {
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, std::chrono::milliseconds(10000));
     if (!(item.revents & ZMQ_POLLIN)) return MakeError(ErrorCode::kIo, "no reply from the gateway");
@@ -49,6 +58,24 @@ class UploadClient {
     v1::Envelope e = protocol::NewEnvelope();
     *e.mutable_update() = h;
     return Request(e);
+  }
+
+  // Every chunk of payload[from..] sent at once, not waiting for answers
+  // (a client using all the credit the gateway grants, and more); then one
+  // answer per chunk, in order.
+  std::vector<Result<v1::Envelope>> AllChunksAtOnce(uint64_t upload_id, const std::string& payload, uint64_t chunk,
+                                                    uint64_t from = 0) {
+    size_t sent = 0;
+    for (uint64_t at = from; at < payload.size(); at += chunk, ++sent) {
+      v1::Envelope e = protocol::NewEnvelope();
+      e.set_request_id(++request_id_);
+      e.mutable_upload_chunk()->set_upload_id(upload_id);
+      e.mutable_upload_chunk()->set_offset(at);
+      SendRaw(protocol::EncodeEnvelope(e), {payload.substr(at, chunk)});
+    }
+    std::vector<Result<v1::Envelope>> answers;
+    for (size_t i = 0; i < sent; ++i) answers.push_back(Receive());
+    return answers;
   }
 
   Result<v1::Envelope> Chunk(uint64_t upload_id, uint64_t offset, std::string bytes) {

@@ -206,3 +206,64 @@ TEST(Kernels, AxpyAndFoldPartials) {
 
 }  // namespace
 }  // namespace tributary::agg
+
+namespace tributary::agg {
+namespace {
+
+// FiniteScan over a payload that arrives in pieces of any size gives
+// AllFinite's answer, for every dtype, with the bad value anywhere (an
+// element split across pieces, an i8 tensor's scale).
+TEST(FiniteScanTest, PiecesOfAnySizeGiveAllFinitesAnswer) {
+  const ModelSpec layout = ModelSpec::Create({{"a", DType::kF32, {301}},
+                                              {"b", DType::kF16, {77}},
+                                              {"q", DType::kI8, {50}},
+                                              {"c", DType::kBF16, {33}},
+                                              {"d", DType::kF32, {0}},
+                                              {"e", DType::kF32, {19}}})
+                               .value();
+  std::vector<std::byte> clean(layout.payload_bytes(), std::byte{0});
+  // Zero bytes are finite in every dtype; give the i8 scale and some floats values.
+  const float scale = 0.5f;
+  const uint64_t q_offset = layout.runs()[2].byte_offset;
+  std::memcpy(clean.data() + q_offset, &scale, 4);
+  const float one = 1.0f;
+  std::memcpy(clean.data() + 8, &one, 4);
+  ASSERT_TRUE(AllFinite(layout, clean));
+
+  struct Bad {
+    uint64_t byte;  // where the bad value starts
+    std::vector<uint8_t> bytes;
+  };
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  auto f32 = [](float v) {
+    std::vector<uint8_t> b(4);
+    std::memcpy(b.data(), &v, 4);
+    return b;
+  };
+  const uint64_t f16_at = layout.runs()[1].byte_offset, bf16_at = layout.runs()[3].byte_offset;
+  const std::vector<Bad> bads = {{0, f32(nan)},
+                                 {4 * 300, f32(inf)},
+                                 {f16_at + 2 * 40, {0x00, 0x7e}},  // f16 NaN
+                                 {q_offset, f32(nan)},             // the i8 scale
+                                 {bf16_at + 2 * 32, {0x80, 0x7f}},  // bf16 Inf
+                                 {layout.payload_bytes() - 4, f32(-inf)}};
+  std::mt19937 rng(5);
+  for (size_t k = 0; k <= bads.size(); ++k) {
+    std::vector<std::byte> payload = clean;
+    if (k < bads.size()) std::memcpy(payload.data() + bads[k].byte, bads[k].bytes.data(), bads[k].bytes.size());
+    const bool want = AllFinite(layout, payload);
+    EXPECT_EQ(want, k == bads.size());
+    for (int trial = 0; trial < 50; ++trial) {
+      FiniteScan scan;
+      bool ok = true;
+      for (uint64_t got = 0; got < payload.size();) {
+        got = std::min<uint64_t>(payload.size(), got + 1 + rng() % (trial < 25 ? 7 : 300));
+        ok = scan.Advance(layout, payload.data(), got) && ok;
+      }
+      EXPECT_EQ(ok, want) << "bad value " << k << ", trial " << trial;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tributary::agg

@@ -1,7 +1,9 @@
 #include "tributary/protocol/codec.h"
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
+// libxxhash's dispatching entry points pick the widest vector unit of this
+// CPU (AVX2/AVX-512) at run time; the inlined code would be baseline SSE2.
+#define XXH_STATIC_LINKING_ONLY
+#include <xxh_x86dispatch.h>
 
 namespace tributary::protocol {
 
@@ -187,11 +189,11 @@ PayloadHasher::PayloadHasher() : state_(std::make_unique<State>()) { XXH3_64bits
 PayloadHasher::~PayloadHasher() = default;
 
 void PayloadHasher::Update(std::span<const std::byte> bytes) {
-  XXH3_64bits_update(&state_->xxh, bytes.data(), bytes.size());
+  XXH3_64bits_update_dispatch(&state_->xxh, bytes.data(), bytes.size());
 }
 
 uint64_t PayloadHasher::Digest() const { return XXH3_64bits_digest(&state_->xxh); }
 
-uint64_t PayloadHasher::Of(std::span<const std::byte> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+uint64_t PayloadHasher::Of(std::span<const std::byte> bytes) { return XXH3_64bits_dispatch(bytes.data(), bytes.size()); }
 
 }  // namespace tributary::protocol

@@ -56,6 +56,23 @@ class FiniteUpdate {
 // layout.payload_bytes() long.
 bool AllFinite(const ModelSpec& layout, std::span<const std::byte> payload, Parallelism parallelism = {});
 
+// AllFinite for a payload that arrives in order, a piece at a time, so that
+// each piece is checked while it is still in cache. Advance(received) checks
+// every element whose bytes lie within the first `received` bytes and were
+// not checked before; an element split across pieces is checked once whole.
+// Once every byte arrived, "no Advance returned false" equals AllFinite.
+class FiniteScan {
+ public:
+  // False if a NaN or Inf was found among the newly checked elements.
+  // `layout` is the same at every call, `received` never decreases and is at
+  // most layout.payload_bytes(); `payload` is the payload's first byte.
+  bool Advance(const ModelSpec& layout, const std::byte* payload, uint64_t received);
+
+ private:
+  size_t run_ = 0;        // the first run not checked to its end
+  uint64_t checked_ = 0;  // elements of that run checked
+};
+
 // acc += sum of w_j * x_j, in order. acc.size() must equal each layout's
 // elements() (checked by the callers that take untrusted input).
 void FoldUpdates(std::span<float> acc, std::span<const FiniteUpdate> updates, Parallelism parallelism = {});

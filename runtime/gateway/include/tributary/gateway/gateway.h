@@ -4,10 +4,12 @@
 // UpdateHeader; the gateway checks it against the round (RoundBook) and the
 // model spec and limits *before any payload moves*, reserves the update's
 // block in the node's shared-memory segment and answers UploadReady. The
-// client then sends UploadChunk messages, each with one payload frame, which
-// are copied into the block in order while hashed (the only copy Tributary
-// makes; libzmq owns the frame until then). After the last chunk the gateway
-// verifies the checksum and, if the round asks for it, rejects NaN/Inf; then
+// client then sends UploadChunk messages, each with one payload frame, up to
+// `upload_window_chunks` ahead of the answers (credit-based flow control).
+// Each chunk is copied into the block in one pass with its hashing and NaN/Inf
+// check, a cache-sized slice at a time (the only copy Tributary makes; libzmq
+// owns the frame until then). After the last chunk the gateway verifies the
+// checksum and, if the round asks for it, refuses NaN/Inf; then
 // it hands the block to the UpdateSink (which emits the descriptor) and
 // answers UpdateAccepted, or the sink's error if it refuses the update (the
 // node's round closed while the upload ran): no client is told an update
@@ -70,6 +72,10 @@ struct GatewayOptions {
   std::string bind = "tcp://127.0.0.1:0";  // "tcp://*:7600" in a deployment
   protocol::Limits limits;
   uint64_t max_chunk_bytes = 4ull << 20;
+  // Chunks a client may send ahead of the answers (UploadReady.window_chunks):
+  // enough to keep the connection busy while the gateway copies one. libzmq
+  // buffers at most this many (plus a few small messages) per connection.
+  uint32_t upload_window_chunks = 4;
   uint32_t max_uploads = 1024;                       // in progress at once
   std::chrono::milliseconds upload_idle_timeout{30'000};  // then the upload is dropped
   // NoTask tells clients to ask again after this, give or take half of it
