@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -83,6 +84,9 @@ class ChildServer {
   static Result<std::unique_ptr<ChildServer>> Start(const std::function<Result<Made>()>& make) {
     int down[2], up[2];
     if (pipe(down) != 0 || pipe(up) != 0) return MakeError(ErrorCode::kIo, "pipe failed");
+    // The child must not inherit (and write again) what is buffered for stdout.
+    std::cout.flush();
+    std::fflush(nullptr);
     const pid_t pid = fork();
     if (pid < 0) return MakeError(ErrorCode::kIo, "fork failed");
     if (pid == 0) {
