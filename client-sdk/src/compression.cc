@@ -22,10 +22,8 @@ float FromBF16(uint16_t h) {
 }
 
 template <typename T>
-void Put(std::vector<std::byte>& out, T value) {
-  const size_t at = out.size();
-  out.resize(at + sizeof value);
-  std::memcpy(out.data() + at, &value, sizeof value);
+void Store(std::byte* at, T value) {
+  std::memcpy(at, &value, sizeof value);
 }
 
 agg::DType TransportDType(Compression c) {
@@ -52,6 +50,7 @@ Result<Compression> ParseCompression(std::string_view name) {
 Result<EncodedUpdate> Encode(const Parameters& parameters, Compression compression) {
   EncodedUpdate out;
   const agg::DType dtype = TransportDType(compression);
+  uint64_t bytes = 0;
   for (const Tensor& t : parameters) {
     agg::TensorSpec spec{t.name, dtype, t.shape};
     if (spec.elements() != t.values.size()) {
@@ -61,32 +60,45 @@ Result<EncodedUpdate> Encode(const Parameters& parameters, Compression compressi
     if (!std::all_of(t.values.begin(), t.values.end(), [](float x) { return std::isfinite(x); })) {
       return MakeError(ErrorCode::kNonFinite, "tensor '" + t.name + "' contains NaN or Inf");
     }
-    out.payload.reserve(out.payload.size() + spec.bytes());
+    bytes += spec.bytes();
+    out.f32_bytes += t.values.size() * sizeof(float);
+    out.tensors.push_back(std::move(spec));
+  }
+  // Sized once and written in place: growing the payload value by value
+  // cost more than the upload of it.
+  out.payload.resize(bytes);
+  std::byte* w = out.payload.data();
+  for (const Tensor& t : parameters) {
+    const size_t n = t.values.size();
+    const float* x = t.values.data();
     switch (compression) {
       case Compression::kNone:
-        for (float x : t.values) Put(out.payload, x);
+        if (n > 0) std::memcpy(w, x, n * sizeof(float));
+        w += n * sizeof(float);
         break;
       case Compression::kF16:
-        for (float x : t.values) Put(out.payload, static_cast<_Float16>(x));
+        for (size_t i = 0; i < n; ++i) Store(w + 2 * i, static_cast<_Float16>(x[i]));
+        w += 2 * n;
         break;
       case Compression::kBF16:
-        for (float x : t.values) Put(out.payload, ToBF16(x));
+        for (size_t i = 0; i < n; ++i) Store(w + 2 * i, ToBF16(x[i]));
+        w += 2 * n;
         break;
       case Compression::kInt8: {
-        if (t.values.empty()) break;
+        if (n == 0) break;
         float max_abs = 0;
-        for (float x : t.values) max_abs = std::max(max_abs, std::fabs(x));
+        for (size_t i = 0; i < n; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
         const float scale = max_abs / 127.0f;
-        Put(out.payload, scale);
-        for (float x : t.values) {
-          const float q = scale > 0 ? std::nearbyint(x / scale) : 0.0f;
-          Put(out.payload, static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f)));
+        Store(w, scale);
+        w += sizeof scale;
+        for (size_t i = 0; i < n; ++i) {
+          const float q = scale > 0 ? std::nearbyint(x[i] / scale) : 0.0f;
+          Store(w + i, static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f)));
         }
+        w += n;
         break;
       }
     }
-    out.f32_bytes += t.values.size() * sizeof(float);
-    out.tensors.push_back(std::move(spec));
   }
   return out;
 }

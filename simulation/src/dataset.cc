@@ -117,14 +117,31 @@ Dataset MakeSynthetic(int64_t train_samples, uint64_t seed) {
 Result<std::vector<std::vector<int64_t>>> Partition(const torch::Tensor& labels, int64_t classes, uint32_t clients,
                                                     const PartitionSpec& spec, uint64_t seed) {
   const int64_t n = labels.size(0);
-  if (n < clients) {
+  if (n < clients && spec.samples_per_client == 0) {
     return MakeError(ErrorCode::kInvalidArgument, std::to_string(clients) + " clients for " + std::to_string(n) + " samples");
   }
   std::mt19937_64 rng(seed);
   std::vector<std::vector<int64_t>> out(clients);
   const torch::Tensor y = labels.contiguous();
   const int64_t* label = y.data_ptr<int64_t>();
-  if (spec.kind == "iid") {
+  if (spec.kind == "iid" && spec.samples_per_client > 0) {
+    const size_t k = spec.samples_per_client;
+    if (k > static_cast<size_t>(n)) {
+      return MakeError(ErrorCode::kInvalidArgument, std::to_string(k) + " samples per client, the set has " + std::to_string(n));
+    }
+    std::vector<int64_t> pass(static_cast<size_t>(n));
+    std::iota(pass.begin(), pass.end(), 0);
+    size_t at = pass.size();  // the next sample of the current pass
+    for (auto& mine : out) {
+      // A client never straddles two passes, so its samples are distinct.
+      if (pass.size() - at < k) {
+        std::shuffle(pass.begin(), pass.end(), rng);
+        at = 0;
+      }
+      mine.assign(pass.begin() + static_cast<int64_t>(at), pass.begin() + static_cast<int64_t>(at + k));
+      at += k;
+    }
+  } else if (spec.kind == "iid") {
     std::vector<int64_t> all(static_cast<size_t>(n));
     std::iota(all.begin(), all.end(), 0);
     std::shuffle(all.begin(), all.end(), rng);

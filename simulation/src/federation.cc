@@ -34,8 +34,7 @@ client::Parameters Unflatten(const agg::ModelSpec& spec, const std::vector<float
 
 // Runs between rounds, when the client workers are idle: it may use every core.
 std::pair<double, double> Evaluate(torch::nn::Sequential& model, const Dataset& d) {
-  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);
+  UseComputeThreads(AllCores());
   torch::InferenceMode inference;
   model->eval();
   double loss = 0;
@@ -47,7 +46,7 @@ std::pair<double, double> Evaluate(torch::nn::Sequential& model, const Dataset& 
     loss += torch::nn::functional::cross_entropy(out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
     correct += out.argmax(1).eq(y).sum().item<int64_t>();
   }
-  at::set_num_threads(1);  // back to what the workers train with
+  UseComputeThreads(1);  // back to what the workers train with
   return {static_cast<double>(correct) / static_cast<double>(n), loss / static_cast<double>(n)};
 }
 
@@ -91,7 +90,7 @@ Result<std::vector<RoundMetrics>> RunSimulation(const SimulationJob& job, const 
     data = MakeSynthetic(job.synthetic_samples, job.seed);
   }
   TRIBUTARY_ASSIGN_OR_RETURN(auto partition, Partition(data.train_y, data.classes, job.clients,
-                                                       {job.partition, job.alpha, job.shards_per_client}, job.seed));
+                                                       {job.partition, job.alpha, job.shards_per_client, job.samples_per_client}, job.seed));
 
   // The model and its layout.
   TRIBUTARY_ASSIGN_OR_RETURN(torch::nn::Sequential global, MakeModel(job.model, job.seed));

@@ -1,10 +1,20 @@
 #include "harness.h"
 
+#include <dlfcn.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 namespace tributary::simulation {
+
+void UseComputeThreads(int threads) {
+  at::set_num_threads(threads);
+  using SetThreads = void (*)(int);
+  static const auto set_blas_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set_blas_threads != nullptr) set_blas_threads(threads);
+}
+
+int AllCores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
 std::string ClientId(uint32_t c) { return "client-" + std::to_string(c); }
 std::string NodeId(uint32_t n) { return "sim" + std::to_string(getpid()) + "-" + std::to_string(n); }
@@ -91,6 +101,7 @@ Result<void> ClientPool::Start() {
     }
     workers_.push_back(std::move(worker));
   }
+  UseComputeThreads(1);
   for (size_t w = 0; w < workers_.size(); ++w) threads_.emplace_back([this, w] { Serve(w); });
   return Ok();
 }
@@ -115,7 +126,7 @@ std::optional<Error> ClientPool::failure() {
 }
 
 void ClientPool::Serve(size_t w) {
-  torch::set_num_threads(1);  // the workers are the parallelism
+  at::set_num_threads(1);  // the workers are the parallelism (LibTorch's count is per thread)
   for (;;) {
     uint32_t c;
     {
@@ -148,6 +159,14 @@ std::chrono::milliseconds ClientPool::Visit(size_t w, uint32_t c) {
   if (!poll) return Fail(poll.error());
   if (!poll.value().task) return std::max(pace_, poll.value().retry_after);
   const client::Task& task = *poll.value().task;
+  {
+    std::lock_guard lock(mu_);
+    if (task.round > newest_round_) {
+      newest_round_ = task.round;
+      WakeAllLocked();
+    }
+  }
+  wake_.notify_all();
   auto model = s.FetchModel(task);
   if (!model) return model.error().code == ErrorCode::kReplay ? pace_ : Fail(model.error());
   auto fit = work_(c, w, task, model.value());
@@ -163,6 +182,16 @@ std::chrono::milliseconds ClientPool::Visit(size_t w, uint32_t c) {
   if (loss != fit.value().metrics.end()) tally_.train_loss += loss->second;
   tally_.last_upload = Clock::now();
   return pace_;
+}
+
+void ClientPool::WakeAllLocked() {
+  std::vector<Due> queued;
+  queued.reserve(due_.size());
+  for (; !due_.empty(); due_.pop()) queued.push_back(due_.top());
+  const Clock::time_point now = Clock::now();
+  // Same time for all: ties go to the lower client index, which is queue order
+  // for clients that were due in index order.
+  for (const Due& d : queued) due_.push({std::min(d.first, now), d.second});
 }
 
 std::chrono::milliseconds ClientPool::Fail(const Error& e) {

@@ -24,6 +24,14 @@
 
 namespace tributary::simulation {
 
+// Threads for one thread's LibTorch work and for the BLAS under it (OpenBLAS,
+// Debian's libopenblas0-pthread behind libblas.so.3, keeps one pool for the
+// whole process). The client workers are the simulator's parallelism: they
+// train with 1; evaluation between rounds, with the workers idle, uses every
+// core. Any other BLAS is left as it is.
+void UseComputeThreads(int threads);
+int AllCores();
+
 std::string ClientId(uint32_t c);
 // Unique on the machine: node ids name the data plane's sockets and segments.
 std::string NodeId(uint32_t n);
@@ -66,7 +74,9 @@ struct ClientTally {
 
 // The simulated clients: `job.workers` threads serving every client in turn,
 // each with one SDK session per node; an idle client costs nothing but its
-// place in the queue. Clients ask for tasks at a pace of ~500 asks/s in all.
+// place in the queue. Idle clients ask for tasks at a pace of ~500 asks/s in
+// all; the first task of a new round makes every waiting client ask at once
+// (the round is open: selected clients are online and prompt, as if pushed).
 class ClientPool {
  public:
   ClientPool(const SimulationJob& job, std::vector<std::string> gateways, uint64_t model_bytes, ClientWork work);
@@ -84,6 +94,8 @@ class ClientPool {
   };
 
   void Serve(size_t w);
+  // Every queued client becomes due now, in its queue order; under mu_.
+  void WakeAllLocked();
   std::chrono::milliseconds Visit(size_t w, uint32_t c);
   std::chrono::milliseconds Fail(const Error& e);
 
@@ -98,6 +110,7 @@ class ClientPool {
   std::condition_variable wake_;
   std::priority_queue<Due, std::vector<Due>, std::greater<>> due_;
   bool stop_ = false;
+  uint64_t newest_round_ = 0;  // of the tasks handed out so far
   ClientTally tally_;
   std::optional<Error> failure_;
 };

@@ -123,6 +123,10 @@ Result<SimulationJob> ParseSimulationJob(const std::string& yaml_text, const std
   if (j.dataset == "synthetic-har" && j.strategy.name != "semipfl") {
     return top.Fail(root["data"]["dataset"], "data.dataset", "synthetic-har is a per-user dataset for strategy semipfl");
   }
+  if (j.strategy.name == "semipfl" && j.samples_per_client == 0) j.samples_per_client = 400;
+  if (j.strategy.name != "semipfl" && j.samples_per_client > 0 && j.partition != "iid") {
+    return top.Fail(root["data"]["samples_per_client"], "data.samples_per_client", "needs partition iid");
+  }
   if (j.strategy.name == "fedprox" && j.proximal_mu <= 0) {
     return top.Fail(root["strategy"], "strategy", "fedprox needs train.proximal_mu > 0 (the clients apply it)");
   }

@@ -357,7 +357,7 @@ Result<SemiPflResult> RunSemiPflSimulation(const SimulationJob& job, const Simul
   result.semipfl_bytes_per_round = result.rounds.size() > 1 ? bytes / static_cast<double>(result.rounds.size() - 1) : 0;
 
   // Baselines on the same users and selections.
-  torch::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  UseComputeThreads(AllCores());
   result.local_only = LocalOnly(data, arch, job);
   result.fedavg_labelled = FedAvgLabelled(data, arch, job, selections);
   torch::nn::Sequential classifier = MakeClassifier(arch);

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 
 namespace tributary::node {
@@ -83,6 +84,40 @@ TEST(Supervisor, AReleasedFunctionIsReusedWarm) {
   EXPECT_EQ(st.warm_reuses, 1u);
   EXPECT_EQ(st.live, 1u);
   EXPECT_EQ(st.idle, 0u);
+}
+
+// "\nNAME=value\n..." of a running process. The stand-in function execs
+// once more after its start, and /proc shows an empty environment meanwhile.
+std::string EnvironmentOf(pid_t pid) {
+  const auto give_up = std::chrono::steady_clock::now() + 5s;
+  std::string env;
+  while (env.empty() && std::chrono::steady_clock::now() < give_up) {
+    std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/environ").c_str(), "rb");
+    if (f == nullptr) return {};
+    for (int c = std::fgetc(f); c != EOF; c = std::fgetc(f)) env.push_back(c == '\0' ? '\n' : static_cast<char>(c));
+    std::fclose(f);
+    if (env.empty()) std::this_thread::sleep_for(5ms);
+  }
+  return "\n" + env;
+}
+
+TEST(Supervisor, FunctionsRunWithOpenMpTeamsThatSleepUnlessTheOperatorSaidOtherwise) {
+  {
+    Supervisor s(Options(60s));
+    DataPlaneStandIn plane(s);
+    const FunctionInstance f = s.Acquire().value();
+    EXPECT_NE(EnvironmentOf(f.pid).find("\nOMP_WAIT_POLICY=PASSIVE\n"), std::string::npos);
+  }
+  ASSERT_EQ(setenv("OMP_WAIT_POLICY", "ACTIVE", 1), 0);
+  {
+    Supervisor s(Options(60s));
+    DataPlaneStandIn plane(s);
+    const FunctionInstance f = s.Acquire().value();
+    const std::string env = EnvironmentOf(f.pid);
+    EXPECT_NE(env.find("\nOMP_WAIT_POLICY=ACTIVE\n"), std::string::npos);
+    EXPECT_EQ(env.find("PASSIVE"), std::string::npos);
+  }
+  unsetenv("OMP_WAIT_POLICY");
 }
 
 TEST(Supervisor, IdleFunctionsPastTheKeepAliveAreReapedBusyOnesAreNot) {

@@ -44,9 +44,14 @@ TEST(UpdatesThatFit, TheSegmentHoldsTheUpdatesTheTreesAccumulatorsAndTheModelWit
   EXPECT_EQ(UpdatesThatFit(n, kMiB / 4, kMiB, 4, 0), 150u);
 }
 
-TEST(UpdatesThatFit, TheFunctionLimitAndTheFoldThroughputBind) {
-  // Fan-in 4, at most 10 functions: 7 leaves + 2 intermediates + the root.
-  EXPECT_EQ(UpdatesThatFit({"a", 1ull << 40, 10, 0}, kMiB, kMiB, 4, 0), 28u);
+TEST(UpdatesThatFit, TheFunctionLimitRaisesTheFanInAndTheFoldThroughputBinds) {
+  // 100 MiB, 87.5 usable. Fan-in 4 with functions to spare: 64 updates + 21
+  // accumulators + the model. At most 10 functions: the node plans at the
+  // fan-in that fits (9 leaves of 9 + the root), fewer accumulators, more room:
+  // 76 updates + 10 + 1 = 87 MiB.
+  EXPECT_EQ(UpdatesThatFit({"a", 100 * kMiB, 1000, 0}, kMiB, kMiB, 4, 0), 64u);
+  EXPECT_EQ(UpdatesThatFit({"a", 100 * kMiB, 10, 0}, kMiB, kMiB, 4, 0), 76u);
+  EXPECT_EQ(FanInThatFits(76, 4, 10), 9u);
   // 10 MiB/s for a 2 s round: 20 updates of 1 MiB.
   EXPECT_EQ(UpdatesThatFit({"a", 1ull << 40, 1000, 10.0 * kMiB}, kMiB, kMiB, 4, 2.0), 20u);
   // Unknown throughput (0) is no limit; no segment is no room.

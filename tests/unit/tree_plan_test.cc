@@ -115,9 +115,22 @@ TEST(TreePlan, CommittedResultsFollowTheRootsChildren) {
   EXPECT_EQ(p.functions.back().fan_in, 4u);
 }
 
-TEST(TreePlan, MoreFunctionsThanAvailableIsResourceExhausted) {
-  EXPECT_EQ(PlanNodeTree({Keys(9), 0, 4, 3}).error().code, ErrorCode::kResourceExhausted);  // 3 leaves + root
-  EXPECT_TRUE(PlanNodeTree({Keys(9), 0, 4, 4}));
+TEST(TreePlan, MoreFunctionsThanAvailableRaisesTheFanIn) {
+  const TreePlan fits = PlanNodeTree({Keys(9), 0, 4, 4}).value();  // 3 leaves + root
+  EXPECT_EQ(fits.fan_in, 4u);
+  EXPECT_EQ(fits.leaves, 3u);
+  const TreePlan raised = PlanNodeTree({Keys(9), 0, 4, 3}).value();
+  EXPECT_EQ(raised.fan_in, 5u);  // 2 leaves (5 + 4) + root
+  EXPECT_EQ(raised.leaves, 2u);
+  EXPECT_EQ(raised.functions[0].keys.size(), 5u);
+  EXPECT_EQ(raised.functions[1].keys.size(), 4u);
+  // 5,000 updates at fan-in 32 would need 157 leaves, 5 intermediates and a root.
+  const TreePlan wide = PlanNodeTree({Keys(5000), 0, 32, 120}).value();
+  EXPECT_LE(wide.functions.size(), 120u);
+  EXPECT_GT(wide.fan_in, 32u);
+  EXPECT_GT(ShapeFor(5000, wide.fan_in - 1).functions(), 120u);  // the smallest that fits
+  EXPECT_EQ(wide.leaf_of.size(), 5000u);
+  EXPECT_EQ(PlanNodeTree({Keys(9), 0, 4, 1}).error().code, ErrorCode::kResourceExhausted);  // no leaf and root
 }
 
 TEST(TreePlan, IsAFunctionOfTheKeySetAlone) {

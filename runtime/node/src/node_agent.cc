@@ -26,8 +26,10 @@ namespace {
 using dataplane::Descriptor;
 using Clock = std::chrono::steady_clock;
 
-// Functions one node runs at once (the supervisor's limit, the planner's budget).
-constexpr uint32_t kMaxFunctions = 256;
+// Functions one node runs at once (the supervisor's limit, the planner's
+// budget). Each maps the segment and holds one of its leases; the agent and
+// tools attaching to it keep the rest.
+constexpr uint32_t kMaxFunctions = shm::kMaxLeases - 8;
 
 // A function of the current tree and the task it runs.
 struct TreeFunction {
@@ -426,6 +428,10 @@ struct NodeAgent::Impl final : gateway::UpdateSink {
         if (done.count(k) == 0) in.expected_keys.push_back(k);
       }
       TRIBUTARY_ASSIGN_OR_RETURN(plan, planner::PlanNodeTree(in));
+      if (plan.fan_in != round.fan_in) {
+        spdlog::info("node {}: round {}: fan-in {} for {} updates in at most {} functions (the job's is {})",
+                     options.node_id, round.spec.round, plan.fan_in, in.expected_keys.size(), kMaxFunctions, round.fan_in);
+      }
     }
     round.plan = {};  // no routes while functions are acquired: updates accepted meanwhile are held, sent below
     std::vector<bool> runs(plan.functions.size());  // all but committed leaves

@@ -134,10 +134,11 @@ uint64_t UpdatesThatFit(const NodeResources& node, uint64_t update_bytes, uint64
     most = std::min<uint64_t>(most, static_cast<uint64_t>(node.fold_bytes_per_s * round_budget_s /
                                                           static_cast<double>(update_bytes)));
   }
-  // The largest k within `most` whose tree fits the segment and the function limit.
+  // The largest k within `most` whose tree fits the segment and the function
+  // limit, at the fan-in the node plans k updates with.
   auto fits = [&](uint64_t k) {
-    return SegmentBytesFor(k, update_bytes, model_bytes, fan_in) <= usable &&
-           ShapeFor(k, fan_in).functions() <= node.function_limit;
+    const uint32_t f = FanInThatFits(k, fan_in, node.function_limit);
+    return SegmentBytesFor(k, update_bytes, model_bytes, f) <= usable && ShapeFor(k, f).functions() <= node.function_limit;
   };
   uint64_t lo = 0, hi = most;
   while (lo < hi) {
@@ -214,6 +215,7 @@ Result<Placement> PlanPlacement(const PlacementInputs& in) {
                                          nodes[i].function_fold_bytes_per_s, in.fan_in_min, in.fan_in_max,
                                          in.tail_target_s});
     }
+    share.fan_in = FanInThatFits(share.clients.size(), share.fan_in, nodes[i].function_limit);
     share.tree = ShapeFor(share.clients.size(), share.fan_in);
     if (!share.clients.empty()) out.partials += 1;
   }

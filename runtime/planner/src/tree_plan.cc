@@ -17,6 +17,17 @@ TreeShape ShapeFor(uint64_t updates, uint32_t fan_in) {
   return s;
 }
 
+uint32_t FanInThatFits(uint64_t updates, uint32_t fan_in, uint32_t available_functions) {
+  const uint64_t widest = std::max<uint64_t>({fan_in, updates, 1});
+  // No fan-in below this fits: its leaves alone, with the root, are too many.
+  const uint64_t leaves_that_fit = std::max<uint32_t>(available_functions, 2) - 1;
+  uint64_t f = fan_in;
+  if (ShapeFor(updates, fan_in).functions() > available_functions) f = std::max<uint64_t>(f + 1, (updates + leaves_that_fit - 1) / leaves_that_fit);
+  // Fewer functions as the fan-in grows: the first that fits is the smallest.
+  while (f < widest && ShapeFor(updates, static_cast<uint32_t>(f)).functions() > available_functions) ++f;
+  return static_cast<uint32_t>(std::min(f, widest));
+}
+
 Result<TreePlan> PlanNodeTree(const TreeInputs& in) {
   if (in.fan_in == 0) return MakeError(ErrorCode::kInvalidArgument, "fan-in must be positive");
   if (in.expected_keys.empty() && in.committed_results == 0) {
@@ -27,8 +38,11 @@ Result<TreePlan> PlanNodeTree(const TreeInputs& in) {
   if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) {
     return MakeError(ErrorCode::kInvalidArgument, "a route key is expected twice");
   }
+  // More updates per leaf rather than a round the node cannot run.
+  const uint32_t fan_in = FanInThatFits(keys.size(), in.fan_in, in.available_functions);
   TreePlan plan;
-  const TreeShape shape = ShapeFor(keys.size(), in.fan_in);
+  plan.fan_in = fan_in;
+  const TreeShape shape = ShapeFor(keys.size(), fan_in);
   plan.leaves = shape.leaves;
   plan.intermediates = shape.intermediates;
   const uint64_t needed = uint64_t{plan.leaves} + plan.intermediates + 1;
@@ -41,17 +55,17 @@ Result<TreePlan> PlanNodeTree(const TreeInputs& in) {
   for (uint32_t i = 0; i < plan.leaves; ++i) {
     PlannedFunction& leaf = plan.functions[i];
     leaf.role = Role::kLeaf;
-    const size_t begin = size_t{i} * in.fan_in, end = std::min(keys.size(), begin + in.fan_in);
+    const size_t begin = size_t{i} * fan_in, end = std::min(keys.size(), begin + fan_in);
     leaf.keys.assign(keys.begin() + static_cast<std::ptrdiff_t>(begin), keys.begin() + static_cast<std::ptrdiff_t>(end));
     leaf.fan_in = static_cast<uint32_t>(leaf.keys.size());
     for (uint32_t k : leaf.keys) plan.leaf_of[k] = i;
-    leaf.parent = plan.intermediates ? plan.leaves + i / in.fan_in : root;
-    leaf.index_in_parent = plan.intermediates ? i % in.fan_in : i;
+    leaf.parent = plan.intermediates ? plan.leaves + i / fan_in : root;
+    leaf.index_in_parent = plan.intermediates ? i % fan_in : i;
   }
   for (uint32_t m = 0; m < plan.intermediates; ++m) {
     PlannedFunction& mid = plan.functions[plan.leaves + m];
     mid.role = Role::kIntermediate;
-    mid.fan_in = std::min(plan.leaves, (m + 1) * in.fan_in) - m * in.fan_in;
+    mid.fan_in = std::min(plan.leaves, (m + 1) * fan_in) - m * fan_in;
     mid.parent = root;
     mid.index_in_parent = m;
   }

@@ -9,7 +9,10 @@
 // is a fixed random prototype image plus noise, so it is learnable but not
 // trivially so.
 // Partition gives each client a list of training-set indices:
-//   iid        a shuffled even split
+//   iid        a shuffled even split; with samples_per_client k, each client
+//              k samples dealt from successive shuffles of the training set,
+//              so clients * k may exceed it (a sample is then shared by
+//              several clients, never twice by one)
 //   dirichlet  per class, shares drawn from Dirichlet(alpha) over clients
 //              (Hsu et al. 2019); small alpha = more skew; every client gets
 //              at least one sample
@@ -39,6 +42,7 @@ struct PartitionSpec {
   std::string kind = "iid";
   double alpha = 0.5;
   uint32_t shards_per_client = 2;
+  uint32_t samples_per_client = 0;  // iid only; 0: the even split
 };
 
 Result<std::vector<std::vector<int64_t>>> Partition(const torch::Tensor& labels, int64_t classes, uint32_t clients,

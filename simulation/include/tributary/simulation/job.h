@@ -60,7 +60,10 @@ struct SimulationJob {
   uint32_t synthetic_samples = 12'000;    // synthetic: train samples (test: a sixth)
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   double label_ratio = 0.05;              // semipfl: labelled fraction of each user's training samples
-  uint32_t samples_per_client = 400;      // semipfl: each user's samples (a quarter held out for testing)
+  // semipfl: each user's samples (a quarter held out for testing), 400 if
+  // unset; other strategies: with partition iid, each client's samples (0: an
+  // even split of the training set; more than fit are shared, see Partition).
+  uint32_t samples_per_client = 0;
   std::string model = "mlp";              // mlp | cnn
   uint32_t local_epochs = 1;
   uint32_t batch_size = 32;

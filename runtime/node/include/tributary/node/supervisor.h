@@ -113,6 +113,8 @@ class Supervisor {
   void Kill(Entry& e);
 
   SupervisorOptions options_;
+  std::vector<std::string> environment_;  // the functions', NAME=value
+  std::vector<char*> envp_;               // into environment_, null-terminated
   mutable std::mutex mu_;
   std::condition_variable hello_;
   std::map<uint32_t, Entry> functions_;

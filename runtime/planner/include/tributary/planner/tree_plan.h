@@ -9,9 +9,13 @@
 // A leaf folds its clients in ascending route-key order, a parent its
 // children by index: the tree's arithmetic is a function of the plan alone.
 //
+// When the job's fan_in would need more functions than are available, the
+// fan-in is raised to the smallest that fits (TreePlan::fan_in): a node with
+// many clients runs fewer, fuller leaves instead of refusing the round.
+//
 // Errors: kInvalidArgument for fan_in 0, nothing to fold, or a route key
 // expected twice (each client has one key, so one update); kResourceExhausted
-// if the tree needs more functions than are available.
+// if not even one leaf and the node-root fit in the functions available.
 //
 // Thread safety: plain functions and value types.
 #pragma once
@@ -39,6 +43,7 @@ struct TreePlan {
   std::vector<PlannedFunction> functions;
   uint32_t leaves = 0;
   uint32_t intermediates = 0;
+  uint32_t fan_in = 0;  // the inputs' fan_in, or the larger one that fits the functions available
   std::map<uint32_t, uint32_t> leaf_of;  // route key -> index of its leaf
 
   uint32_t root() const { return static_cast<uint32_t>(functions.size() - 1); }
@@ -75,5 +80,10 @@ struct TreeShape {
   uint64_t functions() const { return leaves ? uint64_t{leaves} + intermediates + 1 : 0; }  // with the node-root
 };
 TreeShape ShapeFor(uint64_t updates, uint32_t fan_in);
+
+// The smallest fan-in from `fan_in` up whose tree for `updates` needs at
+// most `available_functions` functions (updates, if none does): the rule
+// PlanNodeTree plans with, for the placement to count with.
+uint32_t FanInThatFits(uint64_t updates, uint32_t fan_in, uint32_t available_functions);
 
 }  // namespace tributary::planner
