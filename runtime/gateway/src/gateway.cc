@@ -201,7 +201,7 @@ struct Gateway::Impl {
     if (h.job_id().empty() || h.client_id().empty()) {
       return MakeError(ErrorCode::kMalformedFrame, "an update header names its job_id and client_id");
     }
-    TRIBUTARY_ASSIGN_OR_RETURN(RoundSpec spec, rounds->Lookup(h.job_id(), h.round(), h.model_version()));
+    TRIBUTARY_ASSIGN_OR_RETURN(RoundTerms spec, rounds->Lookup(h.job_id(), h.round(), h.model_version()));
     TRIBUTARY_ASSIGN_OR_RETURN(agg::ModelSpec layout, protocol::ValidateUpdateHeader(h, spec.model, options.limits));
     const std::string key = UploadKey(h.job_id(), h.round(), h.client_id());
     if (auto it = upload_of.find(key); it != upload_of.end()) {

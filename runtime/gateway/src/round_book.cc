@@ -52,10 +52,10 @@ std::optional<Assignment> RoundBook::AssignmentFor(const std::string& client) co
   return std::nullopt;
 }
 
-Result<RoundSpec> RoundBook::Lookup(const std::string& job, uint64_t round, uint64_t model_version) const {
+Result<RoundTerms> RoundBook::Lookup(const std::string& job, uint64_t round, uint64_t model_version) const {
   std::lock_guard lock(mu_);
   TRIBUTARY_ASSIGN_OR_RETURN(const Job* j, Find(job, round, model_version));
-  return j->spec;
+  return RoundTerms{j->spec.model, j->spec.reject_non_finite};
 }
 
 Result<Admission> RoundBook::Admit(const std::string& job, uint64_t round, uint64_t model_version,

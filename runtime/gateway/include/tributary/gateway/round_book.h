@@ -41,6 +41,12 @@ struct RoundSpec {
   std::map<std::string, UploadGateway> steered_away;
 };
 
+// What an update header is checked against.
+struct RoundTerms {
+  agg::ModelSpec model;
+  bool reject_non_finite = true;
+};
+
 // A selected client's task: what it trains from and for which round, and
 // where it uploads when that is not this gateway.
 struct Assignment {
@@ -91,8 +97,9 @@ class RoundBook {
   void OpenRound(RoundSpec spec);
   void CloseRound(const std::string& job);
 
-  // The model spec and policy of the job's open round, to validate a header.
-  Result<RoundSpec> Lookup(const std::string& job, uint64_t round, uint64_t model_version) const;
+  // The model spec and policy of the job's open round, to validate a header
+  // (not the whole spec: its client lists are as long as the round).
+  Result<RoundTerms> Lookup(const std::string& job, uint64_t round, uint64_t model_version) const;
   Result<Admission> Admit(const std::string& job, uint64_t round, uint64_t model_version, const std::string& client);
 
   // The open round `client` is selected for and has not delivered yet, if any.

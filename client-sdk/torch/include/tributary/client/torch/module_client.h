@@ -84,8 +84,10 @@ class ModuleClient : public Client {
   Result<FitResult> Fit(const Parameters& global, const Config& config) override {
     TRIBUTARY_TRY(LoadParameters(*model_, global));
     const TrainOptions o = WithConfig(options_, config);
-    std::vector<torch::Tensor> anchor;
-    for (const auto& p : model_->parameters()) anchor.push_back(p.detach().clone());
+    std::vector<torch::Tensor> anchor;  // the global weights, for FedProx's term only
+    if (o.proximal_mu > 0) {
+      for (const auto& p : model_->parameters()) anchor.push_back(p.detach().clone());
+    }
     auto optimizer = MakeOptimizer(*model_, o);
     const int64_t n = inputs_.size(0);
     // A generator of its own: clients may train on several threads at once.
