@@ -117,6 +117,9 @@ Dataset MakeSynthetic(int64_t train_samples, uint64_t seed) {
 Result<std::vector<std::vector<int64_t>>> Partition(const torch::Tensor& labels, int64_t classes, uint32_t clients,
                                                     const PartitionSpec& spec, uint64_t seed) {
   const int64_t n = labels.size(0);
+  if (spec.samples_per_client > 0 && spec.kind != "iid") {
+    return MakeError(ErrorCode::kInvalidArgument, "samples_per_client is for partition iid, not " + spec.kind);
+  }
   if (n < clients && spec.samples_per_client == 0) {
     return MakeError(ErrorCode::kInvalidArgument, std::to_string(clients) + " clients for " + std::to_string(n) + " samples");
   }

@@ -14,6 +14,29 @@ void UseComputeThreads(int threads) {
   if (set_blas_threads != nullptr) set_blas_threads(threads);
 }
 
+// Which BLAS LibTorch calls. OpenBLAS's serial build gave wrong numbers
+// with two workers training at once (a test job diverged), so it is refused
+// for more than one; the reference BLAS is only slow.
+Result<void> CheckBlas(uint32_t workers) {
+  using GetConfig = char* (*)();
+  using GetParallel = int (*)();
+  const auto config = reinterpret_cast<GetConfig>(dlsym(RTLD_DEFAULT, "openblas_get_config"));
+  const auto parallel = reinterpret_cast<GetParallel>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
+  if (config == nullptr || parallel == nullptr) {
+    spdlog::warn("simulation: the BLAS under LibTorch is not OpenBLAS; if it is Debian's reference libblas3, clients "
+                 "train about 2x slower (scripts/setup installs libopenblas0-pthread)");
+    return Ok();
+  }
+  if (parallel() == 0 && workers > 1) {
+    return MakeError(ErrorCode::kConfig, std::string(config()) +
+                                             " is OpenBLAS's serial build, not safe for " + std::to_string(workers) +
+                                             " workers training at once: install libopenblas0-pthread, or set "
+                                             "federation.workers: 1");
+  }
+  spdlog::info("simulation: BLAS {}", config());
+  return Ok();
+}
+
 int AllCores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
 std::string ClientId(uint32_t c) { return "client-" + std::to_string(c); }
@@ -21,6 +44,7 @@ std::string NodeId(uint32_t n) { return "sim" + std::to_string(getpid()) + "-" +
 
 Result<LocalRuntime> StartLocalRuntime(const SimulationJob& job, const SimulationOptions& options,
                                        uint64_t segment_bytes, controller::ServiceJob service_job) {
+  TRIBUTARY_TRY(CheckBlas(job.workers));
   LocalRuntime rt;
   controller::ControllerOptions co;
   co.checkpoint_dir = options.run_dir + "/checkpoints";
@@ -82,7 +106,8 @@ std::map<std::string, std::vector<std::string>> ByNode(const std::vector<uint32_
 
 ClientPool::ClientPool(const SimulationJob& job, std::vector<std::string> gateways, uint64_t model_bytes,
                        ClientWork work)
-    : job_(job), gateways_(std::move(gateways)), model_bytes_(model_bytes), work_(std::move(work)) {
+    : job_(job), gateways_(std::move(gateways)), model_bytes_(model_bytes), work_(std::move(work)),
+      newest_round_(gateways_.size(), 0) {
   pace_ = std::chrono::milliseconds(std::max<int64_t>(50, job.clients * 2));
   for (uint32_t c = 0; c < job.clients; ++c) due_.push({Clock::now(), c});
 }
@@ -153,20 +178,34 @@ void ClientPool::Serve(size_t w) {
 }
 
 std::chrono::milliseconds ClientPool::Visit(size_t w, uint32_t c) {
-  client::Session& s = *workers_[w].sessions[c % workers_[w].sessions.size()];
+  const size_t node = c % workers_[w].sessions.size();
+  client::Session& s = *workers_[w].sessions[node];
   s.transport().set_client_id(ClientId(c));
-  auto poll = s.NextTask();
-  if (!poll) return Fail(poll.error());
-  if (!poll.value().task) return std::max(pace_, poll.value().retry_after);
-  const client::Task& task = *poll.value().task;
+  uint64_t known;
   {
     std::lock_guard lock(mu_);
-    if (task.round > newest_round_) {
-      newest_round_ = task.round;
-      WakeAllLocked();
+    known = newest_round_[node];
+  }
+  auto poll = s.NextTask();
+  if (!poll) return Fail(poll.error());
+  if (!poll.value().task) {
+    std::lock_guard lock(mu_);
+    // The node's round opened while this client asked, out of the queue the
+    // wake-up went through: it asks again at once.
+    if (newest_round_[node] > known) return std::chrono::milliseconds(0);
+    return std::max(pace_, poll.value().retry_after);
+  }
+  const client::Task& task = *poll.value().task;
+  bool woke = false;
+  {
+    std::lock_guard lock(mu_);
+    if (task.round > newest_round_[node]) {
+      newest_round_[node] = task.round;
+      WakeNodeLocked(node);
+      woke = true;
     }
   }
-  wake_.notify_all();
+  if (woke) wake_.notify_all();
   auto model = s.FetchModel(task);
   if (!model) return model.error().code == ErrorCode::kReplay ? pace_ : Fail(model.error());
   auto fit = work_(c, w, task, model.value());
@@ -184,14 +223,16 @@ std::chrono::milliseconds ClientPool::Visit(size_t w, uint32_t c) {
   return pace_;
 }
 
-void ClientPool::WakeAllLocked() {
+void ClientPool::WakeNodeLocked(size_t node) {
   std::vector<Due> queued;
   queued.reserve(due_.size());
   for (; !due_.empty(); due_.pop()) queued.push_back(due_.top());
   const Clock::time_point now = Clock::now();
-  // Same time for all: ties go to the lower client index, which is queue order
-  // for clients that were due in index order.
-  for (const Due& d : queued) due_.push({std::min(d.first, now), d.second});
+  // Same time for all woken: ties go to the lower client index.
+  for (const Due& d : queued) {
+    const bool woken = d.second % gateways_.size() == node;
+    due_.push({woken ? std::min(d.first, now) : d.first, d.second});
+  }
 }
 
 std::chrono::milliseconds ClientPool::Fail(const Error& e) {

@@ -75,8 +75,9 @@ struct ClientTally {
 // The simulated clients: `job.workers` threads serving every client in turn,
 // each with one SDK session per node; an idle client costs nothing but its
 // place in the queue. Idle clients ask for tasks at a pace of ~500 asks/s in
-// all; the first task of a new round makes every waiting client ask at once
-// (the round is open: selected clients are online and prompt, as if pushed).
+// all; the first task of a new round at a node makes every client waiting
+// for that node ask at once (the round is open: selected clients are online
+// and prompt, as if pushed).
 class ClientPool {
  public:
   ClientPool(const SimulationJob& job, std::vector<std::string> gateways, uint64_t model_bytes, ClientWork work);
@@ -94,8 +95,8 @@ class ClientPool {
   };
 
   void Serve(size_t w);
-  // Every queued client becomes due now, in its queue order; under mu_.
-  void WakeAllLocked();
+  // Every queued client of `node` becomes due now, in its queue order; under mu_.
+  void WakeNodeLocked(size_t node);
   std::chrono::milliseconds Visit(size_t w, uint32_t c);
   std::chrono::milliseconds Fail(const Error& e);
 
@@ -110,7 +111,7 @@ class ClientPool {
   std::condition_variable wake_;
   std::priority_queue<Due, std::vector<Due>, std::greater<>> due_;
   bool stop_ = false;
-  uint64_t newest_round_ = 0;  // of the tasks handed out so far
+  std::vector<uint64_t> newest_round_;  // per node: of the tasks its gateway handed out so far
   ClientTally tally_;
   std::optional<Error> failure_;
 };

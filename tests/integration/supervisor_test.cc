@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -102,6 +103,9 @@ std::string EnvironmentOf(pid_t pid) {
 }
 
 TEST(Supervisor, FunctionsRunWithOpenMpTeamsThatSleepUnlessTheOperatorSaidOtherwise) {
+  const char* outer = std::getenv("OMP_WAIT_POLICY");
+  const std::optional<std::string> saved = outer ? std::optional<std::string>(outer) : std::nullopt;
+  ASSERT_EQ(unsetenv("OMP_WAIT_POLICY"), 0);
   {
     Supervisor s(Options(60s));
     DataPlaneStandIn plane(s);
@@ -117,7 +121,11 @@ TEST(Supervisor, FunctionsRunWithOpenMpTeamsThatSleepUnlessTheOperatorSaidOtherw
     EXPECT_NE(env.find("\nOMP_WAIT_POLICY=ACTIVE\n"), std::string::npos);
     EXPECT_EQ(env.find("PASSIVE"), std::string::npos);
   }
-  unsetenv("OMP_WAIT_POLICY");
+  if (saved) {
+    setenv("OMP_WAIT_POLICY", saved->c_str(), 1);
+  } else {
+    unsetenv("OMP_WAIT_POLICY");
+  }
 }
 
 TEST(Supervisor, IdleFunctionsPastTheKeepAliveAreReapedBusyOnesAreNot) {

@@ -40,6 +40,13 @@ TEST(Partition, MoreClientsThanFitShareSamplesButNeverTwiceInOneClient) {
   for (const auto& [sample, n] : uses) EXPECT_EQ(n, 10) << sample;
   EXPECT_EQ(Partition(Labels(6000), 10, 1000, spec, 5).value(), p);  // a function of its seed
   EXPECT_NE(Partition(Labels(6000), 10, 1000, spec, 6).value(), p);
+  spec.kind = "dirichlet";
+  EXPECT_EQ(Partition(Labels(6000), 10, 1000, spec, 5).error().code, ErrorCode::kInvalidArgument);
+  spec.kind = "iid";
+  spec.samples_per_client = 7;  // 6000 = 857 * 7 + 1: each pass leaves one sample out, a client never straddles two
+  for (const auto& mine : Partition(Labels(6000), 10, 2000, spec, 5).value()) {
+    EXPECT_EQ(std::set<int64_t>(mine.begin(), mine.end()).size(), 7u);
+  }
   spec.samples_per_client = 6001;
   EXPECT_EQ(Partition(Labels(6000), 10, 2, spec, 5).error().code, ErrorCode::kInvalidArgument);
 }

@@ -52,6 +52,34 @@ TEST(UpdatesThatFit, TheFunctionLimitRaisesTheFanInAndTheFoldThroughputBinds) {
   EXPECT_EQ(UpdatesThatFit({"a", 100 * kMiB, 1000, 0}, kMiB, kMiB, 4, 0), 64u);
   EXPECT_EQ(UpdatesThatFit({"a", 100 * kMiB, 10, 0}, kMiB, kMiB, 4, 0), 76u);
   EXPECT_EQ(FanInThatFits(76, 4, 10), 9u);
+}
+
+// Room is bisected: whatever fits, fewer fit too, also where the node's
+// fan-in steps up (3,680 updates at fan-in 32 are 120 functions, 3,681 at 33
+// are 117), and the node's own plan for a share never needs more than the
+// room counted.
+TEST(UpdatesThatFit, RoomIsMonotoneAcrossTheFanInSteps) {
+  const NodeResources node{"a", 8000 * kMiB, 120, 0};
+  const uint64_t usable = node.segment_free_bytes - node.segment_free_bytes / 8;
+  const uint64_t room = UpdatesThatFit(node, kMiB, kMiB, 32, 0);
+  ASSERT_GT(room, 3681u);
+  EXPECT_EQ(FanInThatFits(3680, 32, 120), 32u);
+  EXPECT_EQ(FanInThatFits(3681, 32, 120), 33u);
+  for (uint64_t k = 3600; k <= room; k += k < 3700 || k + 100 > room ? 1 : 97) {
+    const uint32_t f = FanInThatFits(k, 32, 120);
+    const uint64_t planned = k * kMiB + (ShapeFor(k, f).functions() + 1) * kMiB;
+    EXPECT_LE(planned, usable) << k;
+    EXPECT_LE(ShapeFor(k, f).functions(), 120u) << k;
+  }
+  PlacementInputs in = Inputs({node}, {{"a", static_cast<int>(room)}});
+  in.update_bytes = in.model_bytes = kMiB;
+  in.fan_in = 32;
+  in.round_budget_s = 0;
+  const auto p = PlanPlacement(in);
+  ASSERT_TRUE(p) << p.error().ToString();
+  EXPECT_TRUE(p.value().unplaced.empty());
+  EXPECT_GT(Share(p.value(), "a").fan_in, 32u) << "the share's tree is the node's, at the raised fan-in";
+  EXPECT_LE(Share(p.value(), "a").tree.functions(), 120u);
   // 10 MiB/s for a 2 s round: 20 updates of 1 MiB.
   EXPECT_EQ(UpdatesThatFit({"a", 1ull << 40, 1000, 10.0 * kMiB}, kMiB, kMiB, 4, 2.0), 20u);
   // Unknown throughput (0) is no limit; no segment is no room.

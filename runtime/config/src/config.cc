@@ -135,7 +135,8 @@ Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::stri
       return a.Fail(a.node()["panic_window_s"], "panic_window_s", "the panic window must not exceed the stable window");
     }
     if (a.Has("max_functions")) {
-      TRIBUTARY_ASSIGN_OR_RETURN(uint64_t m, a.Integer("max_functions", 1, 256));
+      // At most the node agent's limit: its segment's 128 leases less 8.
+      TRIBUTARY_ASSIGN_OR_RETURN(uint64_t m, a.Integer("max_functions", 1, 120));
       o.max_functions = static_cast<uint32_t>(m);
     }
   }

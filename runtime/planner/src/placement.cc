@@ -14,9 +14,14 @@ namespace {
 constexpr uint64_t kHeadroomDivisor = 8;
 
 // Segment bytes `updates` updates need in flight on one node: the updates,
-// one accumulator per function of its tree, and the model.
-uint64_t SegmentBytesFor(uint64_t updates, uint64_t update_bytes, uint64_t model_bytes, uint32_t fan_in) {
-  return updates * update_bytes + (ShapeFor(updates, fan_in).functions() + 1) * model_bytes;
+// one accumulator per function of its tree, and the model. The tree is
+// counted at the job's fan-in, capped at the function limit: never below
+// what the node plans (a raised fan-in has fewer functions, and at most the
+// limit), and growing with `updates`, so room can be searched by bisection.
+uint64_t SegmentBytesFor(uint64_t updates, uint64_t update_bytes, uint64_t model_bytes, uint32_t fan_in,
+                         uint32_t function_limit) {
+  const uint64_t functions = std::min<uint64_t>(ShapeFor(updates, fan_in).functions(), function_limit);
+  return updates * update_bytes + (functions + 1) * model_bytes;
 }
 
 // The share of a function's fold rate the tree plans to use (as the autoscaler's target).
@@ -134,11 +139,12 @@ uint64_t UpdatesThatFit(const NodeResources& node, uint64_t update_bytes, uint64
     most = std::min<uint64_t>(most, static_cast<uint64_t>(node.fold_bytes_per_s * round_budget_s /
                                                           static_cast<double>(update_bytes)));
   }
-  // The largest k within `most` whose tree fits the segment and the function
-  // limit, at the fan-in the node plans k updates with.
+  // The largest k within `most` whose tree fits the segment and, at the
+  // fan-in the node plans k updates with, the function limit.
   auto fits = [&](uint64_t k) {
     const uint32_t f = FanInThatFits(k, fan_in, node.function_limit);
-    return SegmentBytesFor(k, update_bytes, model_bytes, f) <= usable && ShapeFor(k, f).functions() <= node.function_limit;
+    return SegmentBytesFor(k, update_bytes, model_bytes, fan_in, node.function_limit) <= usable &&
+           ShapeFor(k, f).functions() <= node.function_limit;
   };
   uint64_t lo = 0, hi = most;
   while (lo < hi) {

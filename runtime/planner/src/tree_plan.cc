@@ -18,6 +18,7 @@ TreeShape ShapeFor(uint64_t updates, uint32_t fan_in) {
 }
 
 uint32_t FanInThatFits(uint64_t updates, uint32_t fan_in, uint32_t available_functions) {
+  if (fan_in == 0) return 0;
   const uint64_t widest = std::max<uint64_t>({fan_in, updates, 1});
   // No fan-in below this fits: its leaves alone, with the root, are too many.
   const uint64_t leaves_that_fit = std::max<uint32_t>(available_functions, 2) - 1;

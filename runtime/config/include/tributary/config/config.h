@@ -62,7 +62,7 @@ struct NodeConfig {
 //   function_liveness_ms: 10000
 //   autoscale: {enabled: true, stable_window_s: 60, panic_window_s: 6, panic_threshold: 2,
 //               max_scale_up_rate: 1000, max_scale_down_rate: 2, target_utilization: 0.7,
-//               scale_to_zero_grace_s: 30, max_functions: 256}
+//               scale_to_zero_grace_s: 30, max_functions: 120}
 //   metrics_bind: 0.0.0.0:9400
 //   aggregation_transport: shared-memory
 //   gateway_security: {mode: curve, secret_key_file: /etc/tributary/gateway.key, allow_list: /etc/tributary/clients}

@@ -51,7 +51,7 @@ struct SupervisorOptions {
   std::chrono::milliseconds liveness_timeout{10'000};
   std::chrono::milliseconds suspect_after{1'000};  // 4 heartbeats missed
   std::chrono::milliseconds stop_grace{2'000};
-  uint32_t max_functions = 256;
+  uint32_t max_functions = 120;  // each maps the segment: at most its leases less the agent's
   dataplane::AggregationTransport transport = dataplane::AggregationTransport::kSharedMemory;
 };
 

@@ -45,7 +45,7 @@ struct AutoscaleOptions {
   double target_utilization = 0.7;
   double scale_to_zero_grace_s = 30;
   uint32_t min_functions = 0;
-  uint32_t max_functions = 256;  // the node agent's limit
+  uint32_t max_functions = 120;  // the node agent's limit
 };
 
 // Updates that arrived in (the previous sample's time, t_s].

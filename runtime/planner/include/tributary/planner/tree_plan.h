@@ -82,8 +82,9 @@ struct TreeShape {
 TreeShape ShapeFor(uint64_t updates, uint32_t fan_in);
 
 // The smallest fan-in from `fan_in` up whose tree for `updates` needs at
-// most `available_functions` functions (updates, if none does): the rule
-// PlanNodeTree plans with, for the placement to count with.
+// most `available_functions` functions (max(fan_in, updates) if none does;
+// 0 for fan_in 0): the rule PlanNodeTree plans with, for the placement to
+// count with. `updates` is below 2^32 (route keys are 32-bit).
 uint32_t FanInThatFits(uint64_t updates, uint32_t fan_in, uint32_t available_functions);
 
 }  // namespace tributary::planner
