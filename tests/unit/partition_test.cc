@@ -44,7 +44,8 @@ TEST(Partition, MoreClientsThanFitShareSamplesButNeverTwiceInOneClient) {
   EXPECT_EQ(Partition(Labels(6000), 10, 1000, spec, 5).error().code, ErrorCode::kInvalidArgument);
   spec.kind = "iid";
   spec.samples_per_client = 7;  // 6000 = 857 * 7 + 1: each pass leaves one sample out, a client never straddles two
-  for (const auto& mine : Partition(Labels(6000), 10, 2000, spec, 5).value()) {
+  const auto sevens = Partition(Labels(6000), 10, 2000, spec, 5).value();
+  for (const auto& mine : sevens) {
     EXPECT_EQ(std::set<int64_t>(mine.begin(), mine.end()).size(), 7u);
   }
   spec.samples_per_client = 6001;

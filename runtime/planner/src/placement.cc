@@ -139,12 +139,12 @@ uint64_t UpdatesThatFit(const NodeResources& node, uint64_t update_bytes, uint64
     most = std::min<uint64_t>(most, static_cast<uint64_t>(node.fold_bytes_per_s * round_budget_s /
                                                           static_cast<double>(update_bytes)));
   }
-  // The largest k within `most` whose tree fits the segment and, at the
-  // fan-in the node plans k updates with, the function limit.
+  // The node raises its fan-in until its tree fits the function limit, which
+  // it always can with room for one leaf and the root.
+  if (node.function_limit < 2) return 0;
+  // The largest k within `most` whose tree fits the segment.
   auto fits = [&](uint64_t k) {
-    const uint32_t f = FanInThatFits(k, fan_in, node.function_limit);
-    return SegmentBytesFor(k, update_bytes, model_bytes, fan_in, node.function_limit) <= usable &&
-           ShapeFor(k, f).functions() <= node.function_limit;
+    return SegmentBytesFor(k, update_bytes, model_bytes, fan_in, node.function_limit) <= usable;
   };
   uint64_t lo = 0, hi = most;
   while (lo < hi) {
