@@ -199,7 +199,7 @@ TEST_F(NodeAgentTest, TheAutoscalerKeepsTheLastRoundsTreeWarmThenScalesToZero) {
   EXPECT_EQ(agent_->ReapIdleFunctions(), 0u);
   // Round 1 may already reuse a function whose leaf finished before another
   // leaf's task was due (it depends on the machine's pace): what is asserted
-  // is that round 2 starts no process and reuses warm ones for its 8 places.
+  // is that round 2 starts no process: its places go to warm functions.
   const NodeStats after_first = agent_->Stats();
   EXPECT_GE(after_first.functions.cold_starts, 1u);
   EXPECT_LE(after_first.functions.cold_starts, 8u);
