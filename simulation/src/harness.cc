@@ -107,8 +107,10 @@ std::map<std::string, std::vector<std::string>> ByNode(const std::vector<uint32_
 ClientPool::ClientPool(const SimulationJob& job, std::vector<std::string> gateways, uint64_t model_bytes,
                        ClientWork work)
     : job_(job), gateways_(std::move(gateways)), model_bytes_(model_bytes), work_(std::move(work)),
-      newest_round_(gateways_.size(), 0) {
+      newest_round_(gateways_.size(), 0), next_turn_(gateways_.size(), Clock::now()) {
   pace_ = std::chrono::milliseconds(std::max<int64_t>(50, job.clients * 2));
+  const uint64_t per_node = (job.clients + gateways_.size() - 1) / gateways_.size();
+  turn_spacing_ = pace_ / std::max<uint64_t>(1, per_node);
   for (uint32_t c = 0; c < job.clients; ++c) due_.push({Clock::now(), c});
 }
 
@@ -168,16 +170,18 @@ void ClientPool::Serve(size_t w) {
       c = due_.top().second;
       due_.pop();
     }
-    const auto next = Visit(w, c);
+    const Clock::time_point next = Visit(w, c);
     {
       std::lock_guard lock(mu_);
-      due_.push({Clock::now() + next, c});
+      due_.push({next, c});
     }
     wake_.notify_one();
   }
 }
 
-std::chrono::milliseconds ClientPool::Visit(size_t w, uint32_t c) {
+ClientPool::Clock::time_point ClientPool::Visit(size_t w, uint32_t c) {
+  // Not at once after an answer that leaves the client idle.
+  constexpr std::chrono::milliseconds kMinIdle{50};
   const size_t node = c % workers_[w].sessions.size();
   client::Session& s = *workers_[w].sessions[node];
   s.transport().set_client_id(ClientId(c));
@@ -192,8 +196,8 @@ std::chrono::milliseconds ClientPool::Visit(size_t w, uint32_t c) {
     std::lock_guard lock(mu_);
     // The node's round opened while this client asked, out of the queue the
     // wake-up went through: it asks again at once.
-    if (newest_round_[node] > known) return std::chrono::milliseconds(0);
-    return std::max(pace_, poll.value().retry_after);
+    if (newest_round_[node] > known) return Clock::now();
+    return NextTurnLocked(node, Clock::now() + std::max(kMinIdle, poll.value().retry_after));
   }
   const client::Task& task = *poll.value().task;
   bool woke = false;
@@ -207,11 +211,15 @@ std::chrono::milliseconds ClientPool::Visit(size_t w, uint32_t c) {
   }
   if (woke) wake_.notify_all();
   auto model = s.FetchModel(task);
-  if (!model) return model.error().code == ErrorCode::kReplay ? pace_ : Fail(model.error());
+  auto idle = [&] {
+    std::lock_guard lock(mu_);
+    return NextTurnLocked(node, Clock::now() + kMinIdle);
+  };
+  if (!model) return model.error().code == ErrorCode::kReplay ? idle() : Fail(model.error());
   auto fit = work_(c, w, task, model.value());
   if (!fit) return Fail(fit.error());
   auto sent = s.Submit(task, fit.value());
-  if (!sent && (sent.error().code == ErrorCode::kRoundClosed || sent.error().code == ErrorCode::kReplay)) return pace_;
+  if (!sent && (sent.error().code == ErrorCode::kRoundClosed || sent.error().code == ErrorCode::kReplay)) return idle();
   if (!sent) return Fail(sent.error());
   std::lock_guard lock(mu_);
   tally_.bytes_up += sent.value().bytes_sent;
@@ -220,7 +228,12 @@ std::chrono::milliseconds ClientPool::Visit(size_t w, uint32_t c) {
   auto loss = fit.value().metrics.find("train_loss");
   if (loss != fit.value().metrics.end()) tally_.train_loss += loss->second;
   tally_.last_upload = Clock::now();
-  return pace_;
+  return NextTurnLocked(node, Clock::now() + kMinIdle);
+}
+
+ClientPool::Clock::time_point ClientPool::NextTurnLocked(size_t node, Clock::time_point not_before) {
+  next_turn_[node] = std::max(not_before, next_turn_[node] + turn_spacing_);
+  return next_turn_[node];
 }
 
 void ClientPool::WakeNodeLocked(size_t node) {
@@ -235,10 +248,10 @@ void ClientPool::WakeNodeLocked(size_t node) {
   }
 }
 
-std::chrono::milliseconds ClientPool::Fail(const Error& e) {
+ClientPool::Clock::time_point ClientPool::Fail(const Error& e) {
   std::lock_guard lock(mu_);
   if (!failure_) failure_ = e;
-  return pace_;
+  return Clock::now() + pace_;
 }
 
 }  // namespace tributary::simulation

@@ -75,7 +75,9 @@ struct ClientTally {
 // The simulated clients: `job.workers` threads serving every client in turn,
 // each with one SDK session per node; an idle client costs nothing but its
 // place in the queue. Idle clients ask for tasks at a pace of ~500 asks/s in
-// all; the first task of a new round at a node makes every client waiting
+// all, a node's in evenly spaced turns (so one of them asks within
+// milliseconds of the node's round opening, also when all checked in at
+// once); the first task of a new round at a node makes every client waiting
 // for that node ask at once (the round is open: selected clients are online
 // and prompt, as if pushed).
 class ClientPool {
@@ -97,14 +99,18 @@ class ClientPool {
   void Serve(size_t w);
   // Every queued client of `node` becomes due now, in its queue order; under mu_.
   void WakeNodeLocked(size_t node);
-  std::chrono::milliseconds Visit(size_t w, uint32_t c);
-  std::chrono::milliseconds Fail(const Error& e);
+  // When client `c` is due again, after it asked (and perhaps trained).
+  Clock::time_point Visit(size_t w, uint32_t c);
+  // The next free turn of `node`'s idle clients, no sooner than `not_before`; under mu_.
+  Clock::time_point NextTurnLocked(size_t node, Clock::time_point not_before);
+  Clock::time_point Fail(const Error& e);
 
   const SimulationJob& job_;
   std::vector<std::string> gateways_;
   uint64_t model_bytes_;
   ClientWork work_;
-  std::chrono::milliseconds pace_;
+  std::chrono::milliseconds pace_;   // between two asks of one idle client
+  Clock::duration turn_spacing_;     // between two asks of a node's idle clients
   std::vector<Worker> workers_;
   std::vector<std::thread> threads_;
   std::mutex mu_;
@@ -112,6 +118,7 @@ class ClientPool {
   std::priority_queue<Due, std::vector<Due>, std::greater<>> due_;
   bool stop_ = false;
   std::vector<uint64_t> newest_round_;  // per node: of the tasks its gateway handed out so far
+  std::vector<Clock::time_point> next_turn_;  // per node: the last turn given out
   ClientTally tally_;
   std::optional<Error> failure_;
 };
