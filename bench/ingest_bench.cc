@@ -488,8 +488,9 @@ Result<Figures> GatewayDownloads(ChildServer& server, const Config& c, const Cur
   const uint64_t size = Bytes(c.values).size();
   return Measure(server, c.clients, size * c.transfers, [&](uint32_t t) -> Result<void> {
     TRIBUTARY_ASSIGN_OR_RETURN(auto session, client::GatewaySession::Connect(SessionFor(server, t, curve)));
+    client::GlobalModel m;  // one buffer, like the reference's client
     for (uint64_t i = 0; i < c.transfers / c.clients; ++i) {
-      TRIBUTARY_ASSIGN_OR_RETURN(client::GlobalModel m, session->DownloadModel(kJob));
+      TRIBUTARY_TRY(session->DownloadModel(kJob, m));
       if (m.payload.size() != size) return MakeError(ErrorCode::kInternal, "downloaded a model of the wrong size");
     }
     return Ok();

@@ -280,16 +280,16 @@ struct GatewaySession::Impl {
   // The model in chunks: the first answer gives its size and the gateway's
   // chunk size, then requests for the following chunks stay kDownloadWindow
   // ahead of the answers (model requests are independent, so a gateway of
-  // any revision serves them in order). Each chunk is hashed as it is
-  // appended, while in cache.
+  // any revision serves them in order). Each chunk is copied into `m` and
+  // hashed in one pass.
   static constexpr size_t kDownloadWindow = 4;
-  Result<GlobalModel> DownloadOnce(const std::string& job) {
+  Result<void> DownloadOnce(const std::string& job, GlobalModel& m) {
     for (;;) {  // until one version arrives whole
-      GlobalModel m;
       m.job = job;
       protocol::PayloadHasher hasher;
       v1::ModelChunk head;
-      uint64_t step = 0, requested = 0;  // step: the gateway's chunk size, known from the first answer
+      bool have_head = false;
+      uint64_t received = 0, step = 0, requested = 0;  // step: the gateway's chunk size, from the first answer
       std::deque<uint64_t> unanswered;
       TRIBUTARY_ASSIGN_OR_RETURN(const uint64_t first, RequestModel(job, 0, options.chunk_bytes));
       unanswered.push_back(first);
@@ -300,20 +300,20 @@ struct GatewaySession::Impl {
         if (!reply.first.has_model_chunk()) return MakeError(ErrorCode::kMalformedFrame, "expected model_chunk");
         const v1::ModelChunk& c = reply.first.model_chunk();
         const uint64_t n = reply.second.size();
-        if (step == 0) {
+        if (!have_head) {
           head = c;
-          m.payload.reserve(c.total_bytes());
+          have_head = true;
+          m.payload.resize(c.total_bytes());  // no-op when the buffer already has the model's size
         } else if (c.model_version() != head.model_version()) {
           restart = true;  // a new version published mid-download: start over on it
           break;
         }
-        if (c.offset() != m.payload.size() || c.total_bytes() != head.total_bytes() ||
-            n > c.total_bytes() - m.payload.size() || (n == 0 && m.payload.size() < c.total_bytes())) {
+        if (c.offset() != received || c.total_bytes() != head.total_bytes() || n > c.total_bytes() - received ||
+            (n == 0 && received < c.total_bytes())) {
           return MakeError(ErrorCode::kMalformedFrame, "model chunk out of order");
         }
-        const auto* p = static_cast<const std::byte*>(reply.second.data());
-        m.payload.insert(m.payload.end(), p, p + n);
-        hasher.Update({p, n});
+        hasher.CopyAndUpdate(m.payload.data() + received, {static_cast<const std::byte*>(reply.second.data()), n});
+        received += n;
         if (step == 0) step = requested = std::max<uint64_t>(n, 1);
         while (unanswered.size() < kDownloadWindow && requested < head.total_bytes()) {
           TRIBUTARY_ASSIGN_OR_RETURN(const uint64_t id, RequestModel(job, requested, step));
@@ -322,13 +322,13 @@ struct GatewaySession::Impl {
         }
       }
       if (restart) continue;  // the answers still in flight are skipped as stale
-      if (m.payload.size() != head.total_bytes()) return MakeError(ErrorCode::kMalformedFrame, "model download ended early");
+      if (received != head.total_bytes()) return MakeError(ErrorCode::kMalformedFrame, "model download ended early");
       if (hasher.Digest() != head.payload_xxh3()) {
         return MakeError(ErrorCode::kChecksumMismatch, "global model checksum mismatch");
       }
       m.version = head.model_version();
       TRIBUTARY_ASSIGN_OR_RETURN(m.tensors, protocol::TensorSpecsFromProto(head.tensors()));
-      return m;
+      return Ok();
     }
   }
 
@@ -384,7 +384,13 @@ Result<TaskPoll> GatewaySession::RequestTask(const ConfigMap& properties) {
 }
 
 Result<GlobalModel> GatewaySession::DownloadModel(const std::string& job) {
-  return impl_->WithRetries([&] { return impl_->DownloadOnce(job); });
+  GlobalModel m;
+  TRIBUTARY_TRY(DownloadModel(job, m));
+  return m;
+}
+
+Result<void> GatewaySession::DownloadModel(const std::string& job, GlobalModel& into) {
+  return impl_->WithRetries([&] { return impl_->DownloadOnce(job, into); });
 }
 
 }  // namespace tributary::client

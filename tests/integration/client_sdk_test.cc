@@ -195,6 +195,33 @@ TEST_F(ClientSdkTest, CompressedUpdatesFoldWithinTheirPrecision) {
   }
 }
 
+// Downloading into the same GlobalModel again reuses its storage and brings
+// the newer version whole, in several chunks.
+TEST_F(ClientSdkTest, ADownloadIntoAModelReusesItsBuffer) {
+  std::vector<float> values(Model().elements());
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i) * 0.25f;
+  Publish(3, values);
+  SessionOptions o = Options("d");
+  o.chunk_bytes = 1000;  // 9 chunks, more than the window of requests in flight
+  auto s = GatewaySession::Connect(o);
+  ASSERT_TRUE(s);
+  GlobalModel m;
+  ASSERT_TRUE(s.value()->DownloadModel("job", m));
+  ASSERT_EQ(m.payload.size(), values.size() * 4);
+  EXPECT_EQ(m.version, 3u);
+  EXPECT_EQ(std::memcmp(m.payload.data(), values.data(), m.payload.size()), 0);
+  const std::byte* buffer = m.payload.data();
+
+  for (float& v : values) v = -v - 1.0f;
+  Publish(4, values);
+  ASSERT_TRUE(s.value()->DownloadModel("job", m));
+  EXPECT_EQ(m.version, 4u);
+  EXPECT_EQ(m.payload.data(), buffer);
+  EXPECT_EQ(std::memcmp(m.payload.data(), values.data(), m.payload.size()), 0);
+  ASSERT_EQ(m.tensors.size(), 2u);
+  EXPECT_EQ(m.tensors[0].name, "w");
+}
+
 // The connection breaks mid-upload: the retry resumes from what the gateway
 // holds, and the update is folded exactly once.
 TEST_F(ClientSdkTest, AnInterruptedUploadResumes) {

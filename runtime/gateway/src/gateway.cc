@@ -3,7 +3,6 @@
 #include <malloc.h>
 
 #include <atomic>
-#include <cstring>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -42,7 +41,7 @@ struct Upload {
 
 // Each chunk is copied, hashed and checked a slice at a time, so that the
 // hash and the check read the slice from L1/L2 right after the copy wrote it.
-constexpr uint64_t kIngestSlice = 64 << 10;
+constexpr uint64_t kIngestSlice = protocol::PayloadHasher::kCacheSlice;
 
 std::string UploadKey(const std::string& job, uint64_t round, const std::string& client) {
   return job + '\n' + std::to_string(round) + '\n' + client;
@@ -320,8 +319,7 @@ struct Gateway::Impl {
     for (uint64_t at = 0; at < frame.size(); at += kIngestSlice) {
       const uint64_t n = std::min(kIngestSlice, frame.size() - at);
       std::byte* to = block + u.received + at;
-      std::memcpy(to, from + at, n);
-      u.hasher->Update({to, n});
+      u.hasher->CopyAndUpdate(to, {from + at, n});
       if (u.reject_non_finite && !u.non_finite) u.non_finite = !u.finite.Advance(u.layout, block, u.received + at + n);
     }
     u.received += frame.size();

@@ -1,5 +1,8 @@
 #include "tributary/protocol/codec.h"
 
+#include <algorithm>
+#include <cstring>
+
 // libxxhash's dispatching entry points pick the widest vector unit of this
 // CPU (AVX2/AVX-512) at run time; the inlined code would be baseline SSE2.
 #define XXH_STATIC_LINKING_ONLY
@@ -190,6 +193,14 @@ PayloadHasher::~PayloadHasher() = default;
 
 void PayloadHasher::Update(std::span<const std::byte> bytes) {
   XXH3_64bits_update_dispatch(&state_->xxh, bytes.data(), bytes.size());
+}
+
+void PayloadHasher::CopyAndUpdate(std::byte* to, std::span<const std::byte> from) {
+  for (size_t at = 0; at < from.size(); at += kCacheSlice) {
+    const size_t n = std::min(kCacheSlice, from.size() - at);
+    std::memcpy(to + at, from.data() + at, n);
+    Update({to + at, n});
+  }
 }
 
 uint64_t PayloadHasher::Digest() const { return XXH3_64bits_digest(&state_->xxh); }

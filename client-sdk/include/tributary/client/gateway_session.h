@@ -15,7 +15,10 @@
 //   closed, shape mismatch, duplicate...) is returned at once as its typed
 //   tributary::Error, with the gateway's reason.
 // - DownloadModel() fetches the job's current global model in chunks and
-//   verifies its checksum.
+//   verifies its checksum. The overload that fills a GlobalModel reuses its
+//   payload's storage: a client that downloads every round keeps one buffer
+//   rather than having fresh pages faulted in and zeroed each time. On error
+//   `into` holds no model (its contents are unspecified).
 // - RequestTask() asks whether this client is selected for an open round,
 //   always at the client's own gateway (`endpoint`). When the placement
 //   steered the task to another node (its gateway is over capacity), the
@@ -117,6 +120,7 @@ class GatewaySession {
 
   Result<UploadReceipt> Upload(const UpdateFrame& update);
   Result<GlobalModel> DownloadModel(const std::string& job);
+  Result<void> DownloadModel(const std::string& job, GlobalModel& into);
   Result<TaskPoll> RequestTask(const ConfigMap& properties = {});
 
   const SessionOptions& options() const;
