@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <barrier>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +22,7 @@
 #include <iostream>
 #include <iomanip>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 #include <ostream>
 #include <thread>
 
@@ -126,6 +128,8 @@ class ChildServer {
   ChildServer(pid_t pid, int to, int from) : pid_(pid), to_child_(to), from_child_(from) {}
 
   static int Serve(const std::function<Result<Made>()>& make, int commands, int replies) {
+    // The servers' start-up lines would land in the middle of the table.
+    spdlog::set_level(spdlog::level::warn);
     auto made = make();
     const std::string hello = made ? "ok " + made.value().first + "\n" : "error " + made.error().ToString() + "\n";
     (void)!write(replies, hello.data(), hello.size());
@@ -249,6 +253,7 @@ class ReferenceServer {
     for (;;) {
       if (c.header_got < sizeof c.header) {
         const ssize_t r = recv(fd, reinterpret_cast<char*>(&c.header) + c.header_got, sizeof c.header - c.header_got, 0);
+        if (r < 0 && errno == EINTR) continue;
         if (r <= 0) return r < 0 && errno == EAGAIN;
         c.header_got += static_cast<size_t>(r);
         if (c.header_got < sizeof c.header) continue;
@@ -261,10 +266,15 @@ class ReferenceServer {
         c.want = c.header;
         c.got = 0;
         auto block = segment_->Allocate(c.want, {});
-        if (!block) return false;
+        if (!block) {
+          // The client only sees its connection close: say why here.
+          std::fprintf(stderr, "reference server: %s\n", block.error().ToString().c_str());
+          return false;
+        }
         c.block = std::move(block).value();
       }
       const ssize_t r = recv(fd, c.buffer.data(), std::min<uint64_t>(kIoBytes, c.want - c.got), 0);
+      if (r < 0 && errno == EINTR) continue;
       if (r <= 0) return r < 0 && errno == EAGAIN;
       std::memcpy(c.block.mutable_bytes().data() + c.got, c.buffer.data(), static_cast<size_t>(r));
       c.got += static_cast<uint64_t>(r);
