@@ -19,7 +19,20 @@ if(TRIBUTARY_WERROR)
   target_compile_options(tributary_options INTERFACE -Werror)
 endif()
 
-if(TRIBUTARY_SANITIZE STREQUAL "address")
+# Fuzzing (tests/fuzz, scripts/fuzz): clang's libFuzzer. Every library gets
+# its coverage instrumentation and ASan + UBSan; each fuzz target links the
+# fuzzer's main (tributary_add_fuzzer).
+option(TRIBUTARY_FUZZ "Build the libFuzzer targets of tests/fuzz (clang; ASan + UBSan)" OFF)
+if(TRIBUTARY_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "TRIBUTARY_FUZZ needs clang (CC=clang CXX=clang++)")
+  endif()
+  set(_san -fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  # Clang's half-float conversions (__fp16 without F16C) live in compiler-rt's builtins, not libgcc.
+  add_link_options(-rtlib=compiler-rt -unwindlib=libgcc)
+  # At the fuzzers' -O1 clang does not vectorize the `omp simd` loops, and says so.
+  target_compile_options(tributary_options INTERFACE -Wno-pass-failed)
+elseif(TRIBUTARY_SANITIZE STREQUAL "address")
   set(_san -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
 elseif(TRIBUTARY_SANITIZE STREQUAL "thread")
   # GCC defines __SANITIZE_THREAD__, and protobuf's map_field.h then adds

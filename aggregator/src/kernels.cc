@@ -1,5 +1,6 @@
 #include "tributary/aggregator/kernels.h"
 
+#include <cpuid.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -27,7 +28,19 @@ constexpr uint64_t kParallelMin = 1 << 16;
 typedef float F32In __attribute__((aligned(1), may_alias));
 typedef uint32_t U32In __attribute__((aligned(1), may_alias));
 typedef uint16_t U16In __attribute__((aligned(1), may_alias));
+#if defined(__clang__) && !defined(__FLT16_MAX__)
+// Clang before 15 has no x86 _Float16; __fp16 is the same IEEE half as a storage type.
+typedef __fp16 F16In __attribute__((aligned(1), may_alias));
+#else
 typedef _Float16 F16In __attribute__((aligned(1), may_alias));
+#endif
+// The stream loops' accumulator never aliases the updates: tell GCC. (Clang
+// builds are the fuzzers', at -O1: nothing to vectorize there.)
+#if defined(__clang__)
+#define TRIBUTARY_IVDEP
+#else
+#define TRIBUTARY_IVDEP _Pragma("GCC ivdep")
+#endif
 typedef int8_t I8In;
 
 // ---- element loops: one body, compiled for AVX2 and for the x86-64 baseline.
@@ -82,7 +95,7 @@ constexpr int kMaxStreams = 16;
       x[j] = xs[j];                                                                                  \
       w[j] = ws[j];                                                                                  \
     }                                                                                                \
-    _Pragma("GCC ivdep") for (uint64_t i = 0; i < n; ++i) {                                          \
+    TRIBUTARY_IVDEP for (uint64_t i = 0; i < n; ++i) {                                               \
       float s = acc[i];                                                                              \
       for (int j = 0; j < K; ++j) s += w[j] * x[j][i];                                               \
       acc[i] = s;                                                                                    \
@@ -114,7 +127,10 @@ struct KernelTable {
 const KernelTable& Kernels() {
   static const KernelTable table = [] {
     __builtin_cpu_init();
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    // F16C from CPUID leaf 1 (clang 14's __builtin_cpu_supports does not know it).
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+    const bool avx2 = __builtin_cpu_supports("avx2") && f16c;
     KernelTable t = avx2 ? KernelTable{AxpyF32Avx2, AxpyBF16Avx2, AxpyF16Avx2, AxpyI8Avx2,
                                        FiniteU32Avx2, FiniteU16Avx2, {}, "avx2"}
                          : KernelTable{AxpyF32Base, AxpyBF16Base, AxpyF16Base, AxpyI8Base,

@@ -111,6 +111,8 @@ TEST(Segment, ForgedAndStaleTokensAreRejected) {
   EXPECT_EQ(seg->Adopt({t.offset + 64, t.generation}).error().code, ErrorCode::kStaleReference);
   EXPECT_EQ(seg->Adopt({t.offset + 3, t.generation}).error().code, ErrorCode::kStaleReference);
   EXPECT_EQ(seg->Adopt({uint64_t{1} << 60, 1}).error().code, ErrorCode::kStaleReference);
+  // Found by fuzz_descriptor: an offset whose sum with the header size wraps past 2^64.
+  EXPECT_EQ(seg->Adopt({~uint64_t{63}, 1}).error().code, ErrorCode::kStaleReference);
   EXPECT_EQ(seg->Adopt({0, 0}).error().code, ErrorCode::kStaleReference);
   // Not handed to this lease.
   EXPECT_EQ(seg->Adopt(t).error().code, ErrorCode::kStaleReference);

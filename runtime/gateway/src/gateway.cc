@@ -1,8 +1,11 @@
 #include "tributary/gateway/gateway.h"
 
 #include <malloc.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -13,6 +16,7 @@
 #include <zmq_addon.hpp>
 
 #include "tributary/aggregator/kernels.h"
+#include "tributary/core/unique_fd.h"
 #include "tributary/keys/allow_list.h"
 #include "tributary/keys/curve_keys.h"
 
@@ -75,6 +79,7 @@ struct Gateway::Impl {
   std::string endpoint;
   std::string public_key;  // Z85, with CURVE
   std::atomic<bool> stop{false};
+  UniqueFd wake{eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};  // written to stop the thread at once, not at its next poll
   std::thread thread;
 
   std::unordered_map<uint64_t, Upload> uploads;           // by upload id
@@ -88,9 +93,9 @@ struct Gateway::Impl {
 
   void Run() {
     while (!stop.load(std::memory_order_relaxed)) {
-      zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, std::chrono::milliseconds(100));
-      if (item.revents & ZMQ_POLLIN) {
+      zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.get(), ZMQ_POLLIN, 0}};
+      zmq::poll(items, 2, std::chrono::milliseconds(100));
+      if (items[0].revents & ZMQ_POLLIN) {
         for (int burst = 0; burst < 256; ++burst) {
           std::vector<zmq::message_t> parts;
           if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
@@ -399,6 +404,7 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options, s
   if (options.upload_window_chunks == 0) return MakeError(ErrorCode::kConfig, "upload_window_chunks must be positive");
   KeepChunkBuffersInHeap(options.max_chunk_bytes);
   auto impl = std::make_unique<Impl>();
+  if (!impl->wake) return MakeError(ErrorCode::kIo, std::string("gateway: eventfd: ") + std::strerror(errno));
   impl->options = options;
   impl->segment = &segment;
   impl->rounds = &rounds;
@@ -439,6 +445,8 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options, s
 
 Gateway::~Gateway() {
   impl_->stop = true;
+  const uint64_t one = 1;
+  (void)!write(impl_->wake.get(), &one, sizeof one);
   impl_->thread.join();
   impl_->uploads.clear();  // their admissions release themselves
 }

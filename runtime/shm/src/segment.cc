@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <boost/interprocess/managed_shared_memory.hpp>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -199,9 +200,9 @@ struct Segment::Impl {
     j.lease_b = b;
     j.old_a = block->holds[a];
     j.old_b = block->holds[b];
-    __atomic_store_n(&j.op, op, __ATOMIC_RELEASE);
+    std::atomic_ref(j.op).store(op, std::memory_order_release);
   }
-  void Commit() { __atomic_store_n(&header->journal.op, JournalOp::kNone, __ATOMIC_RELEASE); }
+  void Commit() { std::atomic_ref(header->journal.op).store(JournalOp::kNone, std::memory_order_release); }
 
   void Undo() {
     Journal& j = header->journal;
@@ -262,14 +263,14 @@ struct Segment::Impl {
   void* AllocateLocked(uint64_t bytes) {
     Journal& j = header->journal;
     j.pid = static_cast<int32_t>(getpid());
-    __atomic_store_n(&j.op, JournalOp::kAllocator, __ATOMIC_RELEASE);
+    std::atomic_ref(j.op).store(JournalOp::kAllocator, std::memory_order_release);
     void* p = shm.allocate_aligned(bytes, 64, std::nothrow);
     if (p == nullptr) {
       Commit();
       return nullptr;
     }
     j.block = OffsetOf(p);
-    __atomic_store_n(&j.op, JournalOp::kAllocated, __ATOMIC_RELEASE);
+    std::atomic_ref(j.op).store(JournalOp::kAllocated, std::memory_order_release);
     return p;
   }
   // Frees an unregistered block; called while `block`'s kChange is journaled.
@@ -279,7 +280,7 @@ struct Segment::Impl {
     Journal& j = header->journal;
     j.block = OffsetOf(block);
     j.pid = static_cast<int32_t>(getpid());
-    __atomic_store_n(&j.op, JournalOp::kAllocator, __ATOMIC_RELEASE);
+    std::atomic_ref(j.op).store(JournalOp::kAllocator, std::memory_order_release);
     shm.deallocate(block);
     Commit();
   }
@@ -425,7 +426,7 @@ Result<uint32_t> TakeLease(SegmentHeader* header) {
     if (slot.state != LeaseState::kFree) continue;
     slot.pid = pid;
     slot.start_time = self->second;
-    __atomic_store_n(&slot.state, LeaseState::kLive, __ATOMIC_RELEASE);
+    std::atomic_ref(slot.state).store(LeaseState::kLive, std::memory_order_release);
     return i;
   }
   return MakeError(ErrorCode::kResourceExhausted,
@@ -570,8 +571,9 @@ Result<BlockRef> Segment::Allocate(uint64_t bytes, const BlockMeta& meta) {
 Result<BlockRef> Segment::Adopt(BlockToken token) {
   Impl::Locked lock(*impl_);
   const SegmentHeader* h = impl_->header;
+  // Compared without adding to the offset: a forged one near 2^64 would wrap (a fuzzer found it).
   if (token.offset % 64 != 0 || token.offset < sizeof(SegmentHeader) ||
-      token.offset + kPayloadOffset > impl_->shm.get_size()) {
+      token.offset > impl_->shm.get_size() - kPayloadOffset) {
     return MakeError(ErrorCode::kStaleReference, "block offset out of range");
   }
   // A forged offset inside the segment reads garbage, never outside memory;
