@@ -10,6 +10,7 @@
 #include <zmq_addon.hpp>
 
 #include "tributary/protocol/codec.h"
+#include "tributary/core/zmq_poll.h"
 
 namespace tributary::client {
 
@@ -181,7 +182,9 @@ struct GatewaySession::Impl {
     for (;;) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       zmq::pollitem_t items[2] = {{socket->handle(), 0, ZMQ_POLLIN, 0}, {monitor ? monitor->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-      const int ready = left.count() <= 0 ? 0 : zmq::poll(items, monitor ? 2 : 1, left);
+      const std::optional<int> polled = left.count() <= 0 ? 0 : PollUnlessInterrupted(items, monitor ? 2 : 1, left);
+      if (!polled) continue;  // a signal: wait out the rest of the deadline
+      const int ready = *polled;
       if (items[1].revents & ZMQ_POLLIN) {
         if (auto refused = HandshakeRefused()) {
           Reconnect();

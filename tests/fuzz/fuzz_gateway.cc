@@ -93,7 +93,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   client.set(zmq::sockopt::rcvtimeo, 10'000);
   for (;;) {
     std::vector<zmq::message_t> parts;
-    if (!zmq::recv_multipart(client, std::back_inserter(parts))) Fail("the gateway stopped answering");
+    if (!fuzz::Receive(client, parts)) Fail("the gateway stopped answering");
     auto reply = protocol::DecodeEnvelope(std::as_bytes(std::span(static_cast<const std::byte*>(parts[0].data()), parts[0].size())), {});
     if (!reply) Fail("the gateway sent a frame its own codec refuses");
     if (reply.value().request_id() == fuzz::kSentinelRequest) break;

@@ -172,6 +172,56 @@ void ControllerSeeds() {
   Write("fuzz_controller", "round-failed", failing);
 }
 
+// What a controller sends a node: a plan for two of the gateway's clients, a
+// model in two chunks, a heartbeat that asks for a hello, a close.
+void NodeSeeds() {
+  v1::Envelope plan = protocol::NewEnvelope();
+  v1::RoundPlan& p = *plan.mutable_round_plan();
+  p.set_job_id("job");
+  p.set_round(2);
+  p.set_model_version(1);
+  protocol::ToProto(fuzz::GatewayModel(), p.mutable_model());
+  (*p.mutable_clients())["c0"] = 100;
+  (*p.mutable_clients())["c1"] = 101;
+  p.set_fan_in(2);
+  p.set_deadline_ms(50);
+  p.set_reject_non_finite(true);
+  p.set_plan_id(77);
+  v1::Envelope close = protocol::NewEnvelope();
+  close.mutable_round_close()->set_job_id("job");
+  close.mutable_round_close()->set_round(2);
+  close.mutable_round_close()->set_plan_id(77);
+  std::string round;
+  fuzz::AppendMessage(round, {Wire(plan)});
+  fuzz::AppendMessage(round, {Wire(close)});
+  Write("fuzz_node", "plan-and-close", round);
+
+  const std::string payload = fuzz::GatewayPayload(4.0f);
+  v1::Envelope publish = protocol::NewEnvelope();
+  v1::ModelPublish& m = *publish.mutable_model_publish();
+  m.set_job_id("job");
+  m.set_model_version(1);
+  protocol::ToProto(fuzz::GatewayModel(), m.mutable_model());
+  m.set_payload_bytes(payload.size());
+  m.set_payload_xxh3(protocol::PayloadHasher::Of(std::as_bytes(std::span(payload))));
+  std::string model;
+  fuzz::AppendMessage(model, {Wire(publish)});
+  for (uint64_t at = 0; at < payload.size(); at += 200) {
+    v1::Envelope c = protocol::NewEnvelope();
+    c.mutable_model_publish_chunk()->set_job_id("job");
+    c.mutable_model_publish_chunk()->set_model_version(1);
+    c.mutable_model_publish_chunk()->set_offset(at);
+    fuzz::AppendMessage(model, {Wire(c), payload.substr(at, 200)});
+  }
+  Write("fuzz_node", "model", model);
+  v1::Envelope beat = protocol::NewEnvelope();
+  beat.mutable_controller_heartbeat()->set_instance(5);
+  beat.mutable_controller_heartbeat()->set_known(false);
+  std::string beats;
+  fuzz::AppendMessage(beats, {Wire(beat)});
+  Write("fuzz_node", "heartbeat", beats);
+}
+
 void FileSeeds(const fs::path& source) {
   controller::CheckpointState state;
   state.model_version = 3;
@@ -222,6 +272,7 @@ int main(int argc, char** argv) {
   GatewaySeeds();
   CodecSeeds();
   ControllerSeeds();
+  NodeSeeds();
   FileSeeds(argv[1]);
   DescriptorSeeds();
   return 0;

@@ -6,10 +6,13 @@
 // (cut short at the end of the input). make_seeds.cc writes the same format.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
 
 namespace tributary::fuzz {
 
@@ -39,6 +42,19 @@ inline void AppendMessage(std::string& input, const Message& m) {
     input.push_back(static_cast<char>(frame.size() & 0xff));
     input.push_back(static_cast<char>(frame.size() >> 8));
     input += frame;
+  }
+}
+
+// A blocking receive (up to the socket's rcvtimeo) that a signal, such as
+// libFuzzer's timeout alarm, does not end. False: timed out.
+inline bool Receive(zmq::socket_t& socket, std::vector<zmq::message_t>& parts) {
+  for (;;) {
+    try {
+      parts.clear();
+      return zmq::recv_multipart(socket, std::back_inserter(parts)).has_value();
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
   }
 }
 

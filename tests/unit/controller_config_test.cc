@@ -82,6 +82,9 @@ TEST(DeploymentJob, BadFieldsNameTheirLineAndKey) {
   bad("name: a\nclients_per_round: 3\n", "key 'model'");
   bad("name: a\nclients_per_round: 3\nmodel: {file: x, layout: []}\n", "either file or layout");
   bad("name: a\nclients_per_round: 3\nmodel: {layout: [{name: w, shape: [2], dtype: f7}]}\n", "model.layout.0.dtype");
+  // Found by fuzz_config: a tensor without a shape made yaml-cpp throw out of the parser.
+  bad("name: a\nclients_per_round: 3\nmodel: {layout: [{name: w}]}\n", "model.layout.0.shape");
+  bad("name: a\nclients_per_round: 3\nmodel: {layout: [{shape: [2]}]}\n", "model.layout.0.name");
   bad("name: a\nclients_per_round: 3\n" + model + "strategy: {name: fedmagic}\n", "key 'strategy'");
   bad("name: a\nclients_per_round: 3\n" + model + "train: {round: 3}\n", "train.round");
   bad("name: a\nclients_per_round: 3\n" + model + "train: {lr: [1]}\n", "key 'train.lr'");

@@ -63,118 +63,120 @@ Result<uint64_t> ParseByteSize(const std::string& text) {
 }
 
 Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source_name) {
-  TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
-  Section top(root, source_name, "");
-  TRIBUTARY_TRY(top.ExpectMap());
-  TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "gateway_advertise", "dataplane", "keep_alive_ms",
-                                 "function_liveness_ms", "autoscale", "metrics_bind",
-                                 "aggregation_transport", "gateway_security", "controller", "controller_security"}));
-  NodeConfig c;
-  if (top.Has("node_id")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(c.node_id, top.String("node_id"));
-    if (auto valid = ValidNodeId(c.node_id); !valid) return top.Fail(root["node_id"], "node_id", valid.error().reason);
-  }
-  c.store.name = "tributary." + c.node_id;
-  if (top.Has("gateway_bind")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_bind, top.String("gateway_bind"));
-  }
-  if (top.Has("gateway_advertise")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_advertise, top.String("gateway_advertise"));
-    if (auto valid = ValidAdvertisedEndpoint(c.gateway_advertise); !valid) {
-      return top.Fail(root["gateway_advertise"], "gateway_advertise", valid.error().reason);
+  return ReadGuarded(source_name, [&]() -> Result<NodeConfig> {
+    TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
+    Section top(root, source_name, "");
+    TRIBUTARY_TRY(top.ExpectMap());
+    TRIBUTARY_TRY(top.OnlyKeys({"node_id", "store", "gateway_bind", "gateway_advertise", "dataplane", "keep_alive_ms",
+                                   "function_liveness_ms", "autoscale", "metrics_bind",
+                                   "aggregation_transport", "gateway_security", "controller", "controller_security"}));
+    NodeConfig c;
+    if (top.Has("node_id")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(c.node_id, top.String("node_id"));
+      if (auto valid = ValidNodeId(c.node_id); !valid) return top.Fail(root["node_id"], "node_id", valid.error().reason);
     }
-  }
-  if (top.Has("dataplane")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(c.dataplane, top.String("dataplane"));
-    if (c.dataplane != "auto" && c.dataplane != "ebpf" && c.dataplane != "userspace") {
-      return top.Fail(root["dataplane"], "dataplane", "expected auto, ebpf or userspace");
+    c.store.name = "tributary." + c.node_id;
+    if (top.Has("gateway_bind")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_bind, top.String("gateway_bind"));
     }
-  }
-  if (top.Has("aggregation_transport")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(c.aggregation_transport, top.String("aggregation_transport"));
-    if (c.aggregation_transport != "shared-memory" && c.aggregation_transport != "tcp") {
-      return top.Fail(root["aggregation_transport"], "aggregation_transport", "expected shared-memory or tcp");
-    }
-  }
-  if (top.Has("metrics_bind")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(c.metrics_bind, top.String("metrics_bind"));
-  }
-  if (top.Has("keep_alive_ms")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(c.keep_alive_ms, top.Integer("keep_alive_ms", 0, uint64_t{1} << 40));
-  }
-  if (top.Has("function_liveness_ms")) {
-    // At least 4 heartbeats: a shorter bound would kill functions that are merely busy.
-    TRIBUTARY_ASSIGN_OR_RETURN(c.function_liveness_ms, top.Integer("function_liveness_ms", 1000, uint64_t{1} << 40));
-  }
-  if (top.Has("autoscale")) {
-    Section a = top.Child("autoscale");
-    TRIBUTARY_TRY(a.ExpectMap());
-    TRIBUTARY_TRY(a.OnlyKeys({"enabled", "stable_window_s", "panic_window_s", "panic_threshold", "max_scale_up_rate",
-                              "max_scale_down_rate", "target_utilization", "scale_to_zero_grace_s", "max_functions"}));
-    if (a.Has("enabled")) {
-      const YAML::Node v = a.node()["enabled"];
-      if (!v.IsScalar() || !YAML::convert<bool>::decode(v, c.autoscale)) {
-        return a.Fail(v, "enabled", "expected true or false");
+    if (top.Has("gateway_advertise")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(c.gateway_advertise, top.String("gateway_advertise"));
+      if (auto valid = ValidAdvertisedEndpoint(c.gateway_advertise); !valid) {
+        return top.Fail(root["gateway_advertise"], "gateway_advertise", valid.error().reason);
       }
     }
-    planner::AutoscaleOptions& o = c.autoscaling;
-    const std::pair<const char*, std::tuple<double*, double, double>> numbers[] = {
-        {"stable_window_s", {&o.stable_window_s, 1, 3600}},       {"panic_window_s", {&o.panic_window_s, 1, 3600}},
-        {"panic_threshold", {&o.panic_threshold, 1, 100}},        {"max_scale_up_rate", {&o.max_scale_up_rate, 1, 1e6}},
-        {"max_scale_down_rate", {&o.max_scale_down_rate, 1, 1e6}}, {"target_utilization", {&o.target_utilization, 0.01, 1}},
-        {"scale_to_zero_grace_s", {&o.scale_to_zero_grace_s, 0, 86400}}};
-    for (const auto& [key, spec] : numbers) {
-      if (!a.Has(key)) continue;
-      const auto [out, lo, hi] = spec;
-      TRIBUTARY_ASSIGN_OR_RETURN(*out, a.Number(key));
-      if (*out < lo || *out > hi) {
-        return a.Fail(a.node()[key], key, "expected a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    if (top.Has("dataplane")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(c.dataplane, top.String("dataplane"));
+      if (c.dataplane != "auto" && c.dataplane != "ebpf" && c.dataplane != "userspace") {
+        return top.Fail(root["dataplane"], "dataplane", "expected auto, ebpf or userspace");
       }
     }
-    if (o.panic_window_s > o.stable_window_s) {
-      return a.Fail(a.node()["panic_window_s"], "panic_window_s", "the panic window must not exceed the stable window");
+    if (top.Has("aggregation_transport")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(c.aggregation_transport, top.String("aggregation_transport"));
+      if (c.aggregation_transport != "shared-memory" && c.aggregation_transport != "tcp") {
+        return top.Fail(root["aggregation_transport"], "aggregation_transport", "expected shared-memory or tcp");
+      }
     }
-    if (a.Has("max_functions")) {
-      // At most the node agent's limit: its segment's 128 leases less 8.
-      TRIBUTARY_ASSIGN_OR_RETURN(uint64_t m, a.Integer("max_functions", 1, 120));
-      o.max_functions = static_cast<uint32_t>(m);
+    if (top.Has("metrics_bind")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(c.metrics_bind, top.String("metrics_bind"));
     }
-  }
-  if (top.Has("store")) {
-    Section store = top.Child("store");
-    TRIBUTARY_TRY(store.ExpectMap());
-    TRIBUTARY_TRY(store.OnlyKeys({"segment_name", "segment_bytes", "max_blocks"}));
-    if (store.Has("segment_name")) {
-      TRIBUTARY_ASSIGN_OR_RETURN(c.store.name, store.String("segment_name"));
-      c.segment_name_given = true;
+    if (top.Has("keep_alive_ms")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(c.keep_alive_ms, top.Integer("keep_alive_ms", 0, uint64_t{1} << 40));
     }
-    if (store.Has("segment_bytes")) {
-      TRIBUTARY_ASSIGN_OR_RETURN(c.store.bytes, store.Bytes("segment_bytes"));
+    if (top.Has("function_liveness_ms")) {
+      // At least 4 heartbeats: a shorter bound would kill functions that are merely busy.
+      TRIBUTARY_ASSIGN_OR_RETURN(c.function_liveness_ms, top.Integer("function_liveness_ms", 1000, uint64_t{1} << 40));
     }
-    if (store.Has("max_blocks")) {
-      TRIBUTARY_ASSIGN_OR_RETURN(uint64_t m, store.Integer("max_blocks", 1, 1u << 24));
-      c.store.max_blocks = static_cast<uint32_t>(m);
+    if (top.Has("autoscale")) {
+      Section a = top.Child("autoscale");
+      TRIBUTARY_TRY(a.ExpectMap());
+      TRIBUTARY_TRY(a.OnlyKeys({"enabled", "stable_window_s", "panic_window_s", "panic_threshold", "max_scale_up_rate",
+                                "max_scale_down_rate", "target_utilization", "scale_to_zero_grace_s", "max_functions"}));
+      if (a.Has("enabled")) {
+        const YAML::Node v = a.node()["enabled"];
+        if (!v.IsScalar() || !YAML::convert<bool>::decode(v, c.autoscale)) {
+          return a.Fail(v, "enabled", "expected true or false");
+        }
+      }
+      planner::AutoscaleOptions& o = c.autoscaling;
+      const std::pair<const char*, std::tuple<double*, double, double>> numbers[] = {
+          {"stable_window_s", {&o.stable_window_s, 1, 3600}},       {"panic_window_s", {&o.panic_window_s, 1, 3600}},
+          {"panic_threshold", {&o.panic_threshold, 1, 100}},        {"max_scale_up_rate", {&o.max_scale_up_rate, 1, 1e6}},
+          {"max_scale_down_rate", {&o.max_scale_down_rate, 1, 1e6}}, {"target_utilization", {&o.target_utilization, 0.01, 1}},
+          {"scale_to_zero_grace_s", {&o.scale_to_zero_grace_s, 0, 86400}}};
+      for (const auto& [key, spec] : numbers) {
+        if (!a.Has(key)) continue;
+        const auto [out, lo, hi] = spec;
+        TRIBUTARY_ASSIGN_OR_RETURN(*out, a.Number(key));
+        if (*out < lo || *out > hi) {
+          return a.Fail(a.node()[key], key, "expected a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        }
+      }
+      if (o.panic_window_s > o.stable_window_s) {
+        return a.Fail(a.node()["panic_window_s"], "panic_window_s", "the panic window must not exceed the stable window");
+      }
+      if (a.Has("max_functions")) {
+        // At most the node agent's limit: its segment's 128 leases less 8.
+        TRIBUTARY_ASSIGN_OR_RETURN(uint64_t m, a.Integer("max_functions", 1, 120));
+        o.max_functions = static_cast<uint32_t>(m);
+      }
     }
-  }
-  {
-    TRIBUTARY_ASSIGN_OR_RETURN(auto files,
-                               ReadSecurity(top, "gateway_security", {"secret_key_file", "allow_list"}, c.gateway_security));
+    if (top.Has("store")) {
+      Section store = top.Child("store");
+      TRIBUTARY_TRY(store.ExpectMap());
+      TRIBUTARY_TRY(store.OnlyKeys({"segment_name", "segment_bytes", "max_blocks"}));
+      if (store.Has("segment_name")) {
+        TRIBUTARY_ASSIGN_OR_RETURN(c.store.name, store.String("segment_name"));
+        c.segment_name_given = true;
+      }
+      if (store.Has("segment_bytes")) {
+        TRIBUTARY_ASSIGN_OR_RETURN(c.store.bytes, store.Bytes("segment_bytes"));
+      }
+      if (store.Has("max_blocks")) {
+        TRIBUTARY_ASSIGN_OR_RETURN(uint64_t m, store.Integer("max_blocks", 1, 1u << 24));
+        c.store.max_blocks = static_cast<uint32_t>(m);
+      }
+    }
+    {
+      TRIBUTARY_ASSIGN_OR_RETURN(auto files,
+                                 ReadSecurity(top, "gateway_security", {"secret_key_file", "allow_list"}, c.gateway_security));
+      if (!files.empty()) {
+        c.gateway_secret_key_file = files[0];
+        c.gateway_allow_list = files[1];
+      }
+    }
+    if (top.Has("controller")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(c.controller_endpoint, top.String("controller"));
+    }
+    TRIBUTARY_ASSIGN_OR_RETURN(auto files, ReadSecurity(top, "controller_security",
+                                                        {"controller_public_key_file", "secret_key_file"},
+                                                        c.controller_security));
     if (!files.empty()) {
-      c.gateway_secret_key_file = files[0];
-      c.gateway_allow_list = files[1];
+      c.controller_public_key_file = files[0];
+      c.controller_secret_key_file = files[1];
     }
-  }
-  if (top.Has("controller")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(c.controller_endpoint, top.String("controller"));
-  }
-  TRIBUTARY_ASSIGN_OR_RETURN(auto files, ReadSecurity(top, "controller_security",
-                                                      {"controller_public_key_file", "secret_key_file"},
-                                                      c.controller_security));
-  if (!files.empty()) {
-    c.controller_public_key_file = files[0];
-    c.controller_secret_key_file = files[1];
-  }
-  return c;
+    return c;
+  });
 }
 
 Result<NodeConfig> LoadNodeConfig(const std::string& path) {
@@ -216,12 +218,14 @@ Result<void> ValidAdvertisedEndpoint(const std::string& endpoint) {
 }
 
 Result<agg::StrategyOptions> ParseStrategyConfig(const std::string& yaml_text, const std::string& source_name) {
-  TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
-  Section top(root, source_name, "");
-  TRIBUTARY_TRY(top.ExpectMap());
-  TRIBUTARY_TRY(top.OnlyKeys({"strategy"}));
-  if (!top.Has("strategy")) return top.Fail(root, "strategy", "missing");
-  return ReadStrategy(top.Child("strategy"));
+  return ReadGuarded(source_name, [&]() -> Result<agg::StrategyOptions> {
+    TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
+    Section top(root, source_name, "");
+    TRIBUTARY_TRY(top.ExpectMap());
+    TRIBUTARY_TRY(top.OnlyKeys({"strategy"}));
+    if (!top.Has("strategy")) return top.Fail(root, "strategy", "missing");
+    return ReadStrategy(top.Child("strategy"));
+  });
 }
 
 }  // namespace tributary::config

@@ -80,9 +80,14 @@ Result<void> ReadModel(const Section& m, DeploymentJob& j) {
     }
     agg::TensorSpec spec;
     const YAML::Node name = layout[i]["name"], shape = layout[i]["shape"], dtype = layout[i]["dtype"];
-    if (!name.IsScalar() || name.Scalar().empty()) return where.Fail(layout[i], std::to_string(i) + ".name", "expected a name");
+    // A missing key reads as a node yaml-cpp throws on: IsDefined() first.
+    if (!name.IsDefined() || !name.IsScalar() || name.Scalar().empty()) {
+      return where.Fail(layout[i], std::to_string(i) + ".name", "expected a name");
+    }
     spec.name = name.Scalar();
-    if (!shape.IsSequence()) return where.Fail(layout[i], std::to_string(i) + ".shape", "expected a list of sizes");
+    if (!shape.IsDefined() || !shape.IsSequence()) {
+      return where.Fail(layout[i], std::to_string(i) + ".shape", "expected a list of sizes");
+    }
     for (const auto& d : shape) {
       int64_t n = 0;
       if (!d.IsScalar() || !YAML::convert<int64_t>::decode(d, n) || n < 0 || n > (int64_t{1} << 40)) {
@@ -114,33 +119,35 @@ Result<void> ReadModel(const Section& m, DeploymentJob& j) {
 }  // namespace
 
 Result<ControllerConfig> ParseControllerConfig(const std::string& yaml_text, const std::string& source_name) {
-  TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
-  Section top(root, source_name, "");
-  TRIBUTARY_TRY(top.ExpectMap());
-  TRIBUTARY_TRY(top.OnlyKeys({"bind", "http_bind", "state_dir", "node_timeout_ms", "client_ttl_ms", "security", "jobs"}));
-  ControllerConfig c;
-  TRIBUTARY_TRY(ReadString(top, "bind", c.bind));
-  TRIBUTARY_TRY(ReadString(top, "http_bind", c.http_bind));
-  if (!top.Has("state_dir")) return top.Fail(root, "state_dir", "missing: where checkpoints and models are kept");
-  TRIBUTARY_ASSIGN_OR_RETURN(c.state_dir, top.String("state_dir"));
-  c.state_dir = Resolve(c.state_dir, source_name);
-  // At least three of the nodes' 500 ms heartbeats.
-  TRIBUTARY_TRY(ReadOne(top, "node_timeout_ms", c.node_timeout_ms, 1500, uint64_t{1} << 32));
-  TRIBUTARY_TRY(ReadOne(top, "client_ttl_ms", c.client_ttl_ms, 1000, uint64_t{1} << 32));
-  TRIBUTARY_ASSIGN_OR_RETURN(auto files, ReadSecurity(top, "security", {"secret_key_file", "node_allow_list"}, c.security));
-  if (!files.empty()) {
-    c.secret_key_file = Resolve(files[0], source_name);
-    c.node_allow_list = Resolve(files[1], source_name);
-  }
-  if (top.Has("jobs")) {
-    const YAML::Node jobs = root["jobs"];
-    if (!jobs.IsSequence()) return top.Fail(jobs, "jobs", "expected a list of job files");
-    for (const auto& j : jobs) {
-      if (!j.IsScalar()) return top.Fail(j, "jobs", "expected a file name");
-      c.jobs.push_back(Resolve(j.Scalar(), source_name));
+  return ReadGuarded(source_name, [&]() -> Result<ControllerConfig> {
+    TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
+    Section top(root, source_name, "");
+    TRIBUTARY_TRY(top.ExpectMap());
+    TRIBUTARY_TRY(top.OnlyKeys({"bind", "http_bind", "state_dir", "node_timeout_ms", "client_ttl_ms", "security", "jobs"}));
+    ControllerConfig c;
+    TRIBUTARY_TRY(ReadString(top, "bind", c.bind));
+    TRIBUTARY_TRY(ReadString(top, "http_bind", c.http_bind));
+    if (!top.Has("state_dir")) return top.Fail(root, "state_dir", "missing: where checkpoints and models are kept");
+    TRIBUTARY_ASSIGN_OR_RETURN(c.state_dir, top.String("state_dir"));
+    c.state_dir = Resolve(c.state_dir, source_name);
+    // At least three of the nodes' 500 ms heartbeats.
+    TRIBUTARY_TRY(ReadOne(top, "node_timeout_ms", c.node_timeout_ms, 1500, uint64_t{1} << 32));
+    TRIBUTARY_TRY(ReadOne(top, "client_ttl_ms", c.client_ttl_ms, 1000, uint64_t{1} << 32));
+    TRIBUTARY_ASSIGN_OR_RETURN(auto files, ReadSecurity(top, "security", {"secret_key_file", "node_allow_list"}, c.security));
+    if (!files.empty()) {
+      c.secret_key_file = Resolve(files[0], source_name);
+      c.node_allow_list = Resolve(files[1], source_name);
     }
-  }
-  return c;
+    if (top.Has("jobs")) {
+      const YAML::Node jobs = root["jobs"];
+      if (!jobs.IsSequence()) return top.Fail(jobs, "jobs", "expected a list of job files");
+      for (const auto& j : jobs) {
+        if (!j.IsScalar()) return top.Fail(j, "jobs", "expected a file name");
+        c.jobs.push_back(Resolve(j.Scalar(), source_name));
+      }
+    }
+    return c;
+  });
 }
 
 Result<ControllerConfig> LoadControllerConfig(const std::string& path) {
@@ -149,63 +156,65 @@ Result<ControllerConfig> LoadControllerConfig(const std::string& path) {
 }
 
 Result<DeploymentJob> ParseDeploymentJob(const std::string& yaml_text, const std::string& source_name) {
-  TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
-  Section top(root, source_name, "");
-  TRIBUTARY_TRY(top.ExpectMap());
-  TRIBUTARY_TRY(top.OnlyKeys({"name", "rounds", "clients_per_round", "min_clients", "over_selection", "deadline_s",
-                              "start_after", "seed", "model", "strategy", "train", "fan_in", "fan_in_min", "fan_in_max", "fan_in_tail_ms", "placement",
-                              "reject_non_finite"}));
-  DeploymentJob j;
-  j.source = source_name;
-  if (!top.Has("name")) return top.Fail(root, "name", "missing");
-  TRIBUTARY_ASSIGN_OR_RETURN(j.name, top.String("name"));
-  if (j.name.empty() || j.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-                            std::string::npos || j.name.front() == '.') {
-    return top.Fail(root["name"], "name", "expected letters, digits, '.', '_' or '-' (it names files)");
-  }
-  TRIBUTARY_TRY(ReadOne(top, "rounds", j.rounds, 0, uint64_t{1} << 40));
-  if (!top.Has("clients_per_round")) return top.Fail(root, "clients_per_round", "missing");
-  TRIBUTARY_TRY(ReadOne(top, "clients_per_round", j.clients_per_round, 1, 1'000'000));
-  j.min_clients = j.clients_per_round;
-  TRIBUTARY_TRY(ReadOne(top, "min_clients", j.min_clients, 1, j.clients_per_round));
-  if (top.Has("over_selection")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(j.over_selection, top.Number("over_selection"));
-    if (j.over_selection < 1.0 || j.over_selection > 10.0) {
-      return top.Fail(root["over_selection"], "over_selection", "expected a factor in [1, 10]");
+  return ReadGuarded(source_name, [&]() -> Result<DeploymentJob> {
+    TRIBUTARY_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source_name));
+    Section top(root, source_name, "");
+    TRIBUTARY_TRY(top.ExpectMap());
+    TRIBUTARY_TRY(top.OnlyKeys({"name", "rounds", "clients_per_round", "min_clients", "over_selection", "deadline_s",
+                                "start_after", "seed", "model", "strategy", "train", "fan_in", "fan_in_min", "fan_in_max", "fan_in_tail_ms", "placement",
+                                "reject_non_finite"}));
+    DeploymentJob j;
+    j.source = source_name;
+    if (!top.Has("name")) return top.Fail(root, "name", "missing");
+    TRIBUTARY_ASSIGN_OR_RETURN(j.name, top.String("name"));
+    if (j.name.empty() || j.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+                              std::string::npos || j.name.front() == '.') {
+      return top.Fail(root["name"], "name", "expected letters, digits, '.', '_' or '-' (it names files)");
     }
-  }
-  TRIBUTARY_TRY(ReadOne(top, "deadline_s", j.deadline_s, 1, 86'400));
-  j.start_after = j.min_clients;
-  TRIBUTARY_TRY(ReadOne(top, "start_after", j.start_after, 1, 100'000'000));
-  TRIBUTARY_TRY(ReadOne(top, "seed", j.seed, 0, UINT64_MAX));
-  if (!top.Has("model")) return top.Fail(root, "model", "missing: {file: init.safetensors} or {layout: [...]}");
-  TRIBUTARY_TRY(ReadModel(top.Child("model"), j));
-  if (top.Has("strategy")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(j.strategy, ReadStrategy(top.Child("strategy")));
-  }
-  if (top.Has("train")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(j.train, ReadScalars(top.Child("train")));
-    if (j.train.count("round")) return top.Fail(root["train"], "train.round", "reserved: the controller sets it");
-  }
-  if (top.Has("fan_in") && root["fan_in"].IsScalar() && root["fan_in"].Scalar() == "auto") {
-    j.fan_in = 0;
-    TRIBUTARY_TRY(ReadOne(top, "fan_in_min", j.fan_in_min, 1, 4096));
-    TRIBUTARY_TRY(ReadOne(top, "fan_in_max", j.fan_in_max, j.fan_in_min, 4096));
-    TRIBUTARY_TRY(ReadOne(top, "fan_in_tail_ms", j.fan_in_tail_ms, 1, 600'000));
-  } else {
-    TRIBUTARY_TRY(ReadOne(top, "fan_in", j.fan_in, 1, 4096));
-    for (const char* bound : {"fan_in_min", "fan_in_max", "fan_in_tail_ms"}) {
-      if (top.Has(bound)) return top.Fail(root[bound], bound, "only with fan_in: auto");
+    TRIBUTARY_TRY(ReadOne(top, "rounds", j.rounds, 0, uint64_t{1} << 40));
+    if (!top.Has("clients_per_round")) return top.Fail(root, "clients_per_round", "missing");
+    TRIBUTARY_TRY(ReadOne(top, "clients_per_round", j.clients_per_round, 1, 1'000'000));
+    j.min_clients = j.clients_per_round;
+    TRIBUTARY_TRY(ReadOne(top, "min_clients", j.min_clients, 1, j.clients_per_round));
+    if (top.Has("over_selection")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(j.over_selection, top.Number("over_selection"));
+      if (j.over_selection < 1.0 || j.over_selection > 10.0) {
+        return top.Fail(root["over_selection"], "over_selection", "expected a factor in [1, 10]");
+      }
     }
-  }
-  TRIBUTARY_TRY(ReadBool(top, "reject_non_finite", j.reject_non_finite));
-  if (top.Has("placement")) {
-    TRIBUTARY_ASSIGN_OR_RETURN(j.placement, top.String("placement"));
-    if (j.placement != "locality" && j.placement != "round_robin" && j.placement != "random") {
-      return top.Fail(root["placement"], "placement", "expected locality, round_robin or random");
+    TRIBUTARY_TRY(ReadOne(top, "deadline_s", j.deadline_s, 1, 86'400));
+    j.start_after = j.min_clients;
+    TRIBUTARY_TRY(ReadOne(top, "start_after", j.start_after, 1, 100'000'000));
+    TRIBUTARY_TRY(ReadOne(top, "seed", j.seed, 0, UINT64_MAX));
+    if (!top.Has("model")) return top.Fail(root, "model", "missing: {file: init.safetensors} or {layout: [...]}");
+    TRIBUTARY_TRY(ReadModel(top.Child("model"), j));
+    if (top.Has("strategy")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(j.strategy, ReadStrategy(top.Child("strategy")));
     }
-  }
-  return j;
+    if (top.Has("train")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(j.train, ReadScalars(top.Child("train")));
+      if (j.train.count("round")) return top.Fail(root["train"], "train.round", "reserved: the controller sets it");
+    }
+    if (top.Has("fan_in") && root["fan_in"].IsScalar() && root["fan_in"].Scalar() == "auto") {
+      j.fan_in = 0;
+      TRIBUTARY_TRY(ReadOne(top, "fan_in_min", j.fan_in_min, 1, 4096));
+      TRIBUTARY_TRY(ReadOne(top, "fan_in_max", j.fan_in_max, j.fan_in_min, 4096));
+      TRIBUTARY_TRY(ReadOne(top, "fan_in_tail_ms", j.fan_in_tail_ms, 1, 600'000));
+    } else {
+      TRIBUTARY_TRY(ReadOne(top, "fan_in", j.fan_in, 1, 4096));
+      for (const char* bound : {"fan_in_min", "fan_in_max", "fan_in_tail_ms"}) {
+        if (top.Has(bound)) return top.Fail(root[bound], bound, "only with fan_in: auto");
+      }
+    }
+    TRIBUTARY_TRY(ReadBool(top, "reject_non_finite", j.reject_non_finite));
+    if (top.Has("placement")) {
+      TRIBUTARY_ASSIGN_OR_RETURN(j.placement, top.String("placement"));
+      if (j.placement != "locality" && j.placement != "round_robin" && j.placement != "random") {
+        return top.Fail(root["placement"], "placement", "expected locality, round_robin or random");
+      }
+    }
+    return j;
+  });
 }
 
 Result<DeploymentJob> LoadDeploymentJob(const std::string& path) {

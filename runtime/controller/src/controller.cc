@@ -22,6 +22,7 @@
 #include "tributary/controller/safetensors.h"
 #include "tributary/keys/allow_list.h"
 #include "tributary/protocol/codec.h"
+#include "tributary/core/zmq_poll.h"
 
 namespace tributary::controller {
 namespace {
@@ -139,7 +140,7 @@ struct Controller::Impl {
         }
       }
       zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      (void)PollUnlessInterrupted(&item, 1, std::chrono::milliseconds(20));
       if (!(item.revents & ZMQ_POLLIN)) continue;
       for (int burst = 0; burst < 64; ++burst) {
         std::vector<zmq::message_t> parts;

@@ -19,6 +19,7 @@
 #include "tributary/core/unique_fd.h"
 #include "tributary/keys/allow_list.h"
 #include "tributary/keys/curve_keys.h"
+#include "tributary/core/zmq_poll.h"
 
 namespace tributary::gateway {
 namespace {
@@ -94,7 +95,7 @@ struct Gateway::Impl {
   void Run() {
     while (!stop.load(std::memory_order_relaxed)) {
       zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.get(), ZMQ_POLLIN, 0}};
-      zmq::poll(items, 2, std::chrono::milliseconds(100));
+      (void)PollUnlessInterrupted(items, 2, std::chrono::milliseconds(100));
       if (items[0].revents & ZMQ_POLLIN) {
         for (int burst = 0; burst < 256; ++burst) {
           std::vector<zmq::message_t> parts;

@@ -10,6 +10,7 @@
 #include <zmq_addon.hpp>
 
 #include "tributary/keys/curve_keys.h"
+#include "tributary/core/zmq_poll.h"
 
 namespace tributary::keys {
 namespace {
@@ -112,7 +113,7 @@ struct ZapAuthenticator::Impl {
   void Run() {
     while (!stop.load()) {
       zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-      if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) == 0) continue;
+      if (PollUnlessInterrupted(&item, 1, std::chrono::milliseconds(100)).value_or(0) == 0) continue;
       std::vector<zmq::message_t> request;
       if (!zmq::recv_multipart(socket, std::back_inserter(request))) continue;
       Answer(request);

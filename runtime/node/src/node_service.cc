@@ -18,6 +18,7 @@
 
 #include "tributary/node/metrics.h"
 #include "tributary/protocol/codec.h"
+#include "tributary/core/zmq_poll.h"
 
 namespace tributary::node {
 
@@ -165,7 +166,7 @@ struct NodeService::Impl {
         Send(o.envelope, o.frame);
       }
       zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, std::chrono::milliseconds(50));
+      (void)PollUnlessInterrupted(&item, 1, std::chrono::milliseconds(50));
       agent->ReapIdleFunctions();
       if (!(item.revents & ZMQ_POLLIN)) continue;
       for (int burst = 0; burst < 64; ++burst) {

@@ -1,6 +1,9 @@
 #include "tributary/protocol/codec.h"
 
+#include <google/protobuf/stubs/logging.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 // libxxhash's dispatching entry points pick the widest vector unit of this
@@ -10,7 +13,24 @@
 
 namespace tributary::protocol {
 
+namespace {
+
+// libprotobuf logs at ERROR every string field with invalid UTF-8 it parses
+// (the parse then fails, and the caller gets kMalformedFrame): a peer could
+// fill the log with one line per frame. Below FATAL its messages are dropped;
+// FATAL ones still reach stderr (libprotobuf aborts after them).
+void QuietProtobufLog(google::protobuf::LogLevel level, const char* file, int line, const std::string& message) {
+  if (level == google::protobuf::LOGLEVEL_FATAL) std::fprintf(stderr, "libprotobuf FATAL %s:%d: %s\n", file, line, message.c_str());
+}
+
+}  // namespace
+
 Result<v1::Envelope> DecodeEnvelope(std::span<const std::byte> frame, const Limits& limits) {
+  static const bool quiet = [] {
+    google::protobuf::SetLogHandler(QuietProtobufLog);
+    return true;
+  }();
+  (void)quiet;
   if (frame.size() > limits.max_envelope_bytes) {
     return MakeError(ErrorCode::kTooLarge, "envelope frame of " + std::to_string(frame.size()) +
                                                " bytes exceeds the limit of " +

@@ -105,6 +105,18 @@ class Section {
 
 // The document in `text`; a syntax error names `source` and the position.
 Result<YAML::Node> ParseYaml(const std::string& text, const std::string& source);
+
+// Runs `read` (which walks a parsed document); a yaml-cpp exception from it
+// (a key looked up in a node of the wrong kind: yaml-cpp throws there, a
+// fuzzer found it) becomes kConfig naming `source` and the place.
+template <typename F>
+auto ReadGuarded(const std::string& source, F&& read) -> decltype(read()) {
+  try {
+    return read();
+  } catch (const YAML::Exception& e) {
+    return MakeError(ErrorCode::kConfig, source + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+}
 // The whole file (kConfig if it cannot be opened).
 Result<std::string> ReadFile(const std::string& path);
 
