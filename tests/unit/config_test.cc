@@ -47,7 +47,7 @@ TEST(Config, AnAdvertisedGatewayNamesAHostAndAPort) {
   EXPECT_EQ(c.value().gateway_advertise, "tcp://10.0.0.5:7600");
   EXPECT_TRUE(ValidAdvertisedEndpoint("tcp://gw.example:7600"));
   for (const char* bad : {"tcp://*:7600", "tcp://0.0.0.0:7600", "10.0.0.5:7600", "tcp://10.0.0.5", "tcp://h:0",
-                          "tcp://h:99999", "tcp://:7600", "tcp://h:76x"}) {
+                          "tcp://h:99999", "tcp://:7600", "tcp://h:76x", "n", "", "tcp:/", "tcp://"}) {
     EXPECT_EQ(ValidAdvertisedEndpoint(bad).error().code, ErrorCode::kConfig) << bad;
   }
   auto bad = ParseNodeConfig(std::string("gateway_advertise: tcp://*:7600\n") + kSecurityNone, "node.yaml");

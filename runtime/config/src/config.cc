@@ -205,12 +205,13 @@ Result<void> SetNodeId(NodeConfig& config, const std::string& id) {
 Result<void> ValidAdvertisedEndpoint(const std::string& endpoint) {
   const std::string scheme = "tcp://";
   const size_t colon = endpoint.rfind(':');
-  const std::string host = colon > scheme.size() ? endpoint.substr(scheme.size(), colon - scheme.size()) : "";
-  const std::string port = colon != std::string::npos ? endpoint.substr(colon + 1) : "";
+  // Checked before any substr: the scheme's own colon must not count as the port's.
+  const bool shaped = endpoint.starts_with(scheme) && colon != std::string::npos && colon > scheme.size();
+  const std::string host = shaped ? endpoint.substr(scheme.size(), colon - scheme.size()) : "";
+  const std::string port = shaped ? endpoint.substr(colon + 1) : "";
   const bool digits = !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), ::isdigit);
   const bool numeric_port = digits && std::stoul(port) >= 1 && std::stoul(port) <= 65535;
-  if (!endpoint.starts_with(scheme) || host.empty() || host == "*" || host == "0.0.0.0" || host == "[::]" ||
-      !numeric_port) {
+  if (host.empty() || host == "*" || host == "0.0.0.0" || host == "[::]" || !numeric_port) {
     return MakeError(ErrorCode::kConfig, "'" + endpoint + "': expected tcp://HOST:PORT with a host clients can reach "
                                          "(not a wildcard) and a port in [1, 65535]");
   }
