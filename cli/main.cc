@@ -475,6 +475,7 @@ int main(int argc, char** argv) {
   loadgen->add_option("--first-client", lg.first_client, "Index of the first client id");
   loadgen->add_option("--id-prefix", lg.id_prefix, "Client ids are this and a five-digit index");
   loadgen->add_option("--concurrency", lg.concurrency, "Worker threads")->check(CLI::Range(1u, 4096u));
+  loadgen->add_option("--io-threads", lg.io_threads, "ZeroMQ I/O threads the clients share")->check(CLI::Range(1u, 64u));
   loadgen->add_option("--rounds", lg.rounds, "Updates per client, then it stops (0: no limit)");
   loadgen->add_option("--duration", lg_duration_s, "Seconds, then everything stops (0: until done or SIGTERM)")
       ->check(CLI::NonNegativeNumber);

@@ -14,13 +14,45 @@
 
 namespace tributary::client {
 
+struct SharedContext::Impl {
+  zmq::context_t context;
+};
+
+SharedContext::SharedContext(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SharedContext::~SharedContext() = default;
+
+Result<std::shared_ptr<SharedContext>> SharedContext::Create(int io_threads, int max_sockets) {
+  if (io_threads < 1 || max_sockets < 1) {
+    return MakeError(ErrorCode::kInvalidArgument, "a shared context needs at least one I/O thread and one socket");
+  }
+  auto impl = std::make_unique<Impl>();
+  // Both must be set before the context's first socket.
+  if (zmq_ctx_set(impl->context.handle(), ZMQ_IO_THREADS, io_threads) != 0 ||
+      zmq_ctx_set(impl->context.handle(), ZMQ_MAX_SOCKETS, max_sockets) != 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "ZeroMQ refused " + std::to_string(io_threads) + " I/O threads or " +
+                                                      std::to_string(max_sockets) + " sockets: " + zmq_strerror(zmq_errno()));
+  }
+  return std::shared_ptr<SharedContext>(new SharedContext(std::move(impl)));
+}
+
+namespace {
+
+// The context a session's sockets live in: the one it was given, or its own.
+std::shared_ptr<SharedContext> ContextFor(const SessionOptions& options) {
+  if (options.context) return options.context;
+  return SharedContext::Create(/*io_threads=*/1, /*max_sockets=*/ZMQ_MAX_SOCKETS_DFLT).value();  // cannot fail
+}
+
+}  // namespace
+
 struct GatewaySession::Impl {
   SessionOptions options;
   // Where requests go: the client's own gateway, or for the task in hand the
   // gateway the placement steered it to.
   std::string endpoint;
   std::string server_key;
-  zmq::context_t context{1};
+  // Declared before the sockets, so that it outlives them.
+  std::shared_ptr<SharedContext> context;
   std::unique_ptr<zmq::socket_t> socket;
   std::unique_ptr<zmq::socket_t> monitor;  // the socket's handshake events
   uint64_t sockets_made = 0;
@@ -30,7 +62,7 @@ struct GatewaySession::Impl {
   // A fresh DEALER: replies to requests of the old socket can never arrive.
   void Reconnect() {
     monitor.reset();
-    socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
+    socket = std::make_unique<zmq::socket_t>(context->impl().context, zmq::socket_type::dealer);
     socket->set(zmq::sockopt::linger, 0);
     if (options.curve) {
       socket->set(zmq::sockopt::curve_serverkey, server_key);
@@ -42,7 +74,7 @@ struct GatewaySession::Impl {
                                std::to_string(reinterpret_cast<uintptr_t>(this)) + "-" + std::to_string(sockets_made++);
     if (zmq_socket_monitor(socket->handle(), events.c_str(),
                            ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
-      monitor = std::make_unique<zmq::socket_t>(context, zmq::socket_type::pair);
+      monitor = std::make_unique<zmq::socket_t>(context->impl().context, zmq::socket_type::pair);
       monitor->set(zmq::sockopt::linger, 0);
       monitor->connect(events);
     }
@@ -354,6 +386,7 @@ Result<std::unique_ptr<GatewaySession>> GatewaySession::Connect(SessionOptions o
   if (options.retry.attempts == 0) return MakeError(ErrorCode::kInvalidArgument, "retry.attempts must be positive");
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
+  impl->context = ContextFor(impl->options);
   impl->endpoint = impl->options.endpoint;
   if (impl->options.curve) impl->server_key = impl->options.curve->server_public_key;
   try {

@@ -1,6 +1,7 @@
 #include "tributary/loadgen/loadgen.h"
 
 #include <nlohmann/json.hpp>
+#include <sys/resource.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -55,7 +56,7 @@ struct SimClient {
 struct Shared {
   std::mutex mu;
   LoadgenReport report;
-  std::vector<double> download_ms, upload_ms;
+  std::vector<double> task_ms, download_ms, upload_ms;
 };
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -128,11 +129,31 @@ std::vector<float> FakeUpdate(const std::string& client, uint64_t round, std::sp
 
 uint64_t FakeSampleCount(const std::string& client) { return 1 + XXH3_64bits(client.data(), client.size()) % 64; }
 
+Result<void> RaiseDescriptorLimit(uint32_t clients) {
+  const rlim_t needed = 4ull * clients + 256;
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return MakeError(ErrorCode::kIo, "getrlimit(RLIMIT_NOFILE) failed");
+  if (limit.rlim_cur >= needed) return Ok();
+  if (limit.rlim_max < needed) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     std::to_string(clients) + " clients need about " + std::to_string(needed) +
+                         " open descriptors; this process may have " + std::to_string(limit.rlim_max) +
+                         " (raise the hard limit: ulimit -Hn, or LimitNOFILE in a unit)");
+  }
+  limit.rlim_cur = needed;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return MakeError(ErrorCode::kIo, "setrlimit(RLIMIT_NOFILE) failed");
+  return Ok();
+}
+
 Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomic<bool>* stop) {
   if (options.gateways.empty()) return MakeError(ErrorCode::kInvalidArgument, "loadgen needs at least one gateway");
   if (options.clients == 0 || options.concurrency == 0) {
     return MakeError(ErrorCode::kInvalidArgument, "loadgen needs clients and concurrency above 0");
   }
+  TRIBUTARY_TRY(RaiseDescriptorLimit(options.clients));
+  TRIBUTARY_ASSIGN_OR_RETURN(
+      auto context, client::SharedContext::Create(static_cast<int>(std::max(options.io_threads, 1u)),
+                                                  static_cast<int>(std::min<uint64_t>(4ull * options.clients + 1024, 1u << 30))));
   std::vector<SimClient> clients(options.clients);
   for (uint32_t i = 0; i < options.clients; ++i) {
     SimClient& c = clients[i];
@@ -141,6 +162,7 @@ Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomi
     client::SessionOptions so;
     so.endpoint = options.gateways[c.gateway];
     so.client_id = c.id;
+    so.context = context;
     // Short: a worker serves many clients, and one gateway out of reach must
     // not hold the others back for long.
     so.request_timeout = std::chrono::milliseconds(2'000);
@@ -194,10 +216,12 @@ Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomi
             c->due = Clock::now();
             continue;
           }
+          const auto asked = Clock::now();
           auto poll = c->session->RequestTask();
           {
             std::lock_guard lock(shared.mu);
             shared.report.task_requests += 1;
+            shared.task_ms.push_back(Ms(Clock::now() - asked));
             if (poll && poll.value().task) shared.report.tasks += 1;
             if (!poll) shared.report.rejected[std::string(ErrorCodeName(poll.error().code))] += 1;
           }
@@ -217,6 +241,7 @@ Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomi
   }
   for (auto& t : threads) t.join();
   LoadgenReport r = std::move(shared.report);
+  r.task = Summarize(std::move(shared.task_ms));
   r.download = Summarize(std::move(shared.download_ms));
   r.upload = Summarize(std::move(shared.upload_ms));
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -229,7 +254,8 @@ void PrintReport(const LoadgenReport& r, bool json, std::ostream& out) {
       return nlohmann::json{{"count", s.count}, {"p50_ms", s.p50_ms}, {"p99_ms", s.p99_ms}, {"max_ms", s.max_ms}};
     };
     out << nlohmann::json{{"task_requests", r.task_requests}, {"tasks", r.tasks},          {"accepted", r.accepted},
-                          {"rejected", r.rejected},           {"download", lat(r.download)}, {"upload", lat(r.upload)},
+                          {"rejected", r.rejected},           {"task", lat(r.task)},
+                          {"download", lat(r.download)},      {"upload", lat(r.upload)},
                           {"seconds", r.seconds}}
                .dump()
         << "\n";
@@ -241,7 +267,8 @@ void PrintReport(const LoadgenReport& r, bool json, std::ostream& out) {
                 static_cast<unsigned long long>(r.accepted));
   out << line;
   for (const auto& [code, n] : r.rejected) out << "  rejected " << code << ": " << n << "\n";
-  for (const auto& [name, s] : {std::pair{"download", r.download}, std::pair{"upload", r.upload}}) {
+  for (const auto& [name, s] :
+       {std::pair{"task", r.task}, std::pair{"download", r.download}, std::pair{"upload", r.upload}}) {
     std::snprintf(line, sizeof(line), "  %-8s p50 %.1f ms  p99 %.1f ms  max %.1f ms  (%llu)\n", name, s.p50_ms, s.p99_ms,
                   s.max_ms, static_cast<unsigned long long>(s.count));
     out << line;

@@ -222,6 +222,32 @@ TEST_F(ClientSdkTest, ADownloadIntoAModelReusesItsBuffer) {
   EXPECT_EQ(m.tensors[0].name, "w");
 }
 
+// Sessions sharing one context (a process with many clients) each download
+// on their own connection, and the context outlives a session released first.
+TEST_F(ClientSdkTest, SessionsShareAContext) {
+  EXPECT_EQ(SharedContext::Create(0, 8).error().code, ErrorCode::kInvalidArgument);
+  std::vector<float> values(Model().elements(), 1.5f);
+  Publish(2, values);
+  auto context = SharedContext::Create(1, 64);
+  ASSERT_TRUE(context) << context.error().ToString();
+  std::vector<std::unique_ptr<GatewaySession>> sessions;
+  for (const char* id : {"s1", "s2", "s3"}) {
+    SessionOptions o = Options(id);
+    o.context = context.value();
+    auto s = GatewaySession::Connect(o);
+    ASSERT_TRUE(s) << s.error().ToString();
+    sessions.push_back(std::move(s).value());
+  }
+  context.value().reset();  // the sessions hold it
+  sessions.front().reset();
+  for (size_t i = 1; i < sessions.size(); ++i) {
+    auto m = sessions[i]->DownloadModel("job");
+    ASSERT_TRUE(m) << m.error().ToString();
+    EXPECT_EQ(m.value().version, 2u);
+    EXPECT_EQ(std::memcmp(m.value().payload.data(), values.data(), m.value().payload.size()), 0);
+  }
+}
+
 // The connection breaks mid-upload: the retry resumes from what the gateway
 // holds, and the update is folded exactly once.
 TEST_F(ClientSdkTest, AnInterruptedUploadResumes) {

@@ -53,6 +53,28 @@
 
 namespace tributary::client {
 
+// The ZeroMQ context sessions make their sockets in. By default each session
+// has its own (one I/O thread and a reaper thread: right for a device with one
+// session). A process holding thousands of sessions (a load generator, a
+// gateway for a fleet of sensors) shares one instead, so that it runs
+// `io_threads` threads in all, and can hold `max_sockets` sockets (a session
+// uses up to three: its connection and the pair that watches its handshake).
+// A shared context lives until its last session is gone.
+class SharedContext {
+ public:
+  static Result<std::shared_ptr<SharedContext>> Create(int io_threads, int max_sockets);
+  ~SharedContext();
+  SharedContext(const SharedContext&) = delete;
+  SharedContext& operator=(const SharedContext&) = delete;
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  explicit SharedContext(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 struct RetryPolicy {
   uint32_t attempts = 8;                              // tries per request, the first included
   std::chrono::milliseconds initial_backoff{20};
@@ -71,6 +93,7 @@ struct SessionOptions {
   std::chrono::milliseconds request_timeout{10'000};
   RetryPolicy retry;
   uint64_t chunk_bytes = 4ull << 20;  // lowered to the gateway's limit if larger
+  std::shared_ptr<SharedContext> context;  // null: the session's own
 };
 
 // What the client sends: the tensors in payload order and their bytes.

@@ -12,7 +12,9 @@
 //
 // It stops when `stop` is set, after `duration`, or once every client has
 // delivered `rounds` updates, and reports what happened: tasks, accepted
-// updates, rejections by code, download and upload latencies (p50, p99).
+// updates, rejections by code, task request, download and upload latencies
+// (p50, p99). Each client holds a connection and up to two inproc sockets: a
+// process needs about four descriptors per client (RaiseDescriptorLimit).
 //
 // Thread safety: RunLoadgen blocks its caller; `stop` may be set from any thread.
 #pragma once
@@ -41,6 +43,9 @@ struct LoadgenOptions {
   uint32_t first_client = 0;  // ids first_client .. first_client + clients - 1
   std::string id_prefix = "load-";
   uint32_t concurrency = 4;
+  // The clients share one ZeroMQ context with this many I/O threads (not
+  // two threads per client), so one process can hold 10,000 connections.
+  uint32_t io_threads = 2;
   uint32_t rounds = 0;                  // updates per client, then it stops (0: no limit)
   // A selected client uploads this long after its download (its training;
   // the worker serves other clients meanwhile).
@@ -58,7 +63,7 @@ struct LoadgenReport {
   uint64_t tasks = 0;     // selections received
   uint64_t accepted = 0;  // updates the gateway accepted
   std::map<std::string, uint64_t> rejected;  // by error code name
-  LatencySummary download, upload;
+  LatencySummary task, download, upload;  // task: each task request
   double seconds = 0;
 };
 
@@ -70,6 +75,10 @@ std::string ClientId(const std::string& prefix, uint32_t i);
 std::vector<float> FakeUpdate(const std::string& client, uint64_t round, std::span<const float> model);
 // Its aggregation weight, 1..64, drawn from the client id.
 uint64_t FakeSampleCount(const std::string& client);
+
+// Raises this process's soft limit of open descriptors to what `clients`
+// need, up to the hard limit; an error says how many are missing.
+Result<void> RaiseDescriptorLimit(uint32_t clients);
 
 Result<LoadgenReport> RunLoadgen(const LoadgenOptions& options, const std::atomic<bool>* stop);
 // The report for people, or as one JSON object.
