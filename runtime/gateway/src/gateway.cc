@@ -28,6 +28,9 @@ using Clock = std::chrono::steady_clock;
 // Check-ins the node has not collected yet, at most (new clients beyond it
 // wait for their next ask).
 constexpr size_t kMaxPendingCheckIns = 1 << 20;
+// clients_seen counts ids exactly up to this many, then stops growing: in
+// plaintext any peer can claim fresh ids, and a stat must not be a leak.
+constexpr size_t kMaxCountedClients = 1 << 16;
 
 struct Upload {
   uint64_t id = 0;
@@ -174,7 +177,7 @@ struct Gateway::Impl {
   Result<void> OnTaskRequest(const zmq::message_t& identity, uint64_t request_id, const v1::TaskRequest& t) {
     if (t.client_id().empty()) return MakeError(ErrorCode::kInvalidArgument, "a task request names its client");
     if (!t.steered()) {  // a steered client's own gateway is the one that steered it
-      clients_seen.insert(t.client_id());
+      if (clients_seen.size() < kMaxCountedClients) clients_seen.insert(t.client_id());
       std::lock_guard lock(stats_mu);
       stats.clients_seen = clients_seen.size();
       // A client flooding asks costs one entry, not one per ask.

@@ -46,7 +46,7 @@ std::string RenderPrometheus(const std::string& node_id, const NodeStats& s) {
         s.gateway.uploads_expired);
   w.One("tributary_gateway_uploads_superseded_total", "counter",
         "Unfinished uploads replaced by a newer header from the same client.", s.gateway.uploads_superseded);
-  w.One("tributary_gateway_clients_seen", "gauge", "Distinct client ids that asked this gateway for work.",
+  w.One("tributary_gateway_clients_seen", "gauge", "Distinct client ids that asked this gateway for work (counted up to 65,536).",
         s.gateway.clients_seen);
   w.One("tributary_functions_cold_starts_total", "counter", "Function processes started on demand (a round waited).",
         s.functions.cold_starts);

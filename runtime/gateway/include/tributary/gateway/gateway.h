@@ -91,7 +91,7 @@ struct GatewayStats {
   uint64_t uploads_expired = 0;
   uint64_t uploads_superseded = 0;  // unfinished uploads replaced by their client's newer header
   uint64_t model_bytes_served = 0;
-  uint64_t clients_seen = 0;  // distinct client ids that asked for work
+  uint64_t clients_seen = 0;  // distinct client ids that asked for work, counted up to 65,536
   std::map<ErrorCode, uint64_t> rejected;  // by code
 };
 
