@@ -29,6 +29,7 @@
 #include "tributary/client/gateway_session.h"
 #include "tributary/gateway/gateway.h"
 #include "tributary/keys/curve_keys.h"
+#include "tributary/loadgen/loadgen.h"
 
 namespace tributary::bench {
 namespace {
@@ -420,6 +421,7 @@ struct Row {
   uint64_t transfers = 0;
   Figures reference, gateway;
   std::optional<Figures> curve;
+  std::optional<Figures> beside_idle;  // the gateway with idle connections held open
 };
 
 struct Config {
@@ -507,6 +509,33 @@ Result<Figures> GatewayDownloads(ChildServer& server, const Config& c, const Cur
   });
 }
 
+// `count` clients that connect, ask for a task once (none: they are not
+// selected) and then hold their connections, quiet, until destroyed.
+class IdleClients {
+ public:
+  static Result<IdleClients> Connect(const ChildServer& server, uint32_t count) {
+    IdleClients idle;
+    TRIBUTARY_ASSIGN_OR_RETURN(idle.context_, client::SharedContext::Create(1, static_cast<int>(4 * count + 1024)));
+    for (uint32_t i = 0; i < count; ++i) {
+      client::SessionOptions o;
+      o.endpoint = server.endpoint();
+      o.client_id = "idle-" + std::to_string(i);
+      o.context = idle.context_;
+      TRIBUTARY_ASSIGN_OR_RETURN(auto session, client::GatewaySession::Connect(o));
+      TRIBUTARY_ASSIGN_OR_RETURN(const auto poll, session->RequestTask());
+      if (poll.task) return MakeError(ErrorCode::kInternal, "an idle client was given a task");
+      idle.sessions_.push_back(std::move(session));
+    }
+    return idle;
+  }
+
+ private:
+  std::shared_ptr<client::SharedContext> context_;
+  std::vector<std::unique_ptr<client::GatewaySession>> sessions_;
+};
+
+Figures Best(const Figures& a, const Figures& b) { return a.gb_per_s >= b.gb_per_s ? a : b; }
+
 using Server = std::unique_ptr<ChildServer>;
 
 Result<Server> StartReference(const Config& c) {
@@ -517,14 +546,33 @@ Result<Server> StartGateway(const Config& c, const Curve* curve) {
   return ChildServer::Start([&] { return GatewayServer::Make(c.segment_bytes, c.spec, c.values, c.transfers, curve); });
 }
 
+// The gateway's uploads without and with `idle` connections held open,
+// alternating, twice each: the best of each.
+Result<void> MeasureBesideIdle(const Config& c, uint32_t idle, Row& row) {
+  for (int pass = 0; pass < 2; ++pass) {
+    {
+      TRIBUTARY_ASSIGN_OR_RETURN(Server gw, StartGateway(c, nullptr));
+      TRIBUTARY_ASSIGN_OR_RETURN(const Figures alone, GatewayUploads(*gw, c, nullptr));
+      row.gateway = pass == 0 ? alone : Best(row.gateway, alone);
+    }
+    TRIBUTARY_ASSIGN_OR_RETURN(Server gw, StartGateway(c, nullptr));
+    TRIBUTARY_ASSIGN_OR_RETURN(IdleClients held, IdleClients::Connect(*gw, idle));
+    TRIBUTARY_ASSIGN_OR_RETURN(const Figures beside, GatewayUploads(*gw, c, nullptr));
+    row.beside_idle = row.beside_idle ? Best(*row.beside_idle, beside) : beside;
+  }
+  return Ok();
+}
+
 // One direction of one configuration: reference, gateway and (optionally) CURVE.
-Result<Row> MeasureRow(const Config& c, const Curve* curve, bool downloads) {
+Result<Row> MeasureRow(const Config& c, const Curve* curve, bool downloads, uint32_t idle) {
   Row row{Bytes(c.values).size(), c.clients, c.transfers, {}, {}, {}};
   {
     TRIBUTARY_ASSIGN_OR_RETURN(Server ref, StartReference(c));
     TRIBUTARY_ASSIGN_OR_RETURN(row.reference, downloads ? ReferenceDownloads(*ref, c) : ReferenceUploads(*ref, c));
   }
-  {
+  if (idle > 0 && !downloads) {
+    TRIBUTARY_TRY(MeasureBesideIdle(c, idle, row));
+  } else {
     TRIBUTARY_ASSIGN_OR_RETURN(Server gw, StartGateway(c, nullptr));
     TRIBUTARY_ASSIGN_OR_RETURN(row.gateway, downloads ? GatewayDownloads(*gw, c, nullptr) : GatewayUploads(*gw, c, nullptr));
   }
@@ -546,10 +594,12 @@ Result<Curve> MakeCurve() {
 
 nlohmann::json ToJson(const Figures& f) { return {{"gb_per_s", f.gb_per_s}, {"node_cpu_s_per_gb", f.cpu_s_per_gb}}; }
 
-void PrintHeader(std::ostream& out, const char* direction, bool curve) {
+void PrintHeader(std::ostream& out, const char* direction, bool curve, uint32_t idle) {
   out << direction << "\n"
       << "  size MB  clients  transfers | reference GB/s  CPU s/GB | gateway GB/s  CPU s/GB | gateway/reference GB/s  CPU"
-      << (curve ? " | curve GB/s  CPU s/GB" : "") << "\n";
+      << (curve ? " | curve GB/s  CPU s/GB" : "");
+  if (idle > 0) out << " | beside " << idle << " idle GB/s  CPU s/GB  /alone";
+  out << "\n";
 }
 
 void PrintRow(std::ostream& out, const Row& r) {
@@ -560,7 +610,13 @@ void PrintRow(std::ostream& out, const Row& r) {
       << " |" << std::setprecision(2) << std::setw(22) << r.gateway.gb_per_s / r.reference.gb_per_s << "x"
       << std::setw(5) << r.gateway.cpu_s_per_gb / r.reference.cpu_s_per_gb << "x";
   if (r.curve) {
-    out << " |" << std::setw(11) << r.curve->gb_per_s << std::setprecision(3) << std::setw(10) << r.curve->cpu_s_per_gb;
+    out << " |" << std::setprecision(2) << std::setw(11) << r.curve->gb_per_s << std::setprecision(3) << std::setw(10)
+        << r.curve->cpu_s_per_gb;
+  }
+  if (r.beside_idle) {
+    out << " |" << std::setprecision(2) << std::setw(21) << r.beside_idle->gb_per_s << std::setprecision(3)
+        << std::setw(10) << r.beside_idle->cpu_s_per_gb << std::setprecision(2) << std::setw(7)
+        << r.beside_idle->gb_per_s / r.gateway.gb_per_s << "x";
   }
   out << "\n";
 }
@@ -573,10 +629,12 @@ Result<void> RunIngestBench(const IngestBenchOptions& o, std::ostream& out) {
     TRIBUTARY_ASSIGN_OR_RETURN(curve, MakeCurve());
   }
   const Curve* curve_or_null = curve ? &*curve : nullptr;
+  // The idle clients' descriptors, here and (inherited) in the gateway's child.
+  if (o.idle > 0) TRIBUTARY_TRY(loadgen::RaiseDescriptorLimit(o.idle + 256));
   nlohmann::json results = nlohmann::json::array();
   for (const bool downloads : {false, true}) {
     if (downloads && !o.downloads) break;
-    if (!o.json) PrintHeader(out, downloads ? "downloads of the model" : "uploads of updates", o.curve);
+    if (!o.json) PrintHeader(out, downloads ? "downloads of the model" : "uploads of updates", o.curve, downloads ? 0 : o.idle);
     for (const uint64_t size : o.sizes) {
       if (size < 4) return MakeError(ErrorCode::kInvalidArgument, "an update is at least one f32");
       Config c{LayeredSpec(size / 4), Values(size / 4), 0, 0, 0};
@@ -586,7 +644,7 @@ Result<void> RunIngestBench(const IngestBenchOptions& o, std::ostream& out) {
         c.transfers = std::max<uint64_t>(1, (o.bytes_per_run + bytes * clients - 1) / (bytes * clients)) * clients;
         // Every client's update in flight at once, the model, allocator slack.
         c.segment_bytes = (clients + 2) * (bytes + 4096) + (64ull << 20);
-        TRIBUTARY_ASSIGN_OR_RETURN(Row row, MeasureRow(c, curve_or_null, downloads));
+        TRIBUTARY_ASSIGN_OR_RETURN(Row row, MeasureRow(c, curve_or_null, downloads, o.idle));
         if (!o.json) PrintRow(out, row);
         nlohmann::json j{{"direction", downloads ? "download" : "upload"},
                          {"bytes", row.size},
@@ -597,6 +655,11 @@ Result<void> RunIngestBench(const IngestBenchOptions& o, std::ostream& out) {
                          {"ratio_gb_per_s", row.gateway.gb_per_s / row.reference.gb_per_s},
                          {"ratio_cpu_per_gb", row.gateway.cpu_s_per_gb / row.reference.cpu_s_per_gb}};
         if (row.curve) j["curve"] = ToJson(*row.curve);
+        if (row.beside_idle) {
+          j["beside_idle"] = ToJson(*row.beside_idle);
+          j["idle_connections"] = o.idle;
+          j["ratio_beside_idle_gb_per_s"] = row.beside_idle->gb_per_s / row.gateway.gb_per_s;
+        }
         results.push_back(std::move(j));
       }
     }

@@ -20,6 +20,11 @@
 //
 // Reported per row: GB/s (payload bytes over wall time) and node CPU seconds
 // per GB, and the gateway / reference ratios.
+//
+// With `idle` > 0, each upload row also measures the gateway while that many
+// other clients hold connections open (each asked for a task once, then
+// stays quiet, as clients do between rounds): the gateway's uploads with and
+// without them, twice each in turn, the best of each, and their ratio.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +41,7 @@ struct IngestBenchOptions {
   uint64_t bytes_per_run = 2ull << 30;  // each measurement moves at least this much
   bool curve = true;                    // also the gateway under CURVE
   bool downloads = true;
+  uint32_t idle = 0;  // idle connections held open beside the uploads (upload rows only)
   bool json = false;
 };
 

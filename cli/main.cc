@@ -332,6 +332,8 @@ int main(int argc, char** argv) {
   bench_ingest->add_option("--bytes", ingest_bytes, "Bytes each measurement moves at least (e.g. 2GiB)");
   bench_ingest->add_flag("!--no-curve", ingest.curve, "Skip the gateway under CURVE");
   bench_ingest->add_flag("!--no-downloads", ingest.downloads, "Skip the downloads");
+  bench_ingest->add_option("--idle", ingest.idle,
+                           "Also measure the uploads while this many other clients hold idle connections (0: no)");
   bench_ingest->add_flag("--json", ingest.json, "Print the figures as JSON");
 
   tributary::bench::PlanBenchOptions plan;
