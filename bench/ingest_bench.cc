@@ -629,7 +629,8 @@ Result<void> RunIngestBench(const IngestBenchOptions& o, std::ostream& out) {
     TRIBUTARY_ASSIGN_OR_RETURN(curve, MakeCurve());
   }
   const Curve* curve_or_null = curve ? &*curve : nullptr;
-  // The idle clients' descriptors, here and (inherited) in the gateway's child.
+  // About four descriptors per client, for the idle clients and the
+  // uploaders, here and (inherited) in the gateway's child.
   if (o.idle > 0) TRIBUTARY_TRY(loadgen::RaiseDescriptorLimit(o.idle + 256));
   nlohmann::json results = nlohmann::json::array();
   for (const bool downloads : {false, true}) {

@@ -23,8 +23,8 @@
 //
 // With `idle` > 0, each upload row also measures the gateway while that many
 // other clients hold connections open (each asked for a task once, then
-// stays quiet, as clients do between rounds): the gateway's uploads with and
-// without them, twice each in turn, the best of each, and their ratio.
+// sends nothing): the gateway's uploads with and without them, twice each in
+// turn, the best of each (the gateway column too), and their ratio.
 #pragma once
 
 #include <cstdint>

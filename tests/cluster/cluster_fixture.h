@@ -194,7 +194,8 @@ class ClusterTest : public ::testing::Test {
     std::cerr << "status at the timeout: " << s.dump(1) << "\n";
     return false;
   }
-  static uint64_t RoundsDone(const json& s) { return s["jobs"]["cluster"].value("rounds_done", 0ull); }
+  // 0 also while a restarted controller has not loaded the job yet.
+  static uint64_t RoundsDone(const json& s) { return s.value(json::json_pointer("/jobs/cluster/rounds_done"), 0ull); }
 
   std::vector<json> RoundLog() {
     std::vector<json> out;

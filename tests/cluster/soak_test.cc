@@ -12,7 +12,9 @@
 //   - each restarted node agent removed its dead predecessor's segment, and
 //     at the end no process, segment, listening socket or pinned BPF object
 //     of the federation is left.
-// TRIBUTARY_SOAK_SEED replays a run's faults; TRIBUTARY_SOAK_ROUNDS shortens it.
+// TRIBUTARY_SOAK_SEED seeds the fault choices (their timing is the run's
+// own, so a seed does not replay a run exactly); TRIBUTARY_SOAK_ROUNDS
+// shortens it.
 #include <algorithm>
 #include <random>
 #include <set>
@@ -77,13 +79,26 @@ size_t CountLines(const fs::path& file, const std::string& needle) {
 struct Fault {
   uint64_t round;  // the round in progress when it was injected
   std::string what;
-  int node = 0;    // the node agent it hit, if any
+  int node = 0;           // the node agent it hit, if any
+  size_t connections = 0; // connections reset
 };
+
+// Destroys the TCP sockets in namespace `ns` towards `address`:7600 (ss -K);
+// how many it destroyed.
+size_t ResetConnections(const std::string& ns, const std::string& address) {
+  const std::string cmd = "ip netns exec " + ns + " ss -HK dst " + address + " dport = :7600 2>/dev/null";
+  FILE* out = ::popen(cmd.c_str(), "r");
+  if (out == nullptr) return 0;
+  size_t lines = 0;
+  for (int c; (c = std::fgetc(out)) != EOF;) lines += c == '\n';
+  ::pclose(out);
+  return lines;
+}
 
 TEST_F(ClusterTest, TwoHundredRoundsUnderRandomFaultsLoseOnlyWhatTheyReport) {
   const uint64_t rounds = EnvOr("TRIBUTARY_SOAK_ROUNDS", 200);
   const uint64_t seed = EnvOr("TRIBUTARY_SOAK_SEED", std::random_device{}());
-  std::cout << "soak: " << rounds << " rounds, seed " << seed << " (TRIBUTARY_SOAK_SEED replays it)\n";
+  std::cout << "soak: " << rounds << " rounds, seed " << seed << " (TRIBUTARY_SOAK_SEED)\n";
   std::mt19937_64 rng(seed);
   node_metrics_port_ = kNodeMetricsPort;
   // min_clients 15: a round that loses a node (about 10 of its 30) completes
@@ -109,7 +124,7 @@ TEST_F(ClusterTest, TwoHundredRoundsUnderRandomFaultsLoseOnlyWhatTheyReport) {
   const pid_t load = StartLoadgen(/*train_ms=*/150);
 
   std::vector<Fault> faults;
-  std::set<uint64_t> controller_restarts = {rounds / 3, 2 * rounds / 3};
+  std::set<uint64_t> controller_restarts = {std::max<uint64_t>(1, rounds / 3), std::max<uint64_t>(2, 2 * rounds / 3)};
   int down_node = 0;                          // a node killed and not yet started again
   Clock::time_point restart_node_at{}, next_fault = Clock::now() + std::chrono::seconds(1);
   // Per node agent (node * 1000 + incarnation) and rounds the federation
@@ -126,7 +141,7 @@ TEST_F(ClusterTest, TwoHundredRoundsUnderRandomFaultsLoseOnlyWhatTheyReport) {
   const auto give_up = Clock::now() + std::chrono::seconds(60 + rounds * 5);
   while (done < rounds && Clock::now() < give_up) {
     const json s = Status();
-    if (s.is_object() && s["jobs"]["cluster"].is_object()) done = RoundsDone(s);  // not while the controller restarts
+    if (s.is_object() && s.contains(json::json_pointer("/jobs/cluster/rounds_done"))) done = RoundsDone(s);
     for (int i = 1; i <= 3; ++i) {
       if (i == down_node) continue;
       const std::string page = node_metrics(i);
@@ -168,10 +183,10 @@ TEST_F(ClusterTest, TwoHundredRoundsUnderRandomFaultsLoseOnlyWhatTheyReport) {
       const pid_t victim = functions[std::uniform_int_distribution<size_t>(0, functions.size() - 1)(rng)];
       if (::kill(victim, SIGKILL) == 0) faults.push_back({done + 1, "function SIGKILLed", node});
     } else if (kind < 80) {
-      // Every connection of the clients' host to the node's gateway, reset.
-      const std::string cut = "ip netns exec " + net_->Namespace("cli") + " ss -K dst " + net_->Address(Host(node)) +
-                              " dport = :7600 >/dev/null 2>&1";
-      if (std::system(cut.c_str()) == 0) faults.push_back({done + 1, "client connections cut", node});
+      // Every connection of the clients' host to the node's gateway, reset
+      // (ss prints each socket it destroyed).
+      const size_t reset = ResetConnections(net_->Namespace("cli"), net_->Address(Host(node)));
+      if (reset > 0) faults.push_back({done + 1, "client connections cut", node, reset});
     } else if (down_node == 0 && serving[node]) {
       net_->Stop(nodes[node], SIGKILL);
       killed_incarnations.insert(node * 1000 + incarnation[node]);
@@ -221,6 +236,7 @@ TEST_F(ClusterTest, TwoHundredRoundsUnderRandomFaultsLoseOnlyWhatTheyReport) {
     EXPECT_TRUE(logged.insert(round).second) << "round " << round << " logged twice";
     const std::vector<std::string> clients = r["clients"], missing = r["missing_clients"];
     EXPECT_EQ(clients.size() + missing.size(), r["selected"].get<size_t>()) << r.dump();
+    EXPECT_EQ(std::set<std::string>(clients.begin(), clients.end()).size(), clients.size()) << "folded twice: " << r.dump();
     for (const std::string& m : missing) {
       EXPECT_EQ(std::count(clients.begin(), clients.end(), m), 0) << m << " both folded and missing: " << r.dump();
       const std::string lost_node = NodeId(node_of[m]);
@@ -231,7 +247,9 @@ TEST_F(ClusterTest, TwoHundredRoundsUnderRandomFaultsLoseOnlyWhatTheyReport) {
       const std::string lost = lost_node;
       const int i = node_number[lost];
       // Lost in the round it was killed in, or (killed after its partial,
-      // or seen again only when it restarted) in one of the next two.
+      // or seen again only when it restarted) in one of the next two: the
+      // loss is noticed within the 1.5 s node timeout or at the restart
+      // (at most 3 s), and a round waiting for a dead node lasts that long.
       bool killed = false;
       for (uint64_t back = 0; back <= 2 && back < round; ++back) killed |= node_kills.count({round - back, i}) > 0;
       EXPECT_TRUE(killed) << "round " << round << " lost " << lost << ", which was not killed then: " << r.dump();
@@ -271,7 +289,9 @@ TEST_F(ClusterTest, TwoHundredRoundsUnderRandomFaultsLoseOnlyWhatTheyReport) {
       std::cerr << "\n";
     }
   }
-  EXPECT_GT(intervals, rounds) << "too few samples between rounds to tell";
+  std::map<int, uint64_t> intervals_of;
+  for (const auto& [key, fewest] : fewest_blocks) intervals_of[key.first / 1000] += 1;
+  for (int i = 1; i <= 3; ++i) EXPECT_GT(intervals_of[i], rounds / 2) << "node " << i << ": too few samples to tell";
   EXPECT_EQ(above, 0u);
 
   std::map<std::string, int> kinds;
@@ -279,8 +299,10 @@ TEST_F(ClusterTest, TwoHundredRoundsUnderRandomFaultsLoseOnlyWhatTheyReport) {
   std::cout << "soak: " << rounds << " rounds, " << exact << " exact, " << with_losses << " with a killed node's "
             << updates_lost << " updates reported missing; " << samples << " segment samples over " << intervals
             << " between-round intervals; faults:";
+  size_t connections_reset = 0;
+  for (const Fault& f : faults) connections_reset += f.connections;
   for (const auto& [what, n] : kinds) std::cout << " " << n << " " << what << ";";
-  std::cout << "\n";
+  std::cout << " " << connections_reset << " connections reset in all\n";
   EXPECT_GE(kinds["function SIGKILLed"], 1);
   EXPECT_GE(kinds["client connections cut"], 1);
   EXPECT_EQ(kinds["controller SIGKILLed and started again"], 2);
@@ -296,17 +318,21 @@ TEST_F(ClusterTest, TwoHundredRoundsUnderRandomFaultsLoseOnlyWhatTheyReport) {
   net_->Stop(controller, SIGTERM);
   for (int i = 1; i <= 3; ++i) net_->Stop(nodes[i], SIGTERM);
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  EXPECT_EQ(ProcessesMentioning(prefix_ + "-n"), std::vector<std::string>{});
+  EXPECT_EQ(ProcessesMentioning(prefix_ + "-n"), std::vector<std::string>{});  // agents and their functions
+  EXPECT_EQ(ProcessesMentioning(dir_.string()), std::vector<std::string>{});   // the controller, loadgen
   for (const auto& e : fs::directory_iterator("/dev/shm")) {
     EXPECT_EQ(e.path().filename().string().find(prefix_ + "-n"), std::string::npos) << "left: " << e.path();
   }
-  std::error_code ec;
-  for (const auto& e : fs::recursive_directory_iterator("/sys/fs/bpf", ec)) {
-    EXPECT_EQ(e.path().string().find("tributary"), std::string::npos) << "pinned: " << e.path();
-  }
   for (const char* host : {"ctl", "n1", "n2", "n3", "cli"}) {
-    const std::string listening = "ip netns exec " + net_->Namespace(host) + " ss -Htln | grep -q .";
-    EXPECT_NE(std::system(listening.c_str()), 0) << host << " still has a listening socket";
+    const std::string open = "ip netns exec " + net_->Namespace(host) + " ss -Htuan exclude time-wait | grep -q .";
+    EXPECT_NE(std::system(open.c_str()), 0) << host << " still has an open socket";
+  }
+  // The eBPF data plane was the one in use (it is where it loads: CI).
+  if (std::getenv("TRIBUTARY_REQUIRE_PRIVILEGED")) {
+    for (int i = 1; i <= 3; ++i) {
+      EXPECT_EQ(CountLines(dir_ / (NodeId(i) + ".log"), "data plane: eBPF sk_msg router"), kills_of[i] + 1)
+          << "node " << i;
+    }
   }
 }
 
