@@ -7,11 +7,11 @@
 //     from the model before it; every selected client is either folded or
 //     listed as missing, and a missing client is always one of a node the
 //     round lists as lost, a node this test killed: nothing else is lost;
-//   - between rounds each node's segment holds what it held before the first
-//     (no block outlives its round);
-//   - each restarted node agent removed its dead predecessor's segment, and
-//     at the end no process, segment, listening socket or pinned BPF object
-//     of the federation is left.
+//   - after each round each node's segment holds what it held before the
+//     first plus the current model (no block outlives its round);
+//   - each SIGKILLed agent's segment was removed once by the next agent to
+//     start, every start loaded the eBPF data plane (in CI), and at the end
+//     no process, segment or open socket of the federation is left.
 // TRIBUTARY_SOAK_SEED seeds the fault choices (their timing is the run's
 // own, so a seed does not replay a run exactly); TRIBUTARY_SOAK_ROUNDS
 // shortens it.
